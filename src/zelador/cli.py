@@ -1,0 +1,230 @@
+"""`zelador` subcommands: parse, call, print. Exit codes (sysexits style):
+
+    0   ok (status/check: every watched program is running)
+    1   runtime error
+    3   status/check: something watched is not running
+    64  usage error
+    69  the daemon cannot be reached, or another zelador holds the lock
+    78  the config is wrong or unsafe
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from typing import IO
+
+from . import __version__
+from .config import DEFAULT_PATH, Config, load_config
+from .control import ControlServer, ask
+from .daemon import Daemon
+from .errors import EX_DOWN, EX_OK, ControlError, ZeladorError
+from .journal import open_journal
+from .launcher import Launcher
+from .security import running_as_root
+from .status import all_running, render
+
+
+def runtime_dir(args: argparse.Namespace) -> str:
+    return str(args.runtime_dir or os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+               or "/run/zelador")
+
+
+def socket_path(args: argparse.Namespace, config: Config | None = None) -> str:
+    if args.socket:
+        return str(args.socket)
+    if config is None:
+        try:
+            config = load_config(args.config, check_files=False)
+        except ZeladorError:
+            config = None
+    if config is not None and config.control.socket:
+        return config.control.socket
+    return os.path.join(runtime_dir(args), "control.sock")
+
+
+def take_lock(folder: str) -> IO[str] | None:
+    """The lock a daemon (or a check run) holds; None if somebody else has it."""
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    handle = open(os.path.join(folder, "zelador.lock"), "a+")  # noqa: SIM115 held for our life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
+def use_scopes(choice: str) -> bool:
+    """Run scripts in transient scopes when systemd is PID 1 and we may ask it to."""
+    if choice != "auto":
+        return choice == "yes"
+    return (os.path.isdir("/run/systemd/system") and running_as_root()
+            and shutil.which("systemd-run") is not None)
+
+
+def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Daemon:
+    logs = args.logs_dir or os.environ.get("LOGS_DIRECTORY", "").split(":")[0] or "/var/log/zelador"
+    journal = open_journal(args.log_target, logs)
+    launcher = Launcher(output_for=journal.output_for, use_scopes=use_scopes(args.scopes))
+    control = None if once else ControlServer(socket_path(args, config), config.control.group)
+    return Daemon(config, journal=journal, launcher=launcher, control=control, once=once)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    lock = take_lock(runtime_dir(args))
+    if lock is None:
+        raise ControlError(f"another zelador already runs with {runtime_dir(args)} "
+                           "(see `zelador status`)")
+    daemon = build_daemon(args, config, once=False)
+    try:
+        return daemon.run()
+    finally:
+        if daemon.control is not None:
+            daemon.control.close()
+        lock.close()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    lock = take_lock(runtime_dir(args))
+    if lock is None:  # the daemon is running: it does the work; report what it sees
+        reply = ask(socket_path(args, config), {"cmd": "status"})
+        print(render(reply))
+        return EX_OK if all_running(reply) else EX_DOWN
+    try:
+        daemon = build_daemon(args, config, once=True)
+        daemon.run()
+        states = daemon.group.states.values()
+        for state in states:
+            print(f"{state.name}: {state.phase.value}"
+                  + (f" (pid {state.instance.pid})" if state.instance else "")
+                  + (f": {state.reason}" if state.reason else ""))
+        return EX_OK if all(s.phase.value == "RUNNING" for s in states) else EX_DOWN
+    finally:
+        lock.close()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    names = ", ".join(config.names)
+    print(f"{config.path}: ok ({len(config.programs)} programs: {names})")
+    return EX_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    reply = ask(socket_path(args), {"cmd": "status"})
+    print(json.dumps(reply, indent=2) if args.json else render(reply))
+    return EX_OK if all_running(reply) else EX_DOWN
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    path = socket_path(args)
+    before = ask(path, {"cmd": args.command, "program": args.program})["program"]
+    if args.no_wait or (args.command == "start" and before["state"] == "RUNNING"):
+        print(f"{args.program}: {before['state']}")
+        return EX_OK
+    deadline = time.monotonic() + args.timeout
+    while True:
+        prog = next(p for p in ask(path, {"cmd": "status"})["programs"]
+                    if p["name"] == args.program)
+        done = (prog["state"] == "STOPPED" if args.command == "stop" else
+                prog["state"] == "RUNNING" and (args.command == "start" or
+                                                prog["pid"] != before["pid"] or
+                                                before["state"] != "STOPPING"))
+        if done or prog["state"] in ("FATAL", "BACKOFF") or time.monotonic() > deadline:
+            pid = f" (pid {prog['pid']})" if prog["pid"] else ""
+            print(f"{args.program}: {prog['state']}{pid}"
+                  + (f": {prog['reason']}" if prog["reason"] else ""))
+            return EX_OK if done else EX_DOWN
+        time.sleep(0.05)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import lay_out  # only the demo needs it
+
+    config_path = lay_out(args.dir)
+    args.config = config_path
+    args.runtime_dir = os.path.join(args.dir, "run")
+    args.logs_dir = os.path.join(args.dir, "log")
+    args.log_target = "stderr"
+    print(f"""zelador demo: a stand-in SEFAZ-CE MFE is laid out in {args.dir}
+  config:          {config_path}
+  vendor scripts:  {args.dir}/opt/sefaz/cco/bin/runcco-ser.sh, runcco-mon.sh (nohup ... &)
+
+In another terminal, try:
+  pkill -9 -x Comunicador        # comes back within milliseconds; Monitor is restarted once
+  zelador status --socket {args.runtime_dir}/control.sock
+  zelador restart monitor --socket {args.runtime_dir}/control.sock
+Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are
+(remove them with: pkill -x Comunicador; pkill -x Monitor).
+""", file=sys.stderr, flush=True)
+    return cmd_run(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="zelador", description="Keeps vendor daemons alive.")
+    top.add_argument("--version", action="version", version=f"zelador {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=os.environ.get("ZELADOR_CONFIG", DEFAULT_PATH),
+                        help=f"config file (default {DEFAULT_PATH})")
+    common.add_argument("--socket", default=os.environ.get("ZELADOR_SOCKET"),
+                        help="control socket (default: control.socket, or RUNTIME_DIR/control.sock)")
+    common.add_argument("--runtime-dir", default=None,
+                        help="lock and socket folder (default $RUNTIME_DIRECTORY or /run/zelador)")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def daemon_options(cmd: argparse.ArgumentParser) -> None:
+        cmd.add_argument("--log-target", choices=("auto", "journal", "stderr"), default="auto",
+                         help="auto: journald when stderr is connected to it")
+        cmd.add_argument("--logs-dir", default=None,
+                         help="where script output goes when not logging to journald")
+        cmd.add_argument("--scopes", choices=("auto", "yes", "no"), default="auto",
+                         help="run each script in its own systemd scope (auto: under systemd)")
+
+    run = sub.add_parser("run", parents=[common], help="supervise (the service's main command)")
+    daemon_options(run)
+    run.set_defaults(func=cmd_run)
+    check = sub.add_parser("check", parents=[common],
+                           help="one pass: start what is missing, exit 0 only if all run")
+    daemon_options(check)
+    check.set_defaults(func=cmd_check)
+    sub.add_parser("validate", parents=[common], help="check the config; exit 0 or 78"
+                   ).set_defaults(func=cmd_validate)
+    status = sub.add_parser("status", parents=[common], help="what the running daemon sees")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+    for verb in ("start", "stop", "restart"):
+        cmd = sub.add_parser(verb, parents=[common], help=f"{verb} a program and wait for it")
+        cmd.add_argument("program")
+        cmd.add_argument("--no-wait", action="store_true", help="return at once")
+        cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
+        cmd.set_defaults(func=cmd_control)
+    demo = sub.add_parser("demo", parents=[common],
+                          help="lay out a stand-in MFE and supervise it in the foreground")
+    demo.add_argument("--dir", default="/tmp/zelador-demo")
+    daemon_options(demo)
+    demo.set_defaults(func=cmd_demo)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ZeladorError as exc:
+        print(f"zelador: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,402 @@
+"""The YAML config, read into frozen dataclasses; every error names `FILE:LINE: KEY`.
+
+The file is composed into PyYAML nodes (not plain dicts) so each value keeps its line.
+Validation lives here and only here: once `load_config` returns, the rest of zelador trusts it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import os
+import pwd
+import re
+import shlex
+import signal
+from dataclasses import dataclass, field
+from typing import Callable
+
+import yaml
+
+from .durations import parse_duration
+from .errors import ConfigError, UnsafeFileError
+from .security import check_root_only, running_as_root
+from .yamlnodes import NodeReader
+
+DEFAULT_PATH = "/etc/zelador/zelador.yaml"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Match:
+    """How a program's process is recognised; every given criterion must hold."""
+
+    name: str | None = None
+    exe: str | None = None
+    cmdline: str | None = None  # a regex, searched in the space-joined argv
+    pidfile: str | None = None
+    user: str | None = None
+
+    def fields(self) -> frozenset[str]:
+        """The process attributes this match needs read."""
+        return frozenset(k for k in ("name", "exe", "cmdline", "user") if getattr(self, k))
+
+
+@dataclass(frozen=True)
+class Stop:
+    signal: int = int(signal.SIGTERM)
+    timeout: float = 10.0
+    command: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Restart:
+    delay: float = 0.0  # before the first restart of a program that was running
+    max_delay: float = 300.0  # consecutive failures back off 1s, 2s, 4s ... up to this
+    stable: float = 10.0  # a process that lived less than this counts as a failure
+    burst: int = 10  # more starts than this within `window` ...
+    window: float = 120.0
+    retry_every: float = 300.0  # ... and we give up (FATAL), retrying on this slow timer
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    match: Match
+    start: tuple[str, ...]
+    start_timeout: float = 30.0
+    stop: Stop = field(default_factory=Stop)
+    restart: Restart = field(default_factory=Restart)
+    part_of: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+    user: str | None = None
+    group: str | None = None
+    environment: tuple[tuple[str, str], ...] = ()
+    working_directory: str | None = None
+    duplicates: str = "report"  # or "stop": stop extra instances, newest first
+    shell: bool = False
+
+
+@dataclass(frozen=True)
+class Control:
+    socket: str | None = None  # default: $RUNTIME_DIRECTORY/control.sock
+    group: str | None = None  # a group that may use it too (mode 0660)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    interval: float = 10.0
+    programs: tuple[Program, ...] = ()
+    control: Control = field(default_factory=Control)
+
+    def program(self, name: str) -> Program:
+        for prog in self.programs:
+            if prog.name == name:
+                return prog
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.programs)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def load_config(path: str, *, check_files: bool = True) -> Config:
+    """Read and validate `path`. As root, refuse it (and start scripts) if non-root can write them.
+
+    `check_files=False` skips the checks on the file system (existence, executability, owners)
+    so a config can be examined on another machine.
+    """
+    try:
+        with open(path, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+    if check_files and running_as_root():
+        try:
+            check_root_only(path, "config file")
+        except UnsafeFileError as exc:
+            raise ConfigError(str(exc), file=path) from exc
+    return parse_config(text, path, check_files=check_files)
+
+
+def parse_config(text: str, path: str = "<config>", *, check_files: bool = True) -> Config:
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(f"YAML syntax: {exc.problem or exc.context}", file=path, line=line) from exc
+    if root is None:
+        raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
+    return _Reader(path, check_files).config(root)
+
+
+class _Reader(NodeReader):
+    """Reads zelador's sections."""
+
+    # --- sections ---
+
+    def config(self, root: yaml.Node) -> Config:
+        top = self.mapping(root, "", ("interval", "programs", "control"))
+        interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
+        if "programs" not in top:
+            raise self.error(root, "programs", "missing: list the programs to watch")
+        programs_node = top["programs"]
+        entries = self.mapping(programs_node, "programs", ())
+        if not entries:
+            raise self.error(programs_node, "programs", "empty: list at least one program")
+        programs = []
+        for name, node in entries.items():
+            key = f"programs.{name}"
+            if not _NAME.match(name):
+                raise self.error(node, key, "a program name may hold only letters, digits, _ . -")
+            programs.append(self.program(name, node, key))
+        control = self.control(top["control"]) if "control" in top else Control()
+        self.check_references(programs, entries)
+        return Config(path=self.path, interval=interval, programs=tuple(programs), control=control)
+
+    def control(self, node: yaml.Node) -> Control:
+        entries = self.mapping(node, "control", ("socket", "group"))
+        sock = self.string(entries["socket"], "control.socket") if "socket" in entries else None
+        group = None
+        if "group" in entries:
+            group = self.string(entries["group"], "control.group")
+            self.known(entries["group"], "control.group", group, grp.getgrnam, "group")
+        return Control(socket=sock, group=group)
+
+    def program(self, name: str, node: yaml.Node, key: str) -> Program:
+        allowed = ("match", "start", "shell", "start_timeout", "stop", "restart", "part_of",
+                   "after", "user", "group", "environment", "working_directory", "duplicates")
+        entries = self.mapping(node, key, allowed)
+        if "match" not in entries:
+            raise self.error(node, f"{key}.match", "missing: say how to recognise the process "
+                             "(e.g. match: {name: Comunicador})")
+        if "start" not in entries:
+            raise self.error(node, f"{key}.start", "missing: the command that starts it")
+        shell = self.boolean(entries["shell"], f"{key}.shell") if "shell" in entries else False
+        values: dict[str, object] = {"name": name, "shell": shell}
+        values["match"] = self.match(entries["match"], f"{key}.match")
+        values["start"] = self.command(entries["start"], f"{key}.start", shell)
+        if "start_timeout" in entries:
+            values["start_timeout"] = self.duration(entries["start_timeout"],
+                                                    f"{key}.start_timeout", minimum=0.1)
+        if "stop" in entries:
+            values["stop"] = self.stop(entries["stop"], f"{key}.stop", shell)
+        if "restart" in entries:
+            values["restart"] = self.restart(entries["restart"], f"{key}.restart")
+        for dep in ("part_of", "after"):
+            if dep in entries:
+                values[dep] = self.names(entries[dep], f"{key}.{dep}")
+        if "user" in entries:
+            values["user"] = self.string(entries["user"], f"{key}.user")
+            self.known(entries["user"], f"{key}.user", str(values["user"]), pwd.getpwnam, "user")
+        if "group" in entries:
+            values["group"] = self.string(entries["group"], f"{key}.group")
+            self.known(entries["group"], f"{key}.group", str(values["group"]), grp.getgrnam, "group")
+        if "environment" in entries:
+            values["environment"] = self.environment(entries["environment"], f"{key}.environment")
+        if "working_directory" in entries:
+            wd_node = entries["working_directory"]
+            wd = self.string(wd_node, f"{key}.working_directory")
+            if self.check_files and not os.path.isdir(wd):
+                raise self.error(wd_node, f"{key}.working_directory", f"{wd!r} is not a directory")
+            values["working_directory"] = wd
+        if "duplicates" in entries:
+            dup = self.scalar(entries["duplicates"], f"{key}.duplicates")
+            if dup not in ("report", "stop"):
+                raise self.error(entries["duplicates"], f"{key}.duplicates",
+                                 f"{dup!r} is not one of 'report', 'stop'")
+            values["duplicates"] = dup
+        return Program(**values)  # type: ignore[arg-type]
+
+    def match(self, node: yaml.Node, key: str) -> Match:
+        entries = self.mapping(node, key, ("name", "exe", "cmdline", "pidfile", "user"))
+        if not entries:
+            raise self.error(node, key, "empty: give at least one of name, exe, cmdline, pidfile")
+        values = {k: self.string(v, f"{key}.{k}") for k, v in entries.items()}
+        if set(values) == {"user"}:
+            raise self.error(node, key, "`user` alone would match every process of that user")
+        if "cmdline" in values:
+            try:
+                re.compile(values["cmdline"])
+            except re.error as exc:
+                raise self.error(entries["cmdline"], f"{key}.cmdline",
+                                 f"{values['cmdline']!r} is not a valid regex: {exc}") from exc
+        if "name" in values and "/" in values["name"]:
+            raise self.error(entries["name"], f"{key}.name", "a process name has no '/' (use exe:)")
+        for path_key in ("exe", "pidfile"):
+            if path_key in values and not values[path_key].startswith("/"):
+                raise self.error(entries[path_key], f"{key}.{path_key}",
+                                 f"{values[path_key]!r} must be an absolute path")
+        if "user" in values:
+            self.known(entries["user"], f"{key}.user", values["user"], pwd.getpwnam, "user")
+        return Match(**values)
+
+    def command(self, node: yaml.Node, key: str, shell: bool) -> tuple[str, ...]:
+        if isinstance(node, yaml.SequenceNode):
+            if shell:
+                raise self.error(node, key, "with shell: true give the command as one string")
+            argv = tuple(self.string(item, key) for item in node.value)
+            if not argv:
+                raise self.error(node, key, "empty command")
+        else:
+            text = self.string(node, key)
+            if shell:
+                return ("/bin/sh", "-c", text)
+            try:
+                argv = tuple(shlex.split(text))
+            except ValueError as exc:
+                raise self.error(node, key, f"{text!r}: {exc}") from exc
+            if not argv:
+                raise self.error(node, key, "empty command")
+        if self.check_files:
+            self.executable(node, key, argv[0])
+        return argv
+
+    def executable(self, node: yaml.Node, key: str, program: str) -> None:
+        if not program.startswith("/"):
+            raise self.error(node, key, f"{program!r} must be an absolute path "
+                             "(zelador runs nothing through PATH or a shell unless shell: true)")
+        if not os.path.exists(program):
+            raise self.error(node, key, f"{program!r} does not exist{_did_you_mean(program)}")
+        if not os.path.isfile(program) or not os.access(program, os.X_OK):
+            raise self.error(node, key, f"{program!r} is not an executable file "
+                             f"(fix: chmod +x {program})")
+        if running_as_root():
+            try:
+                check_root_only(program, "start script")
+            except UnsafeFileError as exc:
+                raise self.error(node, key, str(exc)) from exc
+
+    def stop(self, node: yaml.Node, key: str, shell: bool) -> Stop:
+        entries = self.mapping(node, key, ("signal", "timeout", "command"))
+        values: dict[str, object] = {}
+        if "signal" in entries:
+            values["signal"] = self.signal(entries["signal"], f"{key}.signal")
+        if "timeout" in entries:
+            values["timeout"] = self.duration(entries["timeout"], f"{key}.timeout", minimum=0.1)
+        if "command" in entries:
+            values["command"] = self.command(entries["command"], f"{key}.command", shell)
+        return Stop(**values)  # type: ignore[arg-type]
+
+    def signal(self, node: yaml.Node, key: str) -> int:
+        value = self.scalar(node, key)
+        name = str(value).upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            raise self.error(node, key, f"{value!r} is not a signal name (e.g. TERM, INT, HUP)") from None
+
+    def restart(self, node: yaml.Node, key: str) -> Restart:
+        entries = self.mapping(node, key, ("delay", "max_delay", "stable", "burst", "then"))
+        values: dict[str, object] = {}
+        for name in ("delay", "max_delay", "stable"):
+            if name in entries:
+                values[name] = self.duration(entries[name], f"{key}.{name}")
+        if "burst" in entries:
+            text = str(self.scalar(entries["burst"], f"{key}.burst"))
+            found = re.fullmatch(r"\s*(\d+)\s+in\s+(.+)", text)
+            if not found or int(found.group(1)) < 1:
+                raise self.error(entries["burst"], f"{key}.burst",
+                                 f"{text!r} is not `COUNT in SPAN` (e.g. 5 in 2m)")
+            values["burst"] = int(found.group(1))
+            values["window"] = self._span(entries["burst"], f"{key}.burst", found.group(2))
+        if "then" in entries:
+            text = str(self.scalar(entries["then"], f"{key}.then"))
+            found = re.fullmatch(r"\s*retry every\s+(.+)", text)
+            if not found:
+                raise self.error(entries["then"], f"{key}.then",
+                                 f"{text!r} is not `retry every SPAN` (giving up forever is not "
+                                 "offered: a program we gave up on is retried slowly)")
+            values["retry_every"] = self._span(entries["then"], f"{key}.then", found.group(1))
+        return Restart(**values)  # type: ignore[arg-type]
+
+    def _span(self, node: yaml.Node, key: str, text: str) -> float:
+        try:
+            seconds = parse_duration(text)
+        except ValueError as exc:
+            raise self.error(node, key, str(exc)) from exc
+        if seconds <= 0:
+            raise self.error(node, key, f"{text!r} must be longer than 0s")
+        return seconds
+
+    def environment(self, node: yaml.Node, key: str) -> tuple[tuple[str, str], ...]:
+        entries = self.mapping(node, key, ())
+        pairs = []
+        for name, value_node in entries.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise self.error(value_node, f"{key}.{name}", "not a valid variable name")
+            value = self.scalar(value_node, f"{key}.{name}")
+            text = ("true" if value else "false") if isinstance(value, bool) else value
+            pairs.append((name, "" if text is None else str(text)))
+        return tuple(pairs)
+
+    def known(self, node: yaml.Node, key: str, name: str,
+              lookup: Callable[[str], object], what: str) -> None:
+        if not self.check_files:
+            return
+        try:
+            lookup(name)
+        except KeyError:
+            raise self.error(node, key, f"no {what} {name!r} on this machine") from None
+
+    def check_references(self, programs: list[Program], entries: dict[str, yaml.Node]) -> None:
+        names = {p.name for p in programs}
+        graph: dict[str, tuple[str, ...]] = {}
+        for prog in programs:
+            for dep_key in ("part_of", "after"):
+                for dep in getattr(prog, dep_key):
+                    if dep not in names:
+                        hint = difflib.get_close_matches(dep, names, n=1)
+                        fix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                        raise self.error(entries[prog.name], f"programs.{prog.name}.{dep_key}",
+                                         f"{dep!r} is not a program in this file{fix}")
+                    if dep == prog.name:
+                        raise self.error(entries[prog.name], f"programs.{prog.name}.{dep_key}",
+                                         "a program cannot depend on itself")
+            graph[prog.name] = prog.part_of + prog.after
+        cycle = _find_cycle(graph)
+        if cycle:
+            raise self.error(entries[cycle[0]], f"programs.{cycle[0]}",
+                             "dependency cycle through part_of/after: " + " -> ".join(cycle))
+
+
+def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str]:
+    state: dict[str, int] = {}  # 1 on the path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for dep in graph.get(node, ()):
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return []
+
+    for node in graph:
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def _did_you_mean(path: str) -> str:
+    folder, base = os.path.split(path)
+    try:
+        siblings = os.listdir(folder or ".")
+    except OSError:
+        return f" (nor does its folder {folder!r})" if folder else ""
+    hint = difflib.get_close_matches(base, siblings, n=1)
+    return f" (did you mean {hint[0]}?)" if hint else ""

@@ -1,0 +1,77 @@
+"""A stand-in SEFAZ-CE MFE: `Comunicador` and `Monitor` daemons and vendor-style start scripts.
+
+The daemons are copies of sleep(1) under the vendor's process names; the scripts background them
+with `nohup ... &` and exit at once, as the real `runcco-ser.sh` and `runcco-mon.sh` do. Tests and
+the benchmark use the same layout.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+SCRIPT = """#!/bin/sh
+# Stand-in for the SEFAZ-CE MFE vendor script: start {name} in the background and return.
+cd "$(dirname "$0")" || exit 1
+nohup ./{name} infinity > /dev/null 2>&1 &
+"""
+
+CONFIG = """# zelador demo: a stand-in for the SEFAZ-CE MFE on a point-of-sale terminal.
+interval: {interval}
+control:
+  socket: {root}/run/control.sock
+programs:
+  comunicador:
+    match: {{name: Comunicador}}
+    start: {bin}/runcco-ser.sh
+    start_timeout: 10s
+    restart: {{delay: 0s, max_delay: 1m, burst: 20 in 1m, then: retry every 1m}}
+  monitor:
+    match: {{name: Monitor}}
+    start: {bin}/runcco-mon.sh
+    start_timeout: 10s
+    part_of: comunicador
+"""
+
+
+def lay_out_mfe(root: str, names: tuple[str, ...] = ("Comunicador", "Monitor")) -> str:
+    """Create ROOT/opt/sefaz/cco/bin with a daemon and a `runcco-*.sh` per name; return bin."""
+    folder = os.path.join(root, "opt", "sefaz", "cco", "bin")
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    for path in _parents(root, folder):
+        os.chmod(path, 0o755)
+    sleep = shutil.which("sleep") or "/bin/sleep"
+    for name in names:
+        binary = os.path.join(folder, name)
+        if not os.path.exists(binary):
+            shutil.copy(sleep, binary)
+        os.chmod(binary, 0o755)
+        script = os.path.join(folder, script_name(name))
+        with open(script, "w", encoding="utf-8") as out:
+            out.write(SCRIPT.format(name=name))
+        os.chmod(script, 0o755)
+    return folder
+
+
+def script_name(name: str) -> str:
+    short = {"Comunicador": "ser", "Monitor": "mon"}.get(name, name.lower())
+    return f"runcco-{short}.sh"
+
+
+def lay_out(root: str, interval: str = "10s") -> str:
+    """The whole demo: the stand-in MFE and a zelador.yaml for it; return the config's path."""
+    root = os.path.abspath(root)
+    folder = lay_out_mfe(root)
+    path = os.path.join(root, "zelador.yaml")
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(CONFIG.format(root=root, bin=folder, interval=interval))
+    os.chmod(path, 0o644)
+    return path
+
+
+def _parents(root: str, folder: str) -> list[str]:
+    out = []
+    while len(folder) >= len(root):
+        out.append(folder)
+        folder = os.path.dirname(folder)
+    return out

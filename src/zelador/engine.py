@@ -1,0 +1,395 @@
+"""The per-program state machine: one transition table, pure.
+
+`step(program, state, event, now)` returns the new state and the actions to carry out, as plain
+data. Nothing here reads a clock, the process table or a socket: `now` is a monotonic time given
+by the caller, and what the world looks like arrives as events. The shell (`daemon.py`) carries
+the actions out.
+
+States use the words supervisor users know:
+
+    UNKNOWN --Observed(none)--> STARTING --script done + process seen--> RUNNING
+    RUNNING --Exited--> STARTING (restart at once) or BACKOFF (wait, then start)
+    STARTING --timeout/launch failed--> BACKOFF, or FATAL after too many starts in the window
+    FATAL --retry timer--> STARTING   (never a dead end)
+    RUNNING --restart/stop command, part_of peer restarted--> STOPPING --exit--> STARTING/STOPPED
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from .config import Program
+from .durations import format_duration
+from .policy import burst_exceeded, prune_starts, restart_delay
+from .states import (
+    Action,
+    Command,
+    Emit,
+    Event,
+    Exited,
+    Instance,
+    KillScript,
+    Launch,
+    LaunchFailed,
+    Observed,
+    PeerRestarted,
+    PeersRestart,
+    Phase,
+    ProgramState,
+    ScriptExited,
+    StopInstance,
+    Tick,
+)
+
+KILL_GRACE = 5.0  # after SIGKILL, how long before we say a process will not die
+WAIT_POLL = 0.1  # how often a program waiting for an `after` dependency looks again
+
+
+Result = tuple[ProgramState, list[Action]]
+Handler = Callable[[Program, ProgramState, Event, float, tuple[str, ...]], Result]
+
+
+def step(program: Program, state: ProgramState, event: Event, now: float,
+         waiting_for: tuple[str, ...] = ()) -> Result:
+    """Apply one event. `waiting_for` names `after` dependencies that are still starting."""
+    if isinstance(event, Tick) and (state.deadline is None or now < state.deadline):
+        return state, []
+    actions: list[Action] = []
+    if isinstance(event, Observed):
+        state, actions = _duplicates(program, state, event)
+    handler = TABLE.get((state.phase, type(event)))
+    if handler is None:
+        return state, actions
+    state, more = handler(program, state, event, now, waiting_for)
+    return state, actions + more
+
+
+# --- helpers that several transitions share ---------------------------------------------
+
+
+def _emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Emit:
+    pid = state.instance.pid if state.instance else None
+    return Emit(kind, state.name, f"{state.name}: {message}", pid, state.restarts, priority)
+
+
+def _launch(program: Program, state: ProgramState, now: float, waiting_for: tuple[str, ...],
+            *, restart: bool, why: str) -> Result:
+    assert state.instance is None, "never start a second instance"
+    if waiting_for:
+        reason = f"waiting for {', '.join(waiting_for)} to start first"
+        return _replace(state, Phase.BACKOFF, now, deadline=now + WAIT_POLL, reason=reason,
+                        restarting=state.restarting or restart), []
+    restarts = state.restarts + 1 if restart else state.restarts
+    new = _replace(state, Phase.STARTING, now, deadline=now + program.start_timeout,
+                   restarts=restarts, starts=(*prune_starts(program.restart, state.starts, now), now),
+                   script_running=True, script_status=None, restarting=state.restarting or restart,
+                   reason=why)
+    kind = "restarting" if restart else "starting"
+    return new, [_emit(new, kind, f"{kind} ({why}): {' '.join(program.start)}"), Launch(state.name)]
+
+
+def _started(program: Program, state: ProgramState, now: float) -> Result:
+    took = format_duration(now - state.since)
+    status = state.script_status
+    note = f"; start script exited with status {status}" if status else ""
+    new = _replace(state, Phase.RUNNING, now, reason="", retrying=False, restarting=False)
+    pid = new.instance.pid if new.instance else "?"
+    actions: list[Action] = [_emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
+                                   5 if not status else 4)]
+    if state.restarting:
+        actions.append(PeersRestart(state.name))
+    return new, actions
+
+
+def _adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
+    new = _replace(state, Phase.RUNNING, now, instance=instance, reason="", retrying=False,
+                   restarting=False, script_running=False)
+    actions: list[Action] = [_emit(new, "found", f"{how} (pid {instance.pid})", 5)]
+    if state.phase in (Phase.BACKOFF, Phase.FATAL):
+        actions.append(PeersRestart(state.name))
+    return new, actions
+
+
+def _failed(program: Program, state: ProgramState, now: float, reason: str) -> Result:
+    failures = state.failures + 1
+    state = dataclasses.replace(state, failures=failures, script_running=False)
+    policy = program.restart
+    if state.retrying or burst_exceeded(policy, state.starts, now):
+        return _give_up(program, state, now, reason)
+    delay = restart_delay(policy, failures)
+    new = _replace(state, Phase.BACKOFF, now, deadline=now + delay, reason=reason)
+    return new, [_emit(new, "start_failed",
+                       f"start failed: {reason}; next try in {format_duration(delay)}", 3)]
+
+
+def _give_up(program: Program, state: ProgramState, now: float, reason: str) -> Result:
+    retry = program.restart.retry_every
+    count = len(prune_starts(program.restart, state.starts, now))
+    why = (f"the slow retry failed too: {reason}" if state.retrying else
+           f"{count} starts within {format_duration(program.restart.window)}, last: {reason}")
+    new = _replace(state, Phase.FATAL, now, deadline=now + retry, reason=why)
+    return new, [_emit(new, "gave_up", f"giving up for {format_duration(retry)} ({why}); "
+                       f"`zelador restart {state.name}` tries at once", 2)]
+
+
+def _after_exit(program: Program, state: ProgramState, now: float,
+                waiting_for: tuple[str, ...], how: str) -> Result:
+    lived = now - state.since
+    pid = state.instance.pid if state.instance else None
+    young = lived < program.restart.stable
+    failures = state.failures + 1 if young else 0
+    gone = _replace(state, state.phase, state.since, instance=None, failures=failures)
+    exit_event = _emit(gone, "exited", f"pid {pid} {how} after {format_duration(lived)}", 4)
+    exit_event = dataclasses.replace(exit_event, pid=pid)
+    if burst_exceeded(program.restart, gone.starts, now):
+        new, actions = _give_up(program, gone, now, f"pid {pid} {how}")
+        return new, [exit_event, *actions]
+    delay = restart_delay(program.restart, failures)
+    if delay <= 0:
+        new, actions = _launch(program, gone, now, waiting_for, restart=True, why=f"pid {pid} {how}")
+        return new, [exit_event, *actions]
+    new = _replace(gone, Phase.BACKOFF, now, deadline=now + delay, restarting=True,
+                   reason=f"pid {pid} {how}; restarting in {format_duration(delay)}")
+    return new, [exit_event, _emit(new, "backoff", f"restarting in {format_duration(delay)}")]
+
+
+def _replace(state: ProgramState, phase: Phase, since: float, *,
+             deadline: float | None = None, **changes: object) -> ProgramState:
+    return dataclasses.replace(state, phase=phase, since=since, deadline=deadline,
+                               **changes)  # type: ignore[arg-type]
+
+
+def _stop(program: Program, state: ProgramState, now: float, *, then_start: bool,
+          why: str) -> Result:
+    if state.instance is None:
+        return _replace(state, Phase.STOPPED, now, reason=why), [_emit(state, "stopped", why)]
+    new = _replace(state, Phase.STOPPING, now, deadline=now + program.stop.timeout,
+                   then_start=then_start, forced=False, reason=why)
+    return new, [_emit(new, "stopping", why, 5), StopInstance(state.name, state.instance, False)]
+
+
+def _duplicates(program: Program, state: ProgramState, event: Observed) -> Result:
+    fresh = [d for d in event.duplicates if d not in state.duplicates]
+    state = dataclasses.replace(state, duplicates=event.duplicates)
+    actions: list[Action] = []
+    for dup in sorted(fresh, key=lambda d: d.create_time, reverse=True):
+        stop = program.duplicates == "stop"
+        what = "stopping it" if stop else "left running (set duplicates: stop to stop it)"
+        main = event.instance.pid if event.instance else "?"
+        actions.append(Emit("duplicate", state.name, f"{state.name}: a second instance, pid "
+                            f"{dup.pid}, runs beside pid {main}; {what}", dup.pid,
+                            state.restarts, 4))
+        if stop:
+            actions.append(StopInstance(state.name, dup, False))
+    return state, actions
+
+
+# --- the transitions ---------------------------------------------------------------------
+
+
+def _unknown_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Observed)
+    if e.instance is not None:
+        return _adopt(s, e.instance, now, "already running")
+    return _launch(p, s, now, w, restart=False, why="not running")
+
+
+def _starting_script_exited(p: Program, s: ProgramState, e: Event, now: float,
+                            w: tuple[str, ...]) -> Result:
+    assert isinstance(e, ScriptExited)
+    s = dataclasses.replace(s, script_running=False, script_status=e.returncode)
+    if s.instance is not None:
+        return _started(p, s, now)
+    return s, []
+
+
+def _starting_observed(p: Program, s: ProgramState, e: Event, now: float,
+                       w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Observed)
+    s = dataclasses.replace(s, instance=e.instance)
+    if e.instance is not None and not s.script_running:
+        return _started(p, s, now)
+    return s, []
+
+
+def _starting_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Exited)
+    return (dataclasses.replace(s, instance=None) if e.instance == s.instance else s), []
+
+
+def _starting_launch_failed(p: Program, s: ProgramState, e: Event, now: float,
+                            w: tuple[str, ...]) -> Result:
+    assert isinstance(e, LaunchFailed)
+    return _failed(p, s, now, e.reason)
+
+
+def _starting_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    limit = format_duration(p.start_timeout)
+    if s.script_running:
+        new, actions = _failed(p, dataclasses.replace(s, instance=None), now,
+                               f"start script still running after {limit}; killed its process group")
+        return new, [KillScript(s.name), *actions]
+    what = ", ".join(f"{k}={getattr(p.match, k)!r}" for k in ("name", "exe", "cmdline", "pidfile", "user")
+                     if getattr(p.match, k))
+    return _failed(p, s, now, f"start script exited with status {s.script_status} but no process "
+                   f"matching {what} appeared within {limit}")
+
+
+def _starting_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    if e.verb != "stop":
+        return s, []
+    actions: list[Action] = [KillScript(s.name)] if s.script_running else []
+    new, more = _stop(p, dataclasses.replace(s, script_running=False), now, then_start=False,
+                      why="stop requested while starting")
+    return new, actions + more
+
+
+def _running_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Exited)
+    if e.instance != s.instance:
+        return s, []
+    return _after_exit(p, s, now, w, "exited")
+
+
+def _running_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Observed)
+    if e.instance == s.instance:
+        return s, []
+    if e.instance is None:
+        return _after_exit(p, s, now, w, "is gone (found by scan)")
+    old = s.instance.pid if s.instance else None
+    exit_event = _emit(s, "exited", f"pid {old} is gone (found by scan)", 4)
+    new, actions = _adopt(s, e.instance, now, "another instance took its place")
+    return new, [exit_event, *actions, PeersRestart(s.name)]
+
+
+def _running_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    if e.verb == "start":
+        return s, []
+    return _stop(p, dataclasses.replace(s, failures=0), now, then_start=e.verb == "restart",
+                 why=f"{e.verb} requested")
+
+
+def _running_peer(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, PeerRestarted)
+    return _stop(p, s, now, then_start=True, why=f"restarting because {e.peer} was restarted "
+                 "(part_of)")
+
+
+def _stopping_gone(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    if isinstance(e, Exited) and e.instance != s.instance:
+        return s, []
+    if isinstance(e, Observed) and e.instance == s.instance:
+        return s, []
+    pid = s.instance.pid if s.instance else None
+    gone = dataclasses.replace(s, instance=None)
+    if isinstance(e, Observed) and e.instance is not None:  # someone else started another one
+        if s.then_start:
+            return _adopt(gone, e.instance, now, f"pid {pid} stopped; another instance is running")
+        return _replace(gone, Phase.STOPPED, now, instance=e.instance, reason="stopped on request"), [
+            dataclasses.replace(_emit(gone, "stopped", f"pid {pid} stopped", 5), pid=pid)]
+    if s.then_start:
+        return _launch(p, gone, now, w, restart=True, why=f"pid {pid} stopped for restart")
+    new = _replace(gone, Phase.STOPPED, now, reason="stopped on request")
+    return new, [dataclasses.replace(_emit(new, "stopped", f"pid {pid} stopped", 5), pid=pid)]
+
+
+def _stopping_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    if s.instance is None:
+        return s, []
+    if s.forced:
+        new = dataclasses.replace(s, deadline=None, reason="will not die, even after SIGKILL")
+        return new, [_emit(new, "stop_failed", "still alive after SIGKILL (stuck in the kernel?)", 2)]
+    new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
+    return new, [_emit(new, "stop_timeout", f"did not stop within {format_duration(p.stop.timeout)}; "
+                       "sending SIGKILL", 4), StopInstance(s.name, s.instance, True)]
+
+
+def _stopping_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    return dataclasses.replace(s, then_start=e.verb != "stop"), []
+
+
+def _waiting_tick(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    if s.phase == Phase.FATAL:
+        s = dataclasses.replace(s, retrying=True, starts=())
+        return _launch(p, s, now, w, restart=True, why="slow retry after giving up")
+    if burst_exceeded(p.restart, s.starts, now):
+        return _give_up(p, s, now, s.reason)
+    return _launch(p, s, now, w, restart=s.restarting, why=s.reason or "backoff over")
+
+
+def _waiting_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Observed)
+    if e.instance is None:
+        return s, []
+    return _adopt(s, e.instance, now, "came back without us")
+
+
+def _waiting_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    if e.verb == "stop":
+        new = _replace(s, Phase.STOPPED, now, reason="stopped on request")
+        return new, [_emit(new, "stopped", "stop requested; will not restart", 5)]
+    fresh = dataclasses.replace(s, failures=0, starts=(), retrying=False)
+    return _launch(p, fresh, now, w, restart=True, why=f"{e.verb} requested")
+
+
+def _stopped_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Observed)
+    return dataclasses.replace(s, instance=e.instance), []
+
+
+def _stopped_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Exited)
+    return (dataclasses.replace(s, instance=None) if e.instance == s.instance else s), []
+
+
+def _stopped_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    if e.verb == "stop":
+        return s, []
+    fresh = dataclasses.replace(s, failures=0, starts=(), retrying=False, restarting=False)
+    if s.instance is not None:
+        return _adopt(fresh, s.instance, now, f"{e.verb} requested; already running")
+    return _launch(p, fresh, now, w, restart=False, why=f"{e.verb} requested")
+
+
+def _unknown_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+    assert isinstance(e, Command)
+    if e.verb == "stop":
+        return _replace(s, Phase.STOPPED, now, reason="stopped on request"), []
+    return s, []
+
+
+P = Phase
+TABLE: dict[tuple[Phase, type], Handler] = {
+    (P.UNKNOWN, Observed): _unknown_observed,
+    (P.UNKNOWN, Command): _unknown_command,
+    (P.STARTING, ScriptExited): _starting_script_exited,
+    (P.STARTING, Observed): _starting_observed,
+    (P.STARTING, Exited): _starting_exited,
+    (P.STARTING, LaunchFailed): _starting_launch_failed,
+    (P.STARTING, Tick): _starting_timeout,
+    (P.STARTING, Command): _starting_command,
+    (P.RUNNING, Exited): _running_exited,
+    (P.RUNNING, Observed): _running_observed,
+    (P.RUNNING, Command): _running_command,
+    (P.RUNNING, PeerRestarted): _running_peer,
+    (P.STOPPING, Exited): _stopping_gone,
+    (P.STOPPING, Observed): _stopping_gone,
+    (P.STOPPING, Tick): _stopping_timeout,
+    (P.STOPPING, Command): _stopping_command,
+    (P.BACKOFF, Tick): _waiting_tick,
+    (P.BACKOFF, Observed): _waiting_observed,
+    (P.BACKOFF, Command): _waiting_command,
+    (P.FATAL, Tick): _waiting_tick,
+    (P.FATAL, Observed): _waiting_observed,
+    (P.FATAL, Command): _waiting_command,
+    (P.STOPPED, Observed): _stopped_observed,
+    (P.STOPPED, Exited): _stopped_exited,
+    (P.STOPPED, Command): _stopped_command,
+}

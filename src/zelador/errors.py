@@ -1,0 +1,60 @@
+"""The errors zelador raises, and the exit codes the CLI maps them to.
+
+    ZeladorError                 base: the CLI prints "zelador: error: <message>", exits 1
+    ├── ConfigError              a config file is wrong (exit 78, EX_CONFIG); names file:line: key
+    ├── UnsafeFileError          as root, a file a non-root user could modify (exit 78)
+    ├── LaunchError              a start or stop command could not be run (exit 1)
+    ├── ControlError             the running daemon cannot be reached or refused (exit 69)
+    └── UsageError               the command line is wrong (exit 64, EX_USAGE)
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_RUNTIME = 1
+EX_DOWN = 3  # `zelador status`/`check`: something watched is not running
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+
+class ZeladorError(Exception):
+    """Base of every error zelador raises on purpose; its text is one line a sysadmin can act on."""
+
+    exit_code = EX_RUNTIME
+
+
+class ConfigError(ZeladorError):
+    """A config file is wrong. The message is `FILE:LINE: KEY: what is wrong`."""
+
+    exit_code = EX_CONFIG
+
+    def __init__(self, message: str, *, file: str = "", line: int = 0, key: str = "") -> None:
+        self.file = file
+        self.line = line
+        self.key = key
+        self.detail = message
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{key + ': ' if key else ''}{message}")
+
+
+class UnsafeFileError(ZeladorError):
+    """Running as root, a file that a non-root user could modify was refused."""
+
+    exit_code = EX_CONFIG
+
+
+class LaunchError(ZeladorError):
+    """A start or stop command could not be run at all."""
+
+
+class ControlError(ZeladorError):
+    """The running daemon could not be reached, or refused the request."""
+
+    exit_code = EX_UNAVAILABLE
+
+
+class UsageError(ZeladorError):
+    """The command line is wrong."""
+
+    exit_code = EX_USAGE

@@ -1,0 +1,138 @@
+"""Every decision as one structured journald event; readable stderr lines when journald is absent.
+
+Fields: MESSAGE, MESSAGE_ID (one per event kind, explained in zelador.catalog), PRIORITY,
+ZELADOR_EVENT, ZELADOR_PROGRAM, ZELADOR_PID, ZELADOR_RESTARTS, plus any extra ZELADOR_* field.
+So `journalctl -u zelador ZELADOR_PROGRAM=comunicador ZELADOR_EVENT=exited` finds what you want.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import IO, Protocol
+
+MESSAGE_IDS: dict[str, str] = {
+    "starting": "bc923587e42c4e39b0f39eccb8e0eabd",
+    "restarting": "7f236906785746db8dc192fa6de439a2",
+    "started": "7efc452ef43d436bb2c200c067f21c97",
+    "found": "b4feb99145134cc7b51da60b3877cc9e",
+    "exited": "d63bb5c6324045538d1a8133e6efcfdd",
+    "backoff": "d4eb9e437be34eb0868fce57f577e2f7",
+    "start_failed": "c6d07d3975224b27954d31b46c359b79",
+    "gave_up": "1a15ff9b23f145189853681a7357b4c8",
+    "duplicate": "9a4e7458843e489b8aab9cc38aa01c97",
+    "stopping": "2177958d56c343a7a3f968c5a37414d7",
+    "stopped": "cca75f19575c446492e8a6b29eeeacdd",
+    "stop_timeout": "250663c86c714bb380960041d399d105",
+    "stop_failed": "dda81ed32df6497ca63ea799dae8015f",
+    "ready": "2bacb812305043deb8c9102276b34058",
+    "reloaded": "a1739fa294354bd7a5ba627937c67a13",
+    "config_rejected": "6cab4768ddf641b8b9ca794d917c7b07",
+    "shutdown": "f20c77a007cf4fbfa43c706373da6b66",
+    "script_failed": "0f739be21fe94a889d20dc761c8c95a7",
+    "degraded": "e94efdb41fea4377917b7135ee7861e9",
+}
+
+_LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info",
+           7: "debug"}
+
+
+class Journal(Protocol):
+    def event(self, kind: str, message: str, *, program: str | None = None,
+              pid: int | None = None, restarts: int | None = None, priority: int = 6,
+              **fields: str) -> None: ...
+
+    def output_for(self, program: str) -> int:
+        """An fd for a started script's stdout and stderr (the caller closes it)."""
+        ...
+
+
+def journald_connected() -> bool:
+    """True when our stderr goes to journald (systemd sets JOURNAL_STREAM to its dev:inode)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    if ":" not in stream:
+        return False
+    try:
+        info = os.fstat(2)
+    except OSError:
+        return False
+    return stream == f"{info.st_dev}:{info.st_ino}"
+
+
+def _fields(kind: str, program: str | None, pid: int | None,
+            restarts: int | None, extra: dict[str, str]) -> dict[str, str]:
+    out = {"ZELADOR_EVENT": kind}
+    if program is not None:
+        out["ZELADOR_PROGRAM"] = program
+    if pid is not None:
+        out["ZELADOR_PID"] = str(pid)
+    if restarts is not None:
+        out["ZELADOR_RESTARTS"] = str(restarts)
+    for key, value in extra.items():
+        out["ZELADOR_" + key.upper()] = str(value)
+    return out
+
+
+class JournaldJournal:
+    """Sends events to journald with systemd-python."""
+
+    def __init__(self, identifier: str = "zelador") -> None:
+        from systemd import journal  # imported here: the stderr path must work without it
+
+        self._journal = journal
+        self._identifier = identifier
+
+    def event(self, kind: str, message: str, *, program: str | None = None,
+              pid: int | None = None, restarts: int | None = None, priority: int = 6,
+              **fields: str) -> None:
+        extra = _fields(kind, program, pid, restarts, fields)
+        message_id = MESSAGE_IDS.get(kind)
+        if message_id:
+            extra["MESSAGE_ID"] = message_id
+        self._journal.send(message, PRIORITY=str(priority), SYSLOG_IDENTIFIER=self._identifier,
+                           **extra)
+
+    def output_for(self, program: str) -> int:
+        stream = self._journal.stream(program)  # a journald stream socket, lines tagged `program`
+        fd = os.dup(stream.fileno())
+        stream.close()
+        return fd
+
+
+class StderrJournal:
+    """Readable lines on stderr, fields in brackets at the end; script output to a log folder."""
+
+    def __init__(self, stream: IO[str] | None = None, logs_dir: str | None = None) -> None:
+        self._stream = stream or sys.stderr
+        self._logs_dir = logs_dir
+
+    def event(self, kind: str, message: str, *, program: str | None = None,
+              pid: int | None = None, restarts: int | None = None, priority: int = 6,
+              **fields: str) -> None:
+        extra = _fields(kind, program, pid, restarts, fields)
+        tags = " ".join(f"{k[8:].lower()}={v}" for k, v in extra.items() if k != "ZELADOR_EVENT")
+        stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+        level = _LEVELS.get(priority, str(priority))
+        self._stream.write(f"{stamp} {level:<7} {message}  [{kind}{' ' + tags if tags else ''}]\n")
+        self._stream.flush()
+
+    def output_for(self, program: str) -> int:
+        if not self._logs_dir:
+            return os.dup(2)
+        os.makedirs(self._logs_dir, mode=0o750, exist_ok=True)
+        path = os.path.join(self._logs_dir, f"{program}.log")
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+
+
+def open_journal(target: str, logs_dir: str | None) -> Journal:
+    """`target`: "journal", "stderr" or "auto" (journald when our stderr is connected to it)."""
+    if target == "journal" or (target == "auto" and journald_connected()):
+        try:
+            return JournaldJournal()
+        except ImportError:
+            fallback = StderrJournal(logs_dir=logs_dir)
+            fallback.event("degraded", "systemd-python is missing; logging to stderr instead",
+                           priority=4)
+            return fallback
+    return StderrJournal(logs_dir=logs_dir)

@@ -1,0 +1,183 @@
+"""The only module that spawns, signals or reaps.
+
+Start and stop scripts run detached: in a session of their own, stdin from /dev/null, their
+output kept (journal or a log file, never /dev/null), as the configured user and group, with the
+configured environment and working directory, and never through a shell unless the config says
+`shell: true`. Under systemd each one runs in a transient scope of its own
+(`systemd-run --scope`), so what it starts outlives `systemctl restart zelador`.
+
+Signals to watched processes go through a pidfd opened and checked against the process's start
+time, so a pid reused by another process is never signalled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .config import Program
+from .errors import LaunchError, UnsafeFileError
+from .security import check_root_only, running_as_root
+from .states import Instance
+from .watch import SUPPORTED as PIDFD
+from .watch import open_pidfd
+
+# Variables that belong to zelador's own service and must not leak to what it starts.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+               "LISTEN_FDNAMES", "JOURNAL_STREAM", "INVOCATION_ID", "MAINPID")
+
+
+@dataclass
+class Child:
+    """A start or stop script we spawned and must reap."""
+
+    program: str
+    kind: str  # "start" or "stop"
+    popen: subprocess.Popen[bytes]
+    fd: int = -1  # pidfd: readable when the script exits (-1 without pidfd support)
+    unit: str = ""  # the transient scope it runs in, if any
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+
+OutputFor = Callable[[str], int]  # program name -> an fd for the script's stdout and stderr
+
+
+def _devnull_output(program: str) -> int:
+    return os.open(os.devnull, os.O_WRONLY)
+
+
+@dataclass
+class Launcher:
+    output_for: OutputFor = _devnull_output
+    use_scopes: bool = False  # run each script in its own transient systemd scope
+    children: dict[int, Child] = field(default_factory=dict)  # pid -> child
+
+    def start(self, program: Program) -> Child:
+        """Spawn the program's start script. Raises LaunchError with a one-line reason."""
+        return self._spawn(program, "start", program.start)
+
+    def stop(self, program: Program, instance: Instance, force: bool) -> Child | None:
+        """Stop a watched process: its stop command or signal, or SIGKILL when `force`."""
+        if force:
+            for child in self.children_of(program.name, "stop"):
+                self.kill_group(child)
+            self.signal(instance, signal.SIGKILL)
+            return None
+        if program.stop.command:
+            return self._spawn(program, "stop", program.stop.command)
+        self.signal(instance, program.stop.signal)
+        return None
+
+    def signal(self, instance: Instance, signum: int) -> bool:
+        """Signal exactly this process; False if it is already gone."""
+        fd = open_pidfd(instance) if PIDFD else None
+        if fd is None:
+            if PIDFD:
+                return False
+            try:  # no pidfd: fall back to kill(2); the start-time check just ran in the probe
+                os.kill(instance.pid, signum)
+            except ProcessLookupError:
+                return False
+            return True
+        try:
+            signal.pidfd_send_signal(fd, signum)
+            return True
+        except ProcessLookupError:
+            return False
+        finally:
+            os.close(fd)
+
+    def kill_group(self, child: Child) -> None:
+        """SIGKILL a hung script and everything in its process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+    def reap(self, child: Child) -> int | None:
+        """The script's exit status once it has exited (then forgotten), else None."""
+        code = child.popen.poll()
+        if code is None:
+            return None
+        self.children.pop(child.pid, None)
+        if child.fd >= 0:
+            os.close(child.fd)
+            child.fd = -1
+        return code
+
+    def children_of(self, program: str, kind: str) -> list[Child]:
+        return [c for c in self.children.values() if c.program == program and c.kind == kind]
+
+    def _spawn(self, program: Program, kind: str, argv: tuple[str, ...]) -> Child:
+        if running_as_root() and argv[0].startswith("/"):
+            try:
+                check_root_only(argv[0], f"{kind} script")
+            except UnsafeFileError as exc:
+                raise LaunchError(str(exc)) from exc
+        env = self._environment(program)
+        unit = ""
+        command = list(argv)
+        if self.use_scopes:
+            unit = f"zelador-{program.name}-{kind}-{uuid.uuid4().hex[:8]}.scope"
+            command = ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={unit}",
+                       f"--description=zelador: {kind} {program.name}"]
+            command += [f"--uid={program.user}"] if program.user else []
+            command += [f"--gid={program.group}"] if program.group else []
+            command += ["--", *argv]
+        out = self.output_for(program.name)
+        try:
+            popen = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
+                cwd=program.working_directory or "/", start_new_session=True, close_fds=True,
+                **self._credentials(program))
+        except FileNotFoundError:
+            raise LaunchError(f"{kind} script {command[0]!r} does not exist") from None
+        except PermissionError:
+            raise LaunchError(f"{kind} script {command[0]!r} is not executable "
+                              f"(fix: chmod +x {command[0]})") from None
+        except OSError as exc:
+            raise LaunchError(f"cannot run {kind} script {command[0]!r}: {exc.strerror}") from None
+        finally:
+            os.close(out)
+        child = Child(program.name, kind, popen, unit=unit)
+        if PIDFD:
+            try:
+                child.fd = os.pidfd_open(popen.pid)
+            except OSError:
+                child.fd = -1
+        self.children[popen.pid] = child
+        return child
+
+    def _credentials(self, program: Program) -> dict[str, Any]:
+        if self.use_scopes or not (program.user or program.group):
+            return {}
+        creds: dict[str, Any] = {}
+        if program.user:
+            entry = pwd.getpwnam(program.user)
+            creds["user"] = entry.pw_uid
+            gid = entry.pw_gid
+            creds["extra_groups"] = os.getgrouplist(program.user, gid)
+            creds["group"] = gid
+        if program.group:
+            creds["group"] = program.group
+        return creds
+
+    def _environment(self, program: Program) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        if program.user:
+            try:
+                entry = pwd.getpwnam(program.user)
+            except KeyError:
+                raise LaunchError(f"user {program.user!r} no longer exists") from None
+            env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name,
+                       SHELL=entry.pw_shell or "/bin/sh")
+        env.update(program.environment)
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        return env

@@ -1,0 +1,29 @@
+"""When to start again: backoff after consecutive failures, the burst limit, the slow retry."""
+
+from __future__ import annotations
+
+from .config import Restart
+
+BACKOFF_STEP = 1.0  # consecutive failures wait 1s, 2s, 4s ... (then capped by max_delay)
+
+
+def restart_delay(policy: Restart, failures: int) -> float:
+    """Seconds to wait before the next start, given how many starts in a row have failed.
+
+    The first restart of a program that had been running fine waits only `policy.delay`
+    (0 by default: at a point of sale a sale may be waiting). Failures back off exponentially.
+    """
+    if failures <= 0:
+        return policy.delay
+    step = max(policy.delay, BACKOFF_STEP) * 2.0 ** (failures - 1)
+    return min(policy.max_delay, step)
+
+
+def prune_starts(policy: Restart, starts: tuple[float, ...], now: float) -> tuple[float, ...]:
+    """Only the start times still inside the burst window."""
+    return tuple(t for t in starts if now - t < policy.window)
+
+
+def burst_exceeded(policy: Restart, starts: tuple[float, ...], now: float) -> bool:
+    """True when one more start would pass `burst` starts within `window`."""
+    return len(prune_starts(policy, starts, now)) >= policy.burst

@@ -1,0 +1,212 @@
+"""The process table, read through psutil, cheaply: only pids new since the last scan are read.
+
+A process is `(pid, create_time)`. Zombies count as dead. Processes we may not read
+(AccessDenied) are tolerated: a criterion we cannot check does not match. A pid seen less than
+`YOUNG` seconds after it was created is read again on the next scans, because a freshly forked
+`nohup` child has not yet exec'd into the program it will become.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Callable
+
+import psutil
+
+from .config import Match, Program
+from .states import Instance, Observed
+
+YOUNG = 1.0
+FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
+
+
+@dataclass(frozen=True)
+class Proc:
+    pid: int
+    create_time: float
+    name: str
+    exe: str | None = None
+    cmdline: str | None = None
+    user: str | None = None
+
+    @property
+    def instance(self) -> Instance:
+        return Instance(self.pid, self.create_time)
+
+
+def matches(match: Match, proc: Proc, pidfile_pid: int | None = None) -> bool:
+    """True when every criterion of `match` holds for `proc` (pure: no /proc access)."""
+    if match.name is not None and proc.name != match.name:
+        return False
+    if match.exe is not None and proc.exe != match.exe:
+        return False
+    if match.cmdline is not None and (proc.cmdline is None or
+                                      not re.search(match.cmdline, proc.cmdline)):
+        return False
+    if match.user is not None and proc.user != match.user:
+        return False
+    return not (match.pidfile is not None and proc.pid != pidfile_pid)
+
+
+def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
+    """Read one process, or None if it is gone or a zombie."""
+    try:
+        process = psutil.Process(pid)
+        with process.oneshot():
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return None
+            create_time = process.create_time()
+            name = process.name()
+            exe = _tolerant(process.exe) if "exe" in fields else None
+            argv = _tolerant(process.cmdline) if "cmdline" in fields else None
+            user = _tolerant(process.username) if "user" in fields else None
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return None
+    except psutil.AccessDenied:
+        return None
+    cmdline = " ".join(argv) if isinstance(argv, list) else None
+    return Proc(pid, create_time, name, exe if isinstance(exe, str) else None, cmdline,
+                user if isinstance(user, str) else None)
+
+
+def _tolerant(getter: Callable[[], object]) -> object:
+    try:
+        return getter()
+    except psutil.AccessDenied:
+        return None
+
+
+def alive(instance: Instance) -> bool:
+    """True if this exact process (pid and start time) still runs and is not a zombie."""
+    try:
+        process = psutil.Process(instance.pid)
+        with process.oneshot():
+            return (process.create_time() == instance.create_time
+                    and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+class ProcessTable:
+    """Finds each program's processes; remembers what it read, so a scan reads only new pids."""
+
+    def __init__(self, programs: Iterable[Program], *, exclude: Iterable[int] = (),
+                 wall: Callable[[], float] = time.time) -> None:
+        self._wall = wall
+        self._exclude = set(exclude) | {os.getpid()}
+        self._known: dict[int, Proc | None] = {}  # pid -> what we read (None: not a candidate)
+        self._hits: dict[int, set[str]] = {}  # pid -> programs it matches
+        self._young: set[int] = set()
+        self._refreshed = wall()
+        self.inspected = 0  # pids read so far, for the benchmark
+        self.configure(programs)
+
+    def configure(self, programs: Iterable[Program]) -> None:
+        """Take a (re)loaded config: recompute every cached process's matches."""
+        self._programs = {p.name: p.match for p in programs}
+        fields: set[str] = set()
+        for match in self._programs.values():
+            fields |= match.fields()
+        self._fields = frozenset(fields)
+        self._known.clear()
+        self._hits.clear()
+        self._young.clear()
+
+    def scan(self) -> dict[str, Observed]:
+        """What each program looks like now: its oldest live match, and any others."""
+        pids = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+        for pid in list(self._known):
+            if pid not in pids:
+                self._forget(pid)
+        now = self._wall()
+        if now - self._refreshed >= FULL_REFRESH or now < self._refreshed:
+            self._refreshed = now
+            self._known.clear()
+            self._hits.clear()
+        for pid in pids - self._known.keys() | self._young:
+            self._inspect(pid, now)
+        for pid in [p for p in self._hits if p not in self._young]:
+            self._recheck(pid, now)
+        return self._verdicts()
+
+    def _inspect(self, pid: int, now: float) -> None:
+        if pid in self._exclude:
+            self._known[pid] = None
+            return
+        self.inspected += 1
+        proc = read_proc(pid, self._fields)
+        previous = self._known.get(pid)
+        if previous is not None and proc is not None and previous.create_time != proc.create_time:
+            self._forget(pid)
+        self._known[pid] = proc
+        self._young.discard(pid)
+        if proc is None:
+            self._hits.pop(pid, None)
+            return
+        if now - proc.create_time < YOUNG:
+            self._young.add(pid)
+        hits = {name for name, match in self._programs.items()
+                if match.pidfile is None and matches(match, proc)}
+        if hits:
+            self._hits[pid] = hits
+        else:
+            self._hits.pop(pid, None)
+
+    def _recheck(self, pid: int, now: float) -> None:
+        """A matched pid: still the same process, and not a zombie? If not, read it afresh."""
+        proc = self._known.get(pid)
+        if proc is None or not alive(proc.instance):
+            self._forget(pid)
+            self._inspect(pid, now)
+
+    def _forget(self, pid: int) -> None:
+        self._known.pop(pid, None)
+        self._hits.pop(pid, None)
+        self._young.discard(pid)
+
+    def _verdicts(self) -> dict[str, Observed]:
+        found: dict[str, list[Proc]] = {name: [] for name in self._programs}
+        for pid, names in self._hits.items():
+            proc = self._known.get(pid)
+            if proc is None:
+                continue
+            for name in names:
+                found[name].append(proc)
+        verdicts = {}
+        for name, procs in found.items():
+            match = self._programs[name]
+            if match.pidfile is not None:
+                procs = self._by_pidfile(match)
+            procs.sort(key=lambda p: (p.create_time, p.pid))
+            instances = [p.instance for p in procs]
+            verdicts[name] = Observed(instances[0] if instances else None, tuple(instances[1:]))
+        return verdicts
+
+    def _by_pidfile(self, match: Match) -> list[Proc]:
+        wanted = read_pidfile(match.pidfile or "")
+        if wanted is None or wanted in self._exclude:
+            return []
+        proc = self._known.get(wanted)
+        if proc is None or not alive(proc.instance):
+            proc = read_proc(wanted, self._fields)
+        return [proc] if proc is not None and matches(match, proc, wanted) else []
+
+    def describe(self, instance: Instance) -> Proc | None:
+        return self._known.get(instance.pid)
+
+    def candidates(self) -> tuple[int, int]:
+        """(pids known, pids that match some program)."""
+        return len(self._known), len(self._hits)
+
+
+def read_pidfile(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as stream:
+            text = stream.read(64).strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

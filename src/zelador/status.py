@@ -1,0 +1,51 @@
+"""What `zelador status` shows: a program's state as plain data, and as a table for people."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .durations import format_duration
+from .probe import ProcessTable
+from .states import Phase, ProgramState
+
+
+def program_status(state: ProgramState, table: ProcessTable | None = None) -> dict[str, Any]:
+    """A JSON-able view of one program (uptime comes from the process's own start time)."""
+    instance = state.instance
+    uptime = None
+    if instance is not None and state.phase == Phase.RUNNING:
+        uptime = max(0.0, time.time() - instance.create_time)
+    return {
+        "name": state.name,
+        "state": state.phase.value,
+        "pid": instance.pid if instance else None,
+        "uptime": uptime,
+        "restarts": state.restarts,
+        "failures": state.failures,
+        "duplicates": [d.pid for d in state.duplicates],
+        "reason": state.reason,
+    }
+
+
+def render(reply: dict[str, Any]) -> str:
+    """The table `zelador status` prints."""
+    rows: list[list[str]] = [["PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "NOTE"]]
+    for prog in reply.get("programs", []):
+        note = prog.get("reason") or ""
+        if prog.get("duplicates"):
+            note = (note + "; " if note else "") + "duplicates: " + ", ".join(
+                str(p) for p in prog["duplicates"])
+        uptime = prog.get("uptime")
+        rows.append([prog["name"], prog["state"], str(prog["pid"] or "-"),
+                     format_duration(uptime) if uptime is not None else "-",
+                     str(prog["restarts"]), note])
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+             for row in rows]
+    head = f"zelador pid {reply.get('pid')}, config {reply.get('config')}: {reply.get('summary')}"
+    return "\n".join([head, *[line.rstrip() for line in lines]])
+
+
+def all_running(reply: dict[str, Any]) -> bool:
+    return all(p["state"] == Phase.RUNNING.value for p in reply.get("programs", []))
