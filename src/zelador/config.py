@@ -129,7 +129,10 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 0
-        raise ConfigError(f"YAML syntax: {exc.problem or exc.context}", file=path, line=line) from exc
+        context = ""
+        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
+            context = f"{exc.context} (line {exc.context_mark.line + 1}): "
+        raise ConfigError(f"YAML syntax: {context}{exc.problem}", file=path, line=line) from exc
     if root is None:
         raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
     return _Reader(path, check_files).config(root)
@@ -137,6 +140,8 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True)
 
 class _Reader(NodeReader):
     """Reads zelador's sections."""
+
+    _all_names: tuple[str, ...] = ()
 
     # --- sections ---
 
@@ -149,6 +154,7 @@ class _Reader(NodeReader):
         entries = self.mapping(programs_node, "programs", ())
         if not entries:
             raise self.error(programs_node, "programs", "empty: list at least one program")
+        self._all_names = tuple(entries)
         programs = []
         for name, node in entries.items():
             key = f"programs.{name}"
@@ -190,7 +196,7 @@ class _Reader(NodeReader):
             values["restart"] = self.restart(entries["restart"], f"{key}.restart")
         for dep in ("part_of", "after"):
             if dep in entries:
-                values[dep] = self.names(entries[dep], f"{key}.{dep}")
+                values[dep] = self.dependencies(name, entries[dep], f"{key}.{dep}")
         if "user" in entries:
             values["user"] = self.string(entries["user"], f"{key}.user")
             self.known(entries["user"], f"{key}.user", str(values["user"]), pwd.getpwnam, "user")
@@ -345,21 +351,19 @@ class _Reader(NodeReader):
         except KeyError:
             raise self.error(node, key, f"no {what} {name!r} on this machine") from None
 
+    def dependencies(self, name: str, node: yaml.Node, key: str) -> tuple[str, ...]:
+        deps = self.names(node, key)
+        for dep in deps:
+            if dep == name:
+                raise self.error(node, key, "a program cannot depend on itself")
+            if dep not in self._all_names:
+                hint = difflib.get_close_matches(dep, self._all_names, n=1)
+                fix = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise self.error(node, key, f"{dep!r} is not a program in this file{fix}")
+        return deps
+
     def check_references(self, programs: list[Program], entries: dict[str, yaml.Node]) -> None:
-        names = {p.name for p in programs}
-        graph: dict[str, tuple[str, ...]] = {}
-        for prog in programs:
-            for dep_key in ("part_of", "after"):
-                for dep in getattr(prog, dep_key):
-                    if dep not in names:
-                        hint = difflib.get_close_matches(dep, names, n=1)
-                        fix = f" (did you mean {hint[0]!r}?)" if hint else ""
-                        raise self.error(entries[prog.name], f"programs.{prog.name}.{dep_key}",
-                                         f"{dep!r} is not a program in this file{fix}")
-                    if dep == prog.name:
-                        raise self.error(entries[prog.name], f"programs.{prog.name}.{dep_key}",
-                                         "a program cannot depend on itself")
-            graph[prog.name] = prog.part_of + prog.after
+        graph = {prog.name: prog.part_of + prog.after for prog in programs}
         cycle = _find_cycle(graph)
         if cycle:
             raise self.error(entries[cycle[0]], f"programs.{cycle[0]}",

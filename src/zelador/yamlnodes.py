@@ -17,9 +17,14 @@ class NodeReader:
         self.path = path
         self.check_files = check_files
         self._constructor = yaml.SafeLoader("")
+        self._key_line: dict[int, int] = {}  # id(value node) -> line of its key
 
     def error(self, node: yaml.Node, key: str, message: str) -> ConfigError:
-        return ConfigError(message, file=self.path, line=node.start_mark.line + 1, key=key)
+        """An error at `node`; a mapping or list is placed on its key's line, where people look."""
+        line = node.start_mark.line + 1
+        if not isinstance(node, yaml.ScalarNode):
+            line = self._key_line.get(id(node), line)
+        return ConfigError(message, file=self.path, line=line, key=key)
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
         """The mapping's entries by key, refusing unknown and repeated keys."""
@@ -36,6 +41,7 @@ class NodeReader:
             if name in entries:
                 raise self.error(key_node, where, "given twice")
             entries[name] = value
+            self._key_line[id(value)] = key_node.start_mark.line + 1
         return entries
 
     def scalar(self, node: yaml.Node, key: str) -> object:

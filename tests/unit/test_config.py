@@ -1,0 +1,86 @@
+"""The config reader: the shipped files load, and every broken file gives its one-line error."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from zelador.config import load_config, parse_config
+from zelador.durations import format_duration, parse_duration
+from zelador.errors import ConfigError
+
+HERE = pathlib.Path(__file__).parent
+CORPUS = sorted((HERE / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
+def test_broken_config_gives_expected_file_line_error(path):
+    expected = path.read_text().splitlines()[0].split("# expect: ", 1)[1]
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path}:"), message
+    assert message[len(str(path)):].startswith(expected), message
+    assert "\n" not in message
+
+
+def test_corpus_is_not_empty():
+    assert len(CORPUS) >= 15
+
+
+def test_defaults_and_shapes():
+    config = parse_config("""
+programs:
+  comunicador:
+    match: {name: Comunicador}
+    start: /bin/true --flag "two words"
+    stop: {signal: INT, timeout: 500ms}
+    restart: {delay: 1s, max_delay: 5m, burst: 5 in 2m, then: retry every 10m}
+    environment: {LANG: pt_BR.UTF-8, DEBUG: 1}
+  monitor:
+    match: {name: Monitor}
+    start: [/bin/true]
+    part_of: comunicador
+""")
+    assert config.interval == 10.0
+    com = config.program("comunicador")
+    assert com.start == ("/bin/true", "--flag", "two words")
+    assert com.stop.signal == 2 and com.stop.timeout == 0.5
+    assert (com.restart.delay, com.restart.burst, com.restart.window, com.restart.retry_every) == (
+        1.0, 5, 120.0, 600.0)
+    assert dict(com.environment) == {"LANG": "pt_BR.UTF-8", "DEBUG": "1"}
+    assert config.program("monitor").part_of == ("comunicador",)
+
+
+def test_shell_string_runs_through_sh_only_when_asked():
+    config = parse_config("""
+programs:
+  a: {match: {name: A}, start: "nohup /opt/x.sh > /dev/null &", shell: true}
+""")
+    assert config.program("a").start == ("/bin/sh", "-c", "nohup /opt/x.sh > /dev/null &")
+    with pytest.raises(ConfigError, match="'nohup' must be an absolute path"):
+        parse_config("programs:\n  a: {match: {name: A}, start: nohup /opt/x.sh}\n")
+
+
+def test_shipped_configs_are_valid_apart_from_missing_vendor_scripts():
+    for path in (HERE.parents[1] / "config").glob("*.yaml"):
+        config = load_config(str(path), check_files=False)
+        assert config.programs
+
+
+@pytest.mark.parametrize("text,seconds", [("500ms", 0.5), ("10s", 10), ("5m", 300), ("1h 30m", 5400),
+                                          ("2", 2), (3, 3), ("1.5s", 1.5), ("1min", 60)])
+def test_durations_in_systemd_words(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "ten", "5 parsecs", "-1", True])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (0.25, 5, 65, 3600 + 120, 90000)] == [
+        "250ms", "5s", "1m 5s", "1h 2m", "1d 1h"]

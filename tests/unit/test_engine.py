@@ -1,0 +1,301 @@
+"""One test per transition of the pure engine, named after it. `now` is passed in: no clock."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+from zelador.config import Match, Program, Restart, Stop
+from zelador.engine import KILL_GRACE, step
+from zelador.states import (
+    Command,
+    Emit,
+    Exited,
+    Instance,
+    KillScript,
+    Launch,
+    LaunchFailed,
+    Observed,
+    PeerRestarted,
+    PeersRestart,
+    Phase,
+    ProgramState,
+    ScriptExited,
+    StopInstance,
+    Tick,
+)
+
+PROG = Program(name="comunicador", match=Match(name="Comunicador"), start=("/bin/true",),
+               start_timeout=30.0, stop=Stop(timeout=10.0),
+               restart=Restart(delay=0.0, max_delay=300.0, stable=10.0, burst=5, window=120.0,
+                               retry_every=600.0))
+A = Instance(100, 1000.0)
+B = Instance(200, 2000.0)
+
+
+def kinds(actions: list) -> list[str]:
+    return [a.kind for a in actions if isinstance(a, Emit)]
+
+
+def running(at: float = 0.0, **changes: object) -> ProgramState:
+    return ProgramState("comunicador", phase=Phase.RUNNING, instance=A, since=at, **changes)
+
+
+def starting(at: float = 0.0, **changes: object) -> ProgramState:
+    fields = {"script_running": True, "deadline": at + PROG.start_timeout, "starts": (at,)}
+    fields.update(changes)
+    return ProgramState("comunicador", phase=Phase.STARTING, since=at, **fields)
+
+
+def test_unknown_to_running_when_already_running():
+    state, actions = step(PROG, ProgramState("comunicador"), Observed(A), 0.0)
+    assert state.phase == Phase.RUNNING and state.instance == A
+    assert kinds(actions) == ["found"] and not any(isinstance(a, Launch) for a in actions)
+
+
+def test_unknown_to_starting_when_not_running():
+    state, actions = step(PROG, ProgramState("comunicador"), Observed(None), 0.0)
+    assert state.phase == Phase.STARTING and state.restarts == 0
+    assert Launch("comunicador") in actions and kinds(actions) == ["starting"]
+
+
+def test_unknown_waits_for_after_dependency():
+    state, actions = step(PROG, ProgramState("comunicador"), Observed(None), 0.0, ("other",))
+    assert state.phase == Phase.BACKOFF and "waiting for other" in state.reason
+    assert not any(isinstance(a, Launch) for a in actions)
+
+
+def test_starting_to_running_when_script_exits_after_process_seen():
+    state, _ = step(PROG, starting(), Observed(A), 0.1)
+    assert state.phase == Phase.STARTING  # the script has not exited yet
+    state, actions = step(PROG, state, ScriptExited(0), 0.2)
+    assert state.phase == Phase.RUNNING and kinds(actions) == ["started"]
+
+
+def test_starting_to_running_when_process_seen_after_script_exits():
+    state, _ = step(PROG, starting(), ScriptExited(0), 0.1)
+    state, actions = step(PROG, state, Observed(A), 0.2)
+    assert state.phase == Phase.RUNNING and state.instance == A
+
+
+def test_starting_nonzero_script_status_with_process_is_running_with_warning():
+    state, _ = step(PROG, starting(), ScriptExited(1), 0.1)
+    state, actions = step(PROG, state, Observed(A), 0.2)
+    assert state.phase == Phase.RUNNING
+    assert "status 1" in actions[0].message and actions[0].priority == 4
+
+
+def test_starting_to_backoff_when_script_hangs_past_timeout():
+    state, actions = step(PROG, starting(), Tick(), 30.0)
+    assert state.phase == Phase.BACKOFF and state.failures == 1
+    assert KillScript("comunicador") in actions and kinds(actions) == ["start_failed"]
+    assert state.deadline == 30.0 + 1.0  # first failure backs off 1s
+
+
+def test_starting_to_backoff_when_no_process_appears():
+    state, _ = step(PROG, starting(), ScriptExited(0), 0.1)
+    state, actions = step(PROG, state, Tick(), 30.0)
+    assert state.phase == Phase.BACKOFF
+    assert "no process matching name='Comunicador' appeared" in actions[0].message
+
+
+def test_starting_tick_before_deadline_does_nothing():
+    state = starting()
+    assert step(PROG, state, Tick(), 29.9) == (state, [])
+
+
+def test_starting_to_backoff_when_launch_fails():
+    state, actions = step(PROG, starting(), LaunchFailed("start script '/x' does not exist"), 0.0)
+    assert state.phase == Phase.BACKOFF and "does not exist" in actions[0].message
+
+
+def test_starting_to_fatal_when_burst_exceeded():
+    state = starting(starts=(1.0, 2.0, 3.0, 4.0, 5.0))
+    state, actions = step(PROG, state, LaunchFailed("boom"), 6.0)
+    assert state.phase == Phase.FATAL and state.deadline == 6.0 + 600.0
+    assert kinds(actions) == ["gave_up"]
+
+
+def test_starting_stop_command_kills_script_and_stops():
+    state, actions = step(PROG, starting(), Command("stop"), 1.0)
+    assert state.phase == Phase.STOPPED and KillScript("comunicador") in actions
+
+
+def test_running_to_starting_at_once_after_exit_of_stable_process():
+    state, actions = step(PROG, running(at=0.0), Exited(A), 60.0)
+    assert state.phase == Phase.STARTING and state.restarts == 1 and state.failures == 0
+    assert kinds(actions) == ["exited", "restarting"] and Launch("comunicador") in actions
+
+
+def test_running_to_backoff_after_exit_of_young_process():
+    state, actions = step(PROG, running(at=0.0), Exited(A), 2.0)
+    assert state.phase == Phase.BACKOFF and state.failures == 1 and state.deadline == 3.0
+    assert kinds(actions) == ["exited", "backoff"]
+
+
+def test_running_ignores_exit_of_another_instance():
+    state = running()
+    assert step(PROG, state, Exited(B), 5.0) == (state, [])
+
+
+def test_running_exited_found_by_scan_restarts():
+    state, actions = step(PROG, running(), Observed(None), 60.0)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_running_adopts_a_replacement_found_by_scan_without_launching():
+    state, actions = step(PROG, running(), Observed(B), 60.0)
+    assert state.phase == Phase.RUNNING and state.instance == B
+    assert not any(isinstance(a, Launch) for a in actions)
+    assert PeersRestart("comunicador") in actions
+
+
+def test_running_to_stopping_on_restart_command():
+    state, actions = step(PROG, running(), Command("restart"), 5.0)
+    assert state.phase == Phase.STOPPING and state.then_start
+    assert StopInstance("comunicador", A, False) in actions and state.deadline == 15.0
+
+
+def test_running_to_stopping_on_peer_restarted():
+    state, actions = step(PROG, running(), PeerRestarted("other"), 5.0)
+    assert state.phase == Phase.STOPPING and state.then_start
+    assert "because other was restarted" in actions[0].message
+
+
+def test_stopping_to_starting_when_gone_for_restart():
+    state, _ = step(PROG, running(), Command("restart"), 5.0)
+    state, actions = step(PROG, state, Exited(A), 5.1)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_stopping_to_stopped_when_gone_for_stop():
+    state, _ = step(PROG, running(), Command("stop"), 5.0)
+    state, actions = step(PROG, state, Exited(A), 5.1)
+    assert state.phase == Phase.STOPPED and kinds(actions) == ["stopped"]
+
+
+def test_stopping_escalates_to_sigkill_after_timeout():
+    state, _ = step(PROG, running(), Command("stop"), 5.0)
+    state, actions = step(PROG, state, Tick(), 15.0)
+    assert StopInstance("comunicador", A, True) in actions and state.forced
+    state, actions = step(PROG, state, Tick(), 15.0 + KILL_GRACE)
+    assert kinds(actions) == ["stop_failed"] and state.deadline is None
+
+
+def test_stopping_adopts_instance_started_by_someone_else():
+    state, _ = step(PROG, running(), Command("restart"), 5.0)
+    state, actions = step(PROG, state, Observed(B), 5.1)
+    assert state.phase == Phase.RUNNING and state.instance == B
+    assert not any(isinstance(a, Launch) for a in actions)
+
+
+def test_backoff_to_starting_after_delay():
+    state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
+    assert step(PROG, state, Tick(), 2.5)[0].phase == Phase.BACKOFF
+    state, actions = step(PROG, state, Tick(), 3.0)
+    assert state.phase == Phase.STARTING and state.restarts == 1
+
+
+def test_backoff_adopts_process_that_came_back():
+    state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
+    state, actions = step(PROG, state, Observed(B), 2.5)
+    assert state.phase == Phase.RUNNING and kinds(actions) == ["found"]
+
+
+def test_backoff_to_starting_on_start_command_resets_failures():
+    state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
+    state, actions = step(PROG, state, Command("start"), 2.1)
+    assert state.phase == Phase.STARTING and state.failures == 0
+
+
+def test_backoff_delays_double_with_consecutive_failures():
+    state = starting(at=0.0)
+    delays = []
+    for n in range(4):
+        state, _ = step(PROG, state, LaunchFailed("boom"), float(n * 100))
+        delays.append(state.deadline - n * 100)
+        state = starting(at=n * 100 + 50.0, failures=state.failures)
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+
+
+def test_fatal_to_starting_on_slow_retry_and_back_to_fatal_on_failure():
+    state, _ = step(PROG, starting(starts=(1.0, 2.0, 3.0, 4.0, 5.0)), LaunchFailed("boom"), 6.0)
+    state, actions = step(PROG, state, Tick(), 606.0)
+    assert state.phase == Phase.STARTING and state.retrying and kinds(actions) == ["restarting"]
+    state, actions = step(PROG, state, LaunchFailed("boom"), 607.0)
+    assert state.phase == Phase.FATAL and state.deadline == 607.0 + 600.0
+
+
+def test_fatal_to_running_when_slow_retry_succeeds():
+    state, _ = step(PROG, starting(starts=(1.0, 2.0, 3.0, 4.0, 5.0)), LaunchFailed("boom"), 6.0)
+    state, _ = step(PROG, state, Tick(), 606.0)
+    state, _ = step(PROG, state, ScriptExited(0), 606.1)
+    state, _ = step(PROG, state, Observed(A), 606.2)
+    assert state.phase == Phase.RUNNING and not state.retrying
+
+
+def test_fatal_restart_command_tries_at_once():
+    state, _ = step(PROG, starting(starts=(1.0, 2.0, 3.0, 4.0, 5.0)), LaunchFailed("boom"), 6.0)
+    state, actions = step(PROG, state, Command("restart"), 7.0)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_stopped_ignores_exits_and_start_command_launches():
+    state = ProgramState("comunicador", phase=Phase.STOPPED)
+    state, actions = step(PROG, state, Observed(None), 1.0)
+    assert state.phase == Phase.STOPPED and actions == []
+    state, actions = step(PROG, state, Command("start"), 2.0)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_stopped_start_command_adopts_a_process_started_by_hand():
+    state, _ = step(PROG, ProgramState("comunicador", phase=Phase.STOPPED), Observed(A), 1.0)
+    state, actions = step(PROG, state, Command("start"), 2.0)
+    assert state.phase == Phase.RUNNING and not any(isinstance(a, Launch) for a in actions)
+
+
+def test_duplicate_reported_once_and_stopped_when_configured():
+    prog = PROG.__class__(**{**PROG.__dict__, "duplicates": "stop"})
+    state, actions = step(prog, running(), Observed(A, (B,)), 1.0)
+    assert kinds(actions) == ["duplicate"] and StopInstance("comunicador", B, False) in actions
+    state, actions = step(prog, state, Observed(A, (B,)), 2.0)
+    assert actions == []
+
+
+def test_duplicate_reported_but_left_running_by_default():
+    _, actions = step(PROG, running(), Observed(A, (B,)), 1.0)
+    assert kinds(actions) == ["duplicate"]
+    assert not any(isinstance(a, StopInstance) for a in actions)
+
+
+def test_started_after_restart_asks_part_of_peers_to_follow():
+    state, _ = step(PROG, running(at=0.0), Exited(A), 60.0)
+    state, _ = step(PROG, state, ScriptExited(0), 60.1)
+    state, actions = step(PROG, state, Observed(B), 60.2)
+    assert PeersRestart("comunicador") in actions
+
+
+def test_first_start_does_not_restart_part_of_peers():
+    state, _ = step(PROG, ProgramState("comunicador"), Observed(None), 0.0)
+    state, _ = step(PROG, state, ScriptExited(0), 0.1)
+    _, actions = step(PROG, state, Observed(A), 0.2)
+    assert PeersRestart("comunicador") not in actions
+
+
+@pytest.mark.parametrize("module", ["engine.py", "states.py", "policy.py", "group.py"])
+def test_pure_modules_import_no_side_effects(module):
+    source = pathlib.Path(__file__).parents[2] / "src" / "zelador" / module
+    tree = ast.parse(source.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add("." + node.module)
+    forbidden = {"psutil", "subprocess", "socket", "sqlite3", "os", "time", "signal", "selectors",
+                 ".probe", ".launcher", ".daemon", ".watch", ".journal", ".control"}
+    assert not imported & forbidden
