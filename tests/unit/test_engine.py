@@ -76,7 +76,7 @@ def test_starting_to_running_when_script_exits_after_process_seen():
 
 def test_starting_to_running_when_process_seen_after_script_exits():
     state, _ = step(PROG, starting(), ScriptExited(0), 0.1)
-    state, actions = step(PROG, state, Observed(A), 0.2)
+    state, _actions = step(PROG, state, Observed(A), 0.2)
     assert state.phase == Phase.RUNNING and state.instance == A
 
 
@@ -194,7 +194,7 @@ def test_stopping_adopts_instance_started_by_someone_else():
 def test_backoff_to_starting_after_delay():
     state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
     assert step(PROG, state, Tick(), 2.5)[0].phase == Phase.BACKOFF
-    state, actions = step(PROG, state, Tick(), 3.0)
+    state, _actions = step(PROG, state, Tick(), 3.0)
     assert state.phase == Phase.STARTING and state.restarts == 1
 
 
@@ -206,7 +206,7 @@ def test_backoff_adopts_process_that_came_back():
 
 def test_backoff_to_starting_on_start_command_resets_failures():
     state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
-    state, actions = step(PROG, state, Command("start"), 2.1)
+    state, _actions = step(PROG, state, Command("start"), 2.1)
     assert state.phase == Phase.STARTING and state.failures == 0
 
 
