@@ -116,6 +116,8 @@ class Launcher:
         return [c for c in self.children.values() if c.program == program and c.kind == kind]
 
     def _spawn(self, program: Program, kind: str, argv: tuple[str, ...]) -> Child:
+        if argv[0].startswith("/") and not os.path.exists(argv[0]):
+            raise LaunchError(f"{kind} script {argv[0]!r} does not exist")
         if running_as_root() and argv[0].startswith("/"):
             try:
                 check_root_only(argv[0], f"{kind} script")
