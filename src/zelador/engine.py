@@ -319,7 +319,8 @@ def _waiting_tick(p: Program, s: ProgramState, e: Event, now: float, w: tuple[st
         return _launch(p, s, now, w, restart=True, why="slow retry after giving up")
     if burst_exceeded(p.restart, s.starts, now):
         return _give_up(p, s, now, s.reason)
-    return _launch(p, s, now, w, restart=s.restarting, why=s.reason or "backoff over")
+    why = "dependency is up" if s.reason.startswith("waiting for") else "backoff over"
+    return _launch(p, s, now, w, restart=s.restarting, why=why)
 
 
 def _waiting_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:

@@ -142,8 +142,9 @@ class Launcher:
         except FileNotFoundError:
             raise LaunchError(f"{kind} script {command[0]!r} does not exist") from None
         except PermissionError:
-            raise LaunchError(f"{kind} script {command[0]!r} is not executable "
-                              f"(fix: chmod +x {command[0]})") from None
+            who = f"user {program.user!r}" if program.user else "zelador"
+            raise LaunchError(f"{kind} script {command[0]!r}: permission denied to {who} (is it "
+                              "executable, and can that user reach every folder above it?)") from None
         except OSError as exc:
             raise LaunchError(f"cannot run {kind} script {command[0]!r}: {exc.strerror}") from None
         finally:
