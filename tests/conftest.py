@@ -5,6 +5,7 @@ Every process a test starts is killed in a finalizer, whatever the test's outcom
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -14,7 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 import psutil
 import pytest
@@ -36,7 +37,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         time.sleep(0.01)
 
 
-def pids_named(name: str) -> List[int]:
+def pids_named(name: str) -> list[int]:
     """Live (non-zombie) processes with this exact name."""
     out = []
     for proc in psutil.process_iter(["name", "status"]):
@@ -91,10 +92,8 @@ def mfe(tmp_path: Path):
 
 
 def with_suppress_kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @dataclass
@@ -103,8 +102,8 @@ class Zelador:
 
     tmp: Path
     config_text: str
-    env: Dict[str, str] = field(default_factory=dict)
-    proc: Optional[subprocess.Popen] = None
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen | None = None
 
     @property
     def config_path(self) -> Path:
@@ -122,12 +121,12 @@ class Zelador:
         self.config_path.write_text(text)
         self.config_path.chmod(0o644)
 
-    def argv(self, command: str = "run") -> List[str]:
+    def argv(self, command: str = "run") -> list[str]:
         return [sys.executable, "-m", "zelador", command, "-c", str(self.config_path),
                 "--runtime-dir", str(self.tmp / "run"), "--log-target", "stderr",
                 "--logs-dir", str(self.tmp / "logs"), "--scopes", "no"]
 
-    def start(self, wait_ready: bool = True) -> "Zelador":
+    def start(self, wait_ready: bool = True) -> Zelador:
         self.write_config(self.config_text)
         env = {**os.environ, **self.env}
         with open(self.log, "wb") as err:
@@ -136,7 +135,7 @@ class Zelador:
             self.wait_event("ready")
         return self
 
-    def events(self) -> List[Dict[str, str]]:
+    def events(self) -> list[dict[str, str]]:
         out = []
         for line in self.log.read_text(errors="replace").splitlines():
             found = LINE.match(line)
@@ -146,12 +145,12 @@ class Zelador:
                 out.append(event)
         return out
 
-    def matching(self, kind: str, program: Optional[str] = None) -> List[Dict[str, str]]:
+    def matching(self, kind: str, program: str | None = None) -> list[dict[str, str]]:
         return [e for e in self.events() if e["kind"] == kind
                 and (program is None or e.get("program") == program)]
 
-    def wait_event(self, kind: str, program: Optional[str] = None, count: int = 1,
-                   timeout: float = 10.0) -> Dict[str, str]:
+    def wait_event(self, kind: str, program: str | None = None, count: int = 1,
+                   timeout: float = 10.0) -> dict[str, str]:
         def seen() -> Any:
             if self.proc is not None and self.proc.poll() is not None:
                 raise AssertionError(f"zelador exited {self.proc.returncode}:\n{self.log.read_text()}")
@@ -163,17 +162,17 @@ class Zelador:
             print(self.log.read_text())
             raise
 
-    def status(self) -> Dict[str, Any]:
+    def status(self) -> dict[str, Any]:
         return ask(self.socket, {"cmd": "status"})
 
-    def program(self, name: str) -> Dict[str, Any]:
+    def program(self, name: str) -> dict[str, Any]:
         return next(p for p in self.status()["programs"] if p["name"] == name)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
-    def stop(self) -> Optional[int]:
+    def stop(self) -> int | None:
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -188,7 +187,7 @@ class Zelador:
 
 @pytest.fixture
 def zelador_factory(tmp_path: Path):
-    made: List[Zelador] = []
+    made: list[Zelador] = []
 
     def make(config_text: str, **env: str) -> Zelador:
         z = Zelador(tmp_path, config_text, dict(env))

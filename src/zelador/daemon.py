@@ -32,6 +32,7 @@ from .states import (
     KillScript,
     Launch,
     LaunchFailed,
+    Observed,
     Phase,
     ScriptExited,
     StopInstance,
@@ -41,6 +42,7 @@ from .status import program_status
 from .watch import SUPPORTED as PIDFD
 from .watch import Watches
 
+_STEADY = (Phase.RUNNING, Phase.STOPPED, Phase.FATAL, Phase.BACKOFF)  # a repeated verdict changes nothing
 START_POLL_FAST = 0.02  # scan this often while a started program has not shown up yet ...
 START_POLL_SLOW = 0.25  # ... and this often once it is slower than FAST_FOR
 FAST_FOR = 2.0
@@ -70,6 +72,7 @@ class Daemon:
         self._watchdog = watchdog_interval()
         self._watchdog_due = 0.0
         self._stop = False
+        self._last_seen: dict[str, Observed] = {}
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -146,8 +149,9 @@ class Daemon:
         now = self.clock()
         if self._scan_now or now >= self._scan_due:
             self._scan(now)
-        for name in list(self.group.states):
-            self._apply(name, Tick(), now)
+        for name, state in list(self.group.states.items()):
+            if state.deadline is not None and state.deadline <= now:
+                self._apply(name, Tick(), now)
         self._sync_watches()
         if self.control is not None:
             for fd in self.control.expired(now):
@@ -159,10 +163,14 @@ class Daemon:
 
     def _scan(self, now: float) -> None:
         self._scan_now = False
-        verdicts = self.table.scan()
+        watched = {i.pid for i in self.watches.by_fd.values()}
+        verdicts = self.table.scan(watched)
         for name, observed in verdicts.items():
-            if name in self.group.states:
-                self._apply(name, observed, now)
+            state = self.group.states.get(name)
+            if state is None or (self._last_seen.get(name) == observed and state.phase in _STEADY):
+                continue  # nothing new to tell the engine
+            self._last_seen[name] = observed
+            self._apply(name, observed, now)
         self._scan_due = now + self.config.interval
         for state in self.group.states.values():
             if state.phase == Phase.STARTING and state.instance is None:
@@ -323,6 +331,7 @@ class Daemon:
         added, removed = self.group.reconfigure(new)
         self.config = new
         self.table.configure(new.programs)
+        self._last_seen.clear()
         for name in [n for n in self.starting if n not in self.group.states]:
             del self.starting[name]
         self._scan_now = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Callable
 
@@ -116,8 +116,12 @@ class ProcessTable:
         self._hits.clear()
         self._young.clear()
 
-    def scan(self) -> dict[str, Observed]:
-        """What each program looks like now: its oldest live match, and any others."""
+    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]:
+        """What each program looks like now: its oldest live match, and any others.
+
+        `watched` pids have a pidfd on them, so their exit arrives on its own: they are not
+        read again, which keeps an idle scan to one listing of /proc.
+        """
         pids = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
         for pid in list(self._known):
             if pid not in pids:
@@ -129,7 +133,7 @@ class ProcessTable:
             self._hits.clear()
         for pid in pids - self._known.keys() | self._young:
             self._inspect(pid, now)
-        for pid in [p for p in self._hits if p not in self._young]:
+        for pid in [p for p in self._hits if p not in self._young and p not in watched]:
             self._recheck(pid, now)
         return self._verdicts()
 

@@ -58,7 +58,7 @@ def test_part_of_restarts_monitor_once_after_comunicador(mfe, zelador_factory):
     z.wait_event("started", "comunicador")
     monitor_pid = int(z.wait_event("started", "monitor")["pid"])
     kill9(int(z.program("comunicador")["pid"]))
-    com = z.wait_event("started", "comunicador", count=2)
+    z.wait_event("started", "comunicador", count=2)
     mon = z.wait_event("started", "monitor", count=2)
     time.sleep(0.5)  # room for a wrong second restart to show up
     assert len(z.matching("started", "monitor")) == 2

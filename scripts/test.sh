@@ -1,0 +1,21 @@
+#!/bin/bash
+# Set up (see setup.sh) and run every check: ruff, mypy --strict, unit and integration tests,
+# and, with --system, the system tests in a booted Debian (systemd-nspawn, the .deb installed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra=()
+system=no
+for arg in "$@"; do
+    case "$arg" in
+        --system) system=yes ;;
+        *) extra+=("$arg") ;;
+    esac
+done
+bash scripts/setup.sh
+.venv/bin/ruff check src tests bench
+.venv/bin/mypy
+if [ "$system" = yes ]; then
+    .venv/bin/python -m pytest -m "not system or system" -p no:cacheprovider "${extra[@]}"
+else
+    .venv/bin/python -m pytest -p no:cacheprovider "${extra[@]}"
+fi
