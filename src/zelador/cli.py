@@ -77,7 +77,7 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, missing_ok=True)
     lock = take_lock(runtime_dir(args))
     if lock is None:
         raise ControlError(f"another zelador already runs with {runtime_dir(args)} "

@@ -104,11 +104,12 @@ class Config:
 # --- reading -------------------------------------------------------------------------------
 
 
-def load_config(path: str, *, check_files: bool = True) -> Config:
+def load_config(path: str, *, check_files: bool = True, missing_ok: bool = False) -> Config:
     """Read and validate `path`. As root, refuse it (and start scripts) if non-root can write them.
 
     `check_files=False` skips the checks on the file system (existence, executability, owners)
-    so a config can be examined on another machine.
+    so a config can be examined on another machine. `missing_ok=True` lets a start script that
+    does not exist yet pass (the daemon reports each failed start and retries).
     """
     try:
         with open(path, encoding="utf-8") as stream:
@@ -120,10 +121,11 @@ def load_config(path: str, *, check_files: bool = True) -> Config:
             check_root_only(path, "config file")
         except UnsafeFileError as exc:
             raise ConfigError(str(exc), file=path) from exc
-    return parse_config(text, path, check_files=check_files)
+    return parse_config(text, path, check_files=check_files, missing_ok=missing_ok)
 
 
-def parse_config(text: str, path: str = "<config>", *, check_files: bool = True) -> Config:
+def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
+                 missing_ok: bool = False) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -135,13 +137,16 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True)
         raise ConfigError(f"YAML syntax: {context}{exc.problem}", file=path, line=line) from exc
     if root is None:
         raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
-    return _Reader(path, check_files).config(root)
+    reader = _Reader(path, check_files)
+    reader.missing_ok = missing_ok
+    return reader.config(root)
 
 
 class _Reader(NodeReader):
     """Reads zelador's sections."""
 
     _all_names: tuple[str, ...] = ()
+    missing_ok = False
 
     # --- sections ---
 
@@ -268,6 +273,8 @@ class _Reader(NodeReader):
             raise self.error(node, key, f"{program!r} must be an absolute path "
                              "(zelador runs nothing through PATH or a shell unless shell: true)")
         if not os.path.exists(program):
+            if self.missing_ok:  # `run`: the vendor package may come later; starts are retried
+                return
             raise self.error(node, key, f"{program!r} does not exist{_did_you_mean(program)}")
         if not os.path.isfile(program) or not os.access(program, os.X_OK):
             raise self.error(node, key, f"{program!r} is not an executable file "

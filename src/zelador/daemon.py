@@ -322,7 +322,7 @@ class Daemon:
         """Read the config again; if it is broken, say so and keep running the old one."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config.path)
+            new = load_config(self.config.path, missing_ok=True)
         except ZeladorError as exc:
             self.journal.event("config_rejected", f"reload refused, the running config stays: "
                                f"{exc}", priority=3)
