@@ -47,9 +47,9 @@ def find(name: str) -> list[int]:
             if p.info["name"] == name and p.info["status"] != psutil.STATUS_ZOMBIE]
 
 
-def wait_new(name: str, old: int, timeout: float) -> float | None:
-    """Poll cheaply (only new pids are read) until a process `name` other than `old` exists."""
-    seen = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+def wait_new(name: str, old: int, timeout: float, seen: set[int]) -> float | None:
+    """Poll cheaply (only pids not in `seen`, taken before the kill, are read) until a process
+    `name` other than `old` exists."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = {int(p) for p in os.listdir("/proc") if p.isdigit()}
@@ -122,9 +122,10 @@ def latencies(name: str, kills: int, timeout: float, gap: float) -> list[float]:
     out = []
     for _ in range(kills):
         (pid,) = find(name)
+        before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        back = wait_new(name, pid, timeout)
+        back = wait_new(name, pid, timeout, before)
         if back is None:
             print(f"  {name} did not come back within {timeout}s (counted as {timeout}s)")
             back = killed + timeout
