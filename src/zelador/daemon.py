@@ -179,7 +179,7 @@ class Daemon:
 
     def _settled(self) -> bool:
         """Check mode: done when every program runs or has failed a start."""
-        return all(s.phase == Phase.RUNNING or s.failures > 0 or s.phase in (Phase.FATAL,)
+        return all(s.phase in (Phase.RUNNING, Phase.FATAL) or s.failures > 0
                    for s in self.group.states.values())
 
     # --- events in --------------------------------------------------------------------------

@@ -102,7 +102,6 @@ class ProcessTable:
         self._hits: dict[int, set[str]] = {}  # pid -> programs it matches
         self._young: set[int] = set()
         self._refreshed = wall()
-        self.inspected = 0  # pids read so far, for the benchmark
         self.configure(programs)
 
     def configure(self, programs: Iterable[Program]) -> None:
@@ -141,7 +140,6 @@ class ProcessTable:
         if pid in self._exclude:
             self._known[pid] = None
             return
-        self.inspected += 1
         proc = read_proc(pid, self._fields)
         previous = self._known.get(pid)
         if previous is not None and proc is not None and previous.create_time != proc.create_time:
@@ -199,12 +197,6 @@ class ProcessTable:
             proc = read_proc(wanted, self._fields)
         return [proc] if proc is not None and matches(match, proc, wanted) else []
 
-    def describe(self, instance: Instance) -> Proc | None:
-        return self._known.get(instance.pid)
-
-    def candidates(self) -> tuple[int, int]:
-        """(pids known, pids that match some program)."""
-        return len(self._known), len(self._hits)
 
 
 def read_pidfile(path: str) -> int | None:
