@@ -118,6 +118,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def cmd_units(args: argparse.Namespace) -> int:
+    from .units import render_units  # only this command needs it
+
+    config = load_config(args.config, check_files=False)
+    units = render_units(config, os.path.abspath(args.config), args.exe)
+    if not args.output:
+        for name, text in units.items():
+            print(f"# ---- {name} ----\n{text}")
+        return EX_OK
+    os.makedirs(args.output, exist_ok=True)
+    for name, text in units.items():
+        path = os.path.join(args.output, name)
+        with open(path + ".tmp", "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(path + ".tmp", 0o644)
+        os.replace(path + ".tmp", path)
+        print(f"wrote {path}")
+    print("then: systemctl daemon-reload (and `systemctl enable --now zelador-check.timer` "
+          "for the periodic check)", file=sys.stderr)
+    return EX_OK
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     reply = ask(socket_path(args), {"cmd": "status"})
     print(json.dumps(reply, indent=2) if args.json else render(reply))
@@ -201,6 +223,12 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="what the running daemon sees")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    units = sub.add_parser("units", parents=[common],
+                           help="render the systemd units for this config (print, or --output DIR)")
+    units.add_argument("--output", metavar="DIR",
+                       help="write the files here (e.g. /etc/systemd/system) instead of printing")
+    units.add_argument("--exe", default="/usr/bin/zelador", help="zelador's path in ExecStart=")
+    units.set_defaults(func=cmd_units)
     for verb in ("start", "stop", "restart"):
         cmd = sub.add_parser(verb, parents=[common], help=f"{verb} a program and wait for it")
         cmd.add_argument("program")

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from .durations import parse_duration
+from .durations import format_duration, parse_duration
 from .errors import ConfigError, UnsafeFileError
 from .security import check_root_only, running_as_root
 from .yamlnodes import NodeReader
@@ -84,11 +84,26 @@ class Control:
 
 
 @dataclass(frozen=True)
+class Check:
+    """`zelador-check.timer` (rendered by `zelador units`): how often `zelador check` runs."""
+
+    every: float = 60.0
+    timeout: float | None = None  # TimeoutStartSec; default: the longest start_timeout + 30s
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
     programs: tuple[Program, ...] = ()
     control: Control = field(default_factory=Control)
+    check: Check = field(default_factory=Check)
+
+    @property
+    def check_timeout(self) -> float:
+        """How long one `zelador check` may take before systemd ends it."""
+        longest = max((p.start_timeout for p in self.programs), default=30.0)
+        return self.check.timeout if self.check.timeout is not None else longest + 30.0
 
     def program(self, name: str) -> Program:
         for prog in self.programs:
@@ -151,7 +166,7 @@ class _Reader(NodeReader):
     # --- sections ---
 
     def config(self, root: yaml.Node) -> Config:
-        top = self.mapping(root, "", ("interval", "programs", "control"))
+        top = self.mapping(root, "", ("interval", "programs", "control", "check"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch")
@@ -168,7 +183,23 @@ class _Reader(NodeReader):
             programs.append(self.program(name, node, key))
         control = self.control(top["control"]) if "control" in top else Control()
         self.check_references(programs, entries)
-        return Config(path=self.path, interval=interval, programs=tuple(programs), control=control)
+        check = self.check(top["check"], programs) if "check" in top else Check()
+        return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
+                      check=check)
+
+    def check(self, node: yaml.Node, programs: list[Program]) -> Check:
+        entries = self.mapping(node, "check", ("every", "timeout"))
+        every = self.duration(entries["every"], "check.every", minimum=1.0) if "every" in entries else 60.0
+        if "timeout" not in entries:
+            return Check(every=every)
+        timeout = self.duration(entries["timeout"], "check.timeout", minimum=1.0)
+        slowest = max(programs, key=lambda p: p.start_timeout)
+        if timeout <= slowest.start_timeout:
+            raise self.error(entries["timeout"], "check.timeout",
+                             f"{format_duration(timeout)} must be longer than the longest "
+                             f"start_timeout ({format_duration(slowest.start_timeout)}, "
+                             f"{slowest.name}), or a slow start is cut off mid-way")
+        return Check(every=every, timeout=timeout)
 
     def control(self, node: yaml.Node) -> Control:
         entries = self.mapping(node, "control", ("socket", "group"))

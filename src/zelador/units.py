@@ -1,0 +1,165 @@
+"""systemd unit files rendered from the config: the daemon's service, the check timer, job timers.
+
+Pure text: `render_units` returns {file name: content}; `zelador units` prints or writes them.
+The files shipped in units/ are this module's output for config/zelador.yaml (a test holds them
+equal), so what the package installs and what a sysadmin renders never drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .config import DEFAULT_PATH, Config
+
+DEFAULT_EXE = "/usr/bin/zelador"
+_PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
+
+
+@dataclass(frozen=True)
+class JobTimer:
+    """A scheduled job run by a timer of its own (the hook scheduled-job monitoring builds on)."""
+
+    name: str
+    command: tuple[str, ...]
+    on_calendar: str  # systemd's calendar words, e.g. `*-*-* 02:00:00` or `hourly`
+    timeout: float  # TimeoutStartSec: a hung job is ended, and the next run can happen
+    user: str | None = None
+    persistent: bool = True  # run at boot if a run was missed while the terminal was off
+    randomized_delay: float = 0.0  # spread a fleet's runs
+
+
+def span(seconds: float) -> str:
+    """A time span in systemd's syntax, exact to the millisecond."""
+    millis = round(seconds * 1000)
+    if millis % 1000:
+        return f"{millis}ms"
+    whole = millis // 1000
+    if whole and whole % 60 == 0:
+        return f"{whole // 60}min"
+    return f"{whole}s"
+
+
+def quote(arg: str) -> str:
+    """One argument of an Exec= line: systemd's own quoting, `%` and `$` escaped."""
+    escaped = arg.replace("%", "%%").replace("$", "$$")
+    if _PLAIN.match(arg):
+        return escaped
+    return '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def command_line(argv: tuple[str, ...] | list[str]) -> str:
+    return " ".join(quote(arg) for arg in argv)
+
+
+def _zelador(exe: str, verb: str, config_path: str) -> str:
+    argv = [exe, verb] if config_path == DEFAULT_PATH else [exe, verb, "--config", config_path]
+    return command_line(argv)
+
+
+def render_service(config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE) -> str:
+    """The daemon's service: Type=notify, watchdog, restart forever, reload on SIGHUP."""
+    return f"""\
+[Unit]
+Description=zelador: keeps the point-of-sale vendor daemons (SEFAZ-CE MFE) alive
+Documentation=file:///usr/share/doc/zelador/operations.md
+After=network.target local-fs.target
+# Never give up restarting zelador; a broken config (exit 78) is the one thing that stops it:
+# `systemctl status zelador` then shows the error with file:line.
+StartLimitIntervalSec=0
+
+[Service]
+# READY=1 comes after the first scan; STATUS= stays current (see `systemctl status zelador`).
+Type=notify
+ExecStart={_zelador(exe, "run", config_path)}
+ExecReload=/bin/kill -HUP $MAINPID
+# The loop itself pings every WatchdogSec/2; a hung loop is killed and restarted.
+WatchdogSec=30s
+Restart=always
+RestartSec=1s
+RestartPreventExitStatus=78
+# Lock and control socket; history and script logs when journald is not used.
+RuntimeDirectory=zelador
+StateDirectory=zelador
+LogsDirectory=zelador
+# Every start script runs in a transient scope of its own (systemd-run --scope), so the programs
+# are not in this cgroup: stopping, restarting or upgrading zelador leaves them running.
+# No sandboxing (ProtectSystem=, PrivateTmp=, DeviceAllow=...): the vendor scripts write under
+# /opt/sefaz, reach the MFE's USB serial device and the desktop session's /tmp/.X11-unix, and
+# a scope inherits this unit's sandbox.
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_check(config: Config, config_path: str = DEFAULT_PATH,
+                 exe: str = DEFAULT_EXE) -> dict[str, str]:
+    """`zelador check` as a oneshot behind a timer: asks the daemon, or does one pass itself."""
+    service = f"""\
+[Unit]
+Description=zelador check: are the watched programs running? (starts them if zelador is not)
+Documentation=file:///usr/share/doc/zelador/operations.md
+
+[Service]
+Type=oneshot
+ExecStart={_zelador(exe, "check", config_path)}
+# A oneshot has no start timeout of its own: a hung check would stay "activating" and its timer
+# would never start it again. This is longer than the longest start_timeout, which zelador
+# enforces itself on each start script.
+TimeoutStartSec={span(config.check_timeout)}
+# Exit 3: something watched is not running; the unit shows as failed until the next good run.
+"""
+    timer = f"""\
+[Unit]
+Description=Run zelador check every {span(config.check.every)}
+Documentation=file:///usr/share/doc/zelador/operations.md
+
+[Timer]
+OnBootSec={span(config.check.every)}
+OnUnitActiveSec={span(config.check.every)}
+AccuracySec=1s
+
+[Install]
+WantedBy=timers.target
+"""
+    return {"zelador-check.service": service, "zelador-check.timer": timer}
+
+
+def render_job(job: JobTimer) -> dict[str, str]:
+    """A job's oneshot service and its calendar timer."""
+    user = f"User={job.user}\n" if job.user else ""
+    service = f"""\
+[Unit]
+Description=zelador job {job.name}
+
+[Service]
+Type=oneshot
+ExecStart={command_line(job.command)}
+{user}# Always bounded: a hung job is ended and reported, and the timer can start the next run.
+TimeoutStartSec={span(job.timeout)}
+"""
+    delay = f"RandomizedDelaySec={span(job.randomized_delay)}\n" if job.randomized_delay else ""
+    timer = f"""\
+[Unit]
+Description=Schedule of zelador job {job.name}
+
+[Timer]
+OnCalendar={job.on_calendar}
+Persistent={"true" if job.persistent else "false"}
+{delay}
+[Install]
+WantedBy=timers.target
+"""
+    stem = f"zelador-job-{job.name}"
+    return {f"{stem}.service": service, f"{stem}.timer": timer}
+
+
+def render_units(config: Config, config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE,
+                 jobs: tuple[JobTimer, ...] = ()) -> dict[str, str]:
+    """Every unit file for this config, by file name."""
+    units = {"zelador.service": render_service(config_path, exe)}
+    units.update(render_check(config, config_path, exe))
+    for job in jobs:
+        units.update(render_job(job))
+    return units
