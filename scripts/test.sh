@@ -11,7 +11,11 @@ for arg in "$@"; do
         *) extra+=("$arg") ;;
     esac
 done
-bash scripts/setup.sh
+if [ "$system" = yes ]; then
+    bash scripts/setup.sh debootstrap systemd-container  # to debootstrap and boot the Debians
+else
+    bash scripts/setup.sh
+fi
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy
 if [ "$system" = yes ]; then

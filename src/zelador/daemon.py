@@ -89,11 +89,11 @@ class Daemon:
             self.selector.register(self.control.fileno(), selectors.EVENT_READ, ("listen", None))
         try:
             self._turn(ready=[])  # the first scan: adopt what runs, start what does not
-            self.notifier.ready(self.group.summary())
-            if not self.once:
+            if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
                 self.journal.event("ready", f"watching {len(self.config.programs)} programs "
                                    f"({self.group.summary()}); config {self.config.path}",
                                    priority=5)
+            self.notifier.ready(self.group.summary())
             while not self._stop:
                 timeout = self._timeout()
                 ready = self.selector.select(timeout)

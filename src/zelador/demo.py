@@ -34,13 +34,18 @@ programs:
 """
 
 
-def lay_out_mfe(root: str, names: tuple[str, ...] = ("Comunicador", "Monitor")) -> str:
-    """Create ROOT/opt/sefaz/cco/bin with a daemon and a `runcco-*.sh` per name; return bin."""
+def lay_out_mfe(root: str, names: tuple[str, ...] = ("Comunicador", "Monitor"),
+                sleep: str | None = None) -> str:
+    """Create ROOT/opt/sefaz/cco/bin with a daemon and a `runcco-*.sh` per name; return bin.
+
+    The daemons are copies of `sleep` (default: this machine's sleep(1); a container's own when
+    laying out inside its root, so the binary fits that system's libc).
+    """
     folder = os.path.join(root, "opt", "sefaz", "cco", "bin")
     os.makedirs(folder, mode=0o755, exist_ok=True)
     for path in _parents(root, folder):
         os.chmod(path, 0o755)
-    sleep = shutil.which("sleep") or "/bin/sleep"
+    sleep = sleep or shutil.which("sleep") or "/bin/sleep"
     for name in names:
         binary = os.path.join(folder, name)
         if not os.path.exists(binary):

@@ -1,0 +1,236 @@
+"""zelador as a sysadmin meets it: the .deb installed on a booted Debian 12, driven by systemctl.
+
+One container for the module; the tests run in file order and each leaves zelador active with
+the shipped config and both stand-in programs running, except the last, which purges.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from .conftest import Machine, wait_for
+
+pytestmark = pytest.mark.system
+
+CONFIG = "/etc/zelador/zelador.yaml"
+UNIT = "zelador.service"
+READY_ID = "2bacb812305043deb8c9102276b34058"
+EXITED_ID = "d63bb5c6324045538d1a8133e6efcfdd"
+STARTED_ID = "7efc452ef43d436bb2c200c067f21c97"
+REJECTED_ID = "6cab4768ddf641b8b9ca794d917c7b07"
+SYSTEMD_STARTED_ID = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started UNIT" (job done)
+
+
+def one_pid(machine: Machine, name: str) -> int:
+    pids = wait_for(lambda: machine.pids(name), 10, f"{name} to run")
+    assert len(pids) == 1, f"{name}: {pids}"
+    return int(pids[0])
+
+
+def main_pid(machine: Machine) -> int:
+    return int(machine.show("zelador", "MainPID")["MainPID"])
+
+
+def test_installed_service_is_enabled_and_active_only_after_ready(bookworm: Machine) -> None:
+    assert bookworm.sh("systemctl is-enabled zelador") == "enabled"
+    assert bookworm.active("zelador") == "active"
+    after = bookworm.cursor()
+    bookworm.sh("systemctl restart zelador")  # Type=notify: returns once READY=1 arrived
+    ready = wait_for(lambda: bookworm.journal(after, _SYSTEMD_UNIT=UNIT, MESSAGE_ID=READY_ID), 10,
+                     "zelador's ready event")
+    started = bookworm.journal(after, MESSAGE_ID=SYSTEMD_STARTED_ID, UNIT=UNIT)
+    assert started, "systemd logged no 'Started zelador.service'"
+    # zelador's first scan (and its ready entry, logged just before READY=1) precede "active".
+    assert int(ready[0]["__MONOTONIC_TIMESTAMP"]) <= int(started[0]["__MONOTONIC_TIMESTAMP"])
+    unit = bookworm.show("zelador", "Type", "StatusText", "ActiveState")
+    assert unit["Type"] == "notify"
+    assert unit["ActiveState"] == "active"
+    assert unit["StatusText"].startswith("2/2 up"), unit
+    assert "Status: \"2/2 up" in bookworm.run("systemctl status zelador").stdout
+    one_pid(bookworm, "Comunicador")
+    one_pid(bookworm, "Monitor")
+
+
+def test_kill_9_comunicador_is_replaced_within_a_second_and_journaled(bookworm: Machine) -> None:
+    old = one_pid(bookworm, "Comunicador")
+    bookworm.stable(old)
+    after = bookworm.cursor()
+    bookworm.sh(f"kill -9 {old}")
+    killed = time.monotonic()
+    new = wait_for(lambda: [p for p in bookworm.pids("Comunicador") if p != old], 5,
+                   "a new Comunicador", every=0.01)[0]
+    assert time.monotonic() - killed < 1.0
+    entries = wait_for(lambda: bookworm.journal(after, _SYSTEMD_UNIT=UNIT,
+                                                ZELADOR_PROGRAM="comunicador",
+                                                ZELADOR_EVENT="started"), 5, "the started event")
+    exited = bookworm.journal(after, _SYSTEMD_UNIT=UNIT, ZELADOR_PROGRAM="comunicador",
+                              ZELADOR_EVENT="exited")
+    assert exited and exited[0]["MESSAGE_ID"] == EXITED_ID
+    assert exited[0]["ZELADOR_PID"] == str(old)
+    assert entries[0]["MESSAGE_ID"] == STARTED_ID
+    assert entries[0]["ZELADOR_PID"] == str(new)
+    assert int(entries[0]["ZELADOR_RESTARTS"]) >= 1
+    # the recipes the operations guide gives
+    assert "comunicador" in bookworm.sh("journalctl -u zelador -F ZELADOR_PROGRAM").split()
+    recipe = bookworm.sh("journalctl -u zelador ZELADOR_PROGRAM=comunicador --no-pager -o cat")
+    assert f"pid {old} exited" in recipe and f"running as pid {new}" in recipe
+    # the catalog explains the event (`journalctl -x`)
+    explained = bookworm.sh(f"journalctl -x -u zelador MESSAGE_ID={EXITED_ID} --no-pager -n 1")
+    assert "Subject: zelador: comunicador exited" in explained, explained
+    assert f"The watched process (pid {old}) is gone." in explained, explained
+    # Monitor is part_of Comunicador: restarted once, never doubled
+    wait_for(lambda: len(bookworm.pids("Monitor")) == 1, 5, "one Monitor")
+
+
+def test_restart_stop_and_reinstall_of_zelador_leave_comunicador_running(bookworm: Machine) -> None:
+    com, mon = one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")
+    scopes = bookworm.sh("systemctl list-units --type=scope --no-legend 'zelador-*'")
+    assert "zelador-comunicador-start-" in scopes, scopes
+    bookworm.sh("systemctl restart zelador")
+    assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)
+    bookworm.sh("systemctl stop zelador")
+    time.sleep(0.5)
+    assert bookworm.pids("Comunicador") == [com]
+    bookworm.sh("systemctl start zelador")
+    # the package's postinst restarts the service on upgrade; reinstalling runs the same path
+    bookworm.sh("apt-get install -y -q --reinstall /var/tmp/zelador_*_all.deb",
+                timeout=180)
+    assert bookworm.active("zelador") == "active"
+    assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)
+    status = bookworm.sh("zelador status")
+    assert re.search(rf"comunicador\s+RUNNING\s+{com}\s", status), status
+
+
+def test_reload_with_a_broken_config_keeps_the_old_one_and_says_where(bookworm: Machine) -> None:
+    good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    pid = main_pid(bookworm)
+    after = bookworm.cursor()
+    broken = good.replace("part_of: comunicador", "part_off: comunicador")
+    assert broken != good
+    bookworm.write(CONFIG, broken)
+    try:
+        bookworm.sh("systemctl reload zelador")
+        rejected = wait_for(lambda: bookworm.journal(after, _SYSTEMD_UNIT=UNIT,
+                                                     MESSAGE_ID=REJECTED_ID), 10, "the rejection")
+        line = next(n for n, text in enumerate(broken.splitlines(), 1) if "part_off" in text)
+        assert (f"{CONFIG}:{line}: programs.monitor.part_off: unknown key (did you mean 'part_of'?)"
+                in rejected[0]["MESSAGE"]), rejected[0]["MESSAGE"]
+        assert bookworm.active("zelador") == "active"
+        assert main_pid(bookworm) == pid
+        status = bookworm.sh("zelador status")  # the old config, both programs, still in force
+        assert "monitor" in status and "comunicador" in status
+        old_mon = one_pid(bookworm, "Monitor")
+        bookworm.sh(f"kill -9 {old_mon}")  # the old config still restarts Monitor
+        wait_for(lambda: [p for p in bookworm.pids("Monitor") if p != old_mon], 5, "new Monitor")
+    finally:
+        bookworm.write(CONFIG, good)
+        bookworm.sh("systemctl reload zelador")
+
+
+def test_sigstop_zelador_is_restarted_by_the_watchdog_and_programs_are_untouched(
+        bookworm: Machine) -> None:
+    # The shipped WatchdogSec is 30s; a drop-in shortens it so the test takes seconds.
+    dropin = "/etc/systemd/system/zelador.service.d/test-watchdog.conf"
+    bookworm.write(dropin, "[Service]\nWatchdogSec=3s\nLimitCORE=0\n")
+    try:
+        bookworm.sh("systemctl daemon-reload && systemctl restart zelador")
+        com, mon = one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")
+        restarts = int(bookworm.show("zelador", "NRestarts")["NRestarts"])
+        stopped = main_pid(bookworm)
+        time.sleep(4)  # a healthy zelador pings: no restart while it runs
+        assert int(bookworm.show("zelador", "NRestarts")["NRestarts"]) == restarts
+        bookworm.sh(f"kill -STOP {stopped}")
+        wait_for(lambda: int(bookworm.show("zelador", "NRestarts")["NRestarts"]) > restarts, 20,
+                 "systemd's watchdog to restart zelador", every=0.5)
+        wait_for(lambda: bookworm.active("zelador") == "active",
+                 20, "zelador active again")
+        assert main_pid(bookworm) != stopped
+        assert "watchdog" in bookworm.sh("journalctl -u zelador --no-pager -n 30").lower()
+        assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)
+    finally:
+        bookworm.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl restart zelador")
+
+
+TIMED = """\
+programs:
+  comunicador:
+    match: {name: Comunicador}
+    start: /opt/sefaz/cco/bin/runcco-ser.sh
+    start_timeout: 2s
+  monitor:
+    match: {name: Monitor}
+    start: /opt/sefaz/cco/bin/runcco-mon.sh
+    start_timeout: 2s
+    part_of: comunicador
+check:
+  every: 2s
+  timeout: 4s
+"""
+
+
+def test_check_timer_fires_its_oneshot_finishes_and_a_hung_check_is_ended(
+        bookworm: Machine) -> None:
+    """Units rendered by `zelador units` for a config with a 2s check and a 4s timeout."""
+    good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    bookworm.write(CONFIG, TIMED)
+    check = "zelador-check.service"
+    try:
+        bookworm.sh("zelador units --output /etc/systemd/system && systemctl daemon-reload")
+        assert "TimeoutStartSec=4s" in bookworm.sh("systemctl cat zelador-check.service")
+        bookworm.sh("systemctl reload zelador")
+        after = bookworm.cursor()
+        bookworm.sh("systemctl start zelador-check.timer")
+        wait_for(lambda: len(bookworm.journal(after, UNIT=check, JOB_TYPE="start",
+                                              JOB_RESULT="done")) >= 2, 15, "two runs of the check",
+                 every=0.5)
+        unit = bookworm.show(check, "Result", "ExecMainStatus")
+        assert unit == {"Result": "success", "ExecMainStatus": "0"}, unit
+        bookworm.sh("systemctl stop zelador-check.timer")
+
+        # zelador stopped: the check itself starts what is missing, in a scope that outlives it
+        bookworm.sh("systemctl stop zelador")
+        bookworm.sh("pkill -9 -x Comunicador; pkill -9 -x Monitor; true")
+        wait_for(lambda: not bookworm.pids("Comunicador"), 5, "Comunicador gone")
+        bookworm.sh(f"systemctl start {check}")  # blocks until the oneshot is done
+        time.sleep(1)
+        com = one_pid(bookworm, "Comunicador")
+        one_pid(bookworm, "Monitor")
+        assert bookworm.show(check, "Result")["Result"] == "success"
+        assert bookworm.active(check) == "inactive"
+        bookworm.sh("systemctl start zelador")
+        assert one_pid(bookworm, "Comunicador") == com  # adopted, not restarted
+
+        # a hung zelador (SIGSTOP) leaves the check waiting on its socket: TimeoutStartSec ends it
+        pid = main_pid(bookworm)
+        bookworm.sh(f"kill -STOP {pid}")
+        try:
+            begun = time.monotonic()
+            hung = bookworm.run(f"systemctl start {check}", timeout=30)
+            took = time.monotonic() - begun
+        finally:
+            bookworm.sh(f"kill -CONT {pid}")
+        assert hung.returncode != 0
+        assert bookworm.show(check, "Result")["Result"] == "timeout"
+        assert 3.5 < took < 9, took
+        bookworm.sh(f"systemctl start {check}")  # not stuck: the next run works
+        assert bookworm.show(check, "Result")["Result"] == "success"
+    finally:
+        bookworm.write(CONFIG, good)
+        bookworm.sh("rm -f /etc/systemd/system/zelador*.service /etc/systemd/system/zelador*.timer"
+                    " && systemctl daemon-reload && systemctl stop zelador-check.timer"
+                    " && systemctl restart zelador")
+
+
+def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:
+    com = one_pid(bookworm, "Comunicador")
+    bookworm.sh("apt-get purge -y -q zelador", timeout=180)
+    assert not (bookworm.root / "lib/systemd/system/zelador.service").exists()
+    assert not (bookworm.root / "etc/zelador").exists()
+    assert not (bookworm.root / "var/lib/zelador").exists()
+    assert not (bookworm.root / "etc/systemd/system/multi-user.target.wants/zelador.service").exists()
+    assert bookworm.active("zelador") == "inactive"
+    # zelador never stops a watched program, not even when it is removed
+    assert bookworm.pids("Comunicador") == [com]
