@@ -1,6 +1,6 @@
 """zelador beside monit on the same stand-in MFE: restart latency, idle CPU, RSS, scan cost.
 
-    .venv/bin/python -m bench.supervisors [--kills 50] [--idle 30] [--extra 2000]
+    .venv/bin/python -m bench.supervisors [--kills 30] [--gap 3] [--idle 30] [--extra 2000]
 
 Run as root on an otherwise quiet machine. Each supervisor gets the same layout (nohup'd
 daemons started by vendor-style scripts) and the same kill schedule; latency is measured from
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -119,7 +120,10 @@ def settle(layout: Layout, timeout: float = 30.0) -> None:
 
 
 def latencies(name: str, kills: int, timeout: float, gap: float) -> list[float]:
+    """Kill `name` `kills` times; the wait between kills is `gap` plus a random part of a second,
+    the same sequence for every supervisor, so kills do not land at one phase of a polling cycle."""
     out = []
+    jitter = random.Random(2026)
     for _ in range(kills):
         (pid,) = find(name)
         before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
@@ -127,10 +131,11 @@ def latencies(name: str, kills: int, timeout: float, gap: float) -> list[float]:
         os.kill(pid, signal.SIGKILL)
         back = wait_new(name, pid, timeout, before)
         if back is None:
-            print(f"  {name} did not come back within {timeout}s (counted as {timeout}s)")
+            print(f"  {name} (pid {pid}) did not come back within {timeout}s (counted as "
+                  f"{timeout}s); running now: {find(name)}")
             back = killed + timeout
         out.append(back - killed)
-        time.sleep(gap)
+        time.sleep(gap + jitter.random())
         settle_one(name)
     return out
 
@@ -238,11 +243,15 @@ def measure(label: str, start: Callable[[], subprocess.Popen[bytes]], layout: La
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--kills", type=int, default=50)
+    parser.add_argument("--kills", type=int, default=30)
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of idle CPU sampling")
     parser.add_argument("--programs", type=int, default=10)
     parser.add_argument("--extra", type=int, default=2000, help="extra processes for scan cost")
     parser.add_argument("--no-monit", action="store_true")
+    parser.add_argument("--gap", type=float, default=3.0,
+                        help="seconds a restarted instance lives before the next kill: monit checks "
+                             "for the process after its start program and counts an instance "
+                             "killed before it looked as a failed start (30s lost)")
     args = parser.parse_args()
     become_subreaper()
     with tempfile.TemporaryDirectory(prefix="zelador-bench-") as tmp:
@@ -253,9 +262,9 @@ def main() -> None:
               flush=True)
         if not args.no_monit and shutil.which("monit"):
             m = measure("monit", lambda: start_monit(layout, root, 1), layout, args.kills,
-                        args.idle, 30.0, 0.05)
+                        args.idle, 30.0, args.gap)
         z = measure("zelador", lambda: start_zelador(layout, root, "1s"), layout, args.kills,
-                    args.idle, 10.0, 0.05)
+                    args.idle, 10.0, args.gap)
         if not args.no_monit and shutil.which("monit"):
             print(f"ratios monit/zelador: latency p50 x{m['p50'] / z['p50']:.0f}, "
                   f"p90 x{m['p90'] / z['p90']:.0f}; idle CPU x{m['cpu'] / max(z['cpu'], 1e-6):.2f};"

@@ -168,13 +168,24 @@ class Machine:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def build_deb(*args: str) -> Path:
+    done = subprocess.run(["bash", str(REPO / "scripts" / "build-deb.sh"), *args],
+                          capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return REPO / done.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="session")
 def deb() -> Path:
     """zelador's .deb, built from this checkout by the README's command."""
-    done = subprocess.run(["bash", str(REPO / "scripts" / "build-deb.sh")], capture_output=True,
-                          text=True, cwd=REPO)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return REPO / done.stdout.strip().splitlines()[-1]
+    return build_deb()
+
+
+@pytest.fixture(scope="session")
+def newer_deb(deb: Path) -> Path:
+    """The same code under a later version, to upgrade to."""
+    version = deb.name.split("_")[1]
+    return build_deb("--version", f"{version}+upgrade1")
 
 
 @contextlib.contextmanager

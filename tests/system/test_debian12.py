@@ -7,7 +7,9 @@ the shipped config and both stand-in programs running, except the last, which pu
 from __future__ import annotations
 
 import re
+import shutil
 import time
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +87,7 @@ def test_kill_9_comunicador_is_replaced_within_a_second_and_journaled(bookworm: 
     wait_for(lambda: len(bookworm.pids("Monitor")) == 1, 5, "one Monitor")
 
 
-def test_restart_stop_and_reinstall_of_zelador_leave_comunicador_running(bookworm: Machine) -> None:
+def test_restart_and_stop_of_zelador_leave_comunicador_running(bookworm: Machine) -> None:
     com, mon = one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")
     scopes = bookworm.sh("systemctl list-units --type=scope --no-legend 'zelador-*'")
     assert "zelador-comunicador-start-" in scopes, scopes
@@ -95,13 +97,25 @@ def test_restart_stop_and_reinstall_of_zelador_leave_comunicador_running(bookwor
     time.sleep(0.5)
     assert bookworm.pids("Comunicador") == [com]
     bookworm.sh("systemctl start zelador")
-    # the package's postinst restarts the service on upgrade; reinstalling runs the same path
-    bookworm.sh("apt-get install -y -q --reinstall /var/tmp/zelador_*_all.deb",
-                timeout=180)
-    assert bookworm.active("zelador") == "active"
     assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)
     status = bookworm.sh("zelador status")
     assert re.search(rf"comunicador\s+RUNNING\s+{com}\s", status), status
+
+
+def test_package_upgrade_restarts_zelador_keeps_programs_and_the_edited_config(
+        bookworm: Machine, newer_deb: Path) -> None:
+    com, mon = one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")
+    before = main_pid(bookworm)
+    edited = (bookworm.root / CONFIG.lstrip("/")).read_text() + "# tuned on this terminal\n"
+    bookworm.write(CONFIG, edited)
+    shutil.copy(newer_deb, bookworm.root / "var" / "tmp" / newer_deb.name)
+    bookworm.sh(f"apt-get install -y -q /var/tmp/{newer_deb.name}", timeout=180)
+    version = newer_deb.name.split("_")[1]
+    assert bookworm.sh("dpkg-query -W -f '${Version}' zelador") == version
+    assert bookworm.active("zelador") == "active"
+    assert main_pid(bookworm) != before  # postinst restarted it ...
+    assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)  # ... only it
+    assert (bookworm.root / CONFIG.lstrip("/")).read_text() == edited  # a conffile: edits are kept
 
 
 def test_reload_with_a_broken_config_keeps_the_old_one_and_says_where(bookworm: Machine) -> None:
