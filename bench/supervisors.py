@@ -54,12 +54,11 @@ def wait_new(name: str, old: int, timeout: float, seen: set[int]) -> float | Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = {int(p) for p in os.listdir("/proc") if p.isdigit()}
-        fresh = now - seen
-        for pid, comm in names_in_proc(fresh).items():
-            if comm == name and pid != old:
-                return time.monotonic()
-        # a pid whose comm was still the script's when first read must be read again
-        seen = now - {pid for pid, comm in names_in_proc(fresh).items() if comm != name}
+        names = names_in_proc(now - seen)  # read once: a second read could see the exec'd name
+        if any(comm == name and pid != old for pid, comm in names.items()):
+            return time.monotonic()
+        # a pid whose comm was still the script's when read must be read again
+        seen = now - {pid for pid, comm in names.items() if comm != name}
         time.sleep(0.0005)
     return None
 
