@@ -13,16 +13,18 @@ from pathlib import Path
 
 import pytest
 
+from zelador.journal import MESSAGE_IDS
+
 from .conftest import Machine, wait_for
 
 pytestmark = pytest.mark.system
 
 CONFIG = "/etc/zelador/zelador.yaml"
 UNIT = "zelador.service"
-READY_ID = "2bacb812305043deb8c9102276b34058"
-EXITED_ID = "d63bb5c6324045538d1a8133e6efcfdd"
-STARTED_ID = "7efc452ef43d436bb2c200c067f21c97"
-REJECTED_ID = "6cab4768ddf641b8b9ca794d917c7b07"
+READY_ID = MESSAGE_IDS["ready"]
+EXITED_ID = MESSAGE_IDS["exited"]
+STARTED_ID = MESSAGE_IDS["started"]
+REJECTED_ID = MESSAGE_IDS["config_rejected"]
 SYSTEMD_STARTED_ID = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started UNIT" (job done)
 
 
