@@ -26,7 +26,8 @@ from zelador.demo import lay_out_mfe, script_name
 LINE = re.compile(r"^\S+ (\w+)\s+(.*)  \[(\w+)((?: \w+=\S+)*)\]$")
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+             every: float = 0.01) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -34,7 +35,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(every)
 
 
 def pids_named(name: str) -> list[int]:

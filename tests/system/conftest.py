@@ -16,12 +16,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 import pytest
 
 from zelador.demo import lay_out_mfe
+
+from ..conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("ZELADOR_SYSTEST_CACHE", "/var/cache/zelador-systest"))
@@ -38,18 +40,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for item in items:
             if "system" in item.keywords:
                 item.add_marker(pytest.mark.skip(reason="system tests need root (nspawn)"))
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             every: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
 
 
 def rootfs(release: str) -> Path:
@@ -89,18 +79,37 @@ class Machine:
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self.leader = wait_for(self._find_leader, 30, "the container's init")
-            wait_for(lambda: self.run("systemctl is-system-running").stdout.strip()
-                     in ("running", "degraded"), 60, f"{release} to boot", every=0.2)
+            state = ""
+
+            def booted() -> bool:
+                nonlocal state
+                state = self.run("systemctl is-system-running").stdout.strip()
+                return state in ("running", "degraded")
+
+            try:
+                wait_for(booted, 60, f"{release} to boot", every=0.2)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc} (last state {state!r})") from None
         except BaseException:
             self.close()
             raise
 
     def _find_leader(self) -> int | None:
+        """The container's init: nspawn's descendant that is pid 1 in its own pid namespace
+        (nspawn's first child is a short-lived helper, not the leader)."""
         if self.proc.poll() is not None:
             raise RuntimeError(f"systemd-nspawn exited {self.proc.returncode}: "
                                f"{self.log_path.read_text(errors='replace')[-2000:]}")
-        children = psutil.Process(self.proc.pid).children()
-        return children[0].pid if children else None
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                status = Path(f"/proc/{child.pid}/status").read_text()
+            except OSError:
+                continue
+            nspid = next((line.split()[1:] for line in status.splitlines()
+                          if line.startswith("NSpid:")), [])
+            if len(nspid) > 1 and nspid[-1] == "1":
+                return child.pid
+        return None
 
     def run(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["nsenter", "-t", str(self.leader), "-a", "--", "/bin/sh", "-c",
@@ -119,6 +128,17 @@ class Machine:
         """Pids (as the container sees them) of live processes named `name`."""
         out = self.run(f"pidof -x {name}").stdout.split()
         return sorted(int(p) for p in out)
+
+    def kill_and_wait(self, name: str) -> tuple[int, int, float, str]:
+        """kill -9 the settled process `name`; return (old pid, new pid, seconds until the new
+        one ran, journal cursor from just before the kill)."""
+        (old,) = wait_for(lambda: self.pids(name), 10, f"{name} to run")
+        self.stable(old)
+        after = self.cursor()
+        self.sh(f"kill -9 {old}")
+        killed = time.monotonic()
+        new = wait_for(lambda: [p for p in self.pids(name) if p != old], 5, f"a new {name}")[0]
+        return old, new, time.monotonic() - killed, after
 
     def stable(self, pid: int, seconds: float = 11.5) -> None:
         """Wait until `pid` has lived `seconds`: zelador treats an exit before `restart.stable`

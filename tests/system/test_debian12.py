@@ -59,14 +59,8 @@ def test_installed_service_is_enabled_and_active_only_after_ready(bookworm: Mach
 
 
 def test_kill_9_comunicador_is_replaced_within_a_second_and_journaled(bookworm: Machine) -> None:
-    old = one_pid(bookworm, "Comunicador")
-    bookworm.stable(old)
-    after = bookworm.cursor()
-    bookworm.sh(f"kill -9 {old}")
-    killed = time.monotonic()
-    new = wait_for(lambda: [p for p in bookworm.pids("Comunicador") if p != old], 5,
-                   "a new Comunicador", every=0.01)[0]
-    assert time.monotonic() - killed < 1.0
+    old, new, took, after = bookworm.kill_and_wait("Comunicador")
+    assert took < 1.0
     entries = wait_for(lambda: bookworm.journal(after, _SYSTEMD_UNIT=UNIT,
                                                 ZELADOR_PROGRAM="comunicador",
                                                 ZELADOR_EVENT="started"), 5, "the started event")
