@@ -28,6 +28,7 @@ from .journal import open_journal
 from .launcher import Launcher
 from .security import running_as_root
 from .status import all_running, render
+from .units import DEFAULT_EXE, render_units
 
 
 def runtime_dir(args: argparse.Namespace) -> str:
@@ -119,8 +120,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_units(args: argparse.Namespace) -> int:
-    from .units import render_units  # only this command needs it
-
     config = load_config(args.config, check_files=False)
     units = render_units(config, os.path.abspath(args.config), args.exe)
     if not args.output:
@@ -227,7 +226,7 @@ def parser() -> argparse.ArgumentParser:
                            help="render the systemd units for this config (print, or --output DIR)")
     units.add_argument("--output", metavar="DIR",
                        help="write the files here (e.g. /etc/systemd/system) instead of printing")
-    units.add_argument("--exe", default="/usr/bin/zelador", help="zelador's path in ExecStart=")
+    units.add_argument("--exe", default=DEFAULT_EXE, help=f"zelador's path in ExecStart= ({DEFAULT_EXE})")
     units.set_defaults(func=cmd_units)
     for verb in ("start", "stop", "restart"):
         cmd = sub.add_parser(verb, parents=[common], help=f"{verb} a program and wait for it")
