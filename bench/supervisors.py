@@ -27,9 +27,9 @@ from typing import Callable
 
 import psutil
 
-from zelador.config import parse_config
-from zelador.demo import lay_out_mfe, script_name
-from zelador.probe import ProcessTable
+from zelador.cli.demo import lay_out_mfe, script_name
+from zelador.config.reader import parse_config
+from zelador.programs.proctable import ProcessTable
 
 
 def names_in_proc(pids: set[int]) -> dict[int, str]:

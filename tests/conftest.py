@@ -20,8 +20,8 @@ from typing import Any, Callable
 import psutil
 import pytest
 
-from zelador.control import ask
-from zelador.demo import lay_out_mfe, script_name
+from zelador.cli.demo import lay_out_mfe, script_name
+from zelador.runtime.control import ask
 
 LINE = re.compile(r"^\S+ (\w+)\s+(.*)  \[(\w+)((?: \w+=\S+)*)\]$")
 

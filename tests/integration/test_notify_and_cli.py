@@ -14,8 +14,8 @@ import psutil
 import pytest
 
 from tests.conftest import pids_named, wait_for
-from zelador.config import parse_config
-from zelador.probe import ProcessTable
+from zelador.config.reader import parse_config
+from zelador.programs.proctable import ProcessTable
 
 
 @pytest.fixture

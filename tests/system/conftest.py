@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from zelador.demo import lay_out_mfe
+from zelador.cli.demo import lay_out_mfe
 
 from ..conftest import wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from zelador.journal import MESSAGE_IDS
+from zelador.systemd.journal import MESSAGE_IDS
 
 from .conftest import Machine, wait_for
 

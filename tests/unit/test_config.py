@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
-from zelador.config import load_config, parse_config
-from zelador.durations import format_duration, parse_duration
+from zelador.config.durations import format_duration, parse_duration
+from zelador.config.reader import load_config, parse_config
 from zelador.errors import ConfigError
 
 HERE = pathlib.Path(__file__).parent

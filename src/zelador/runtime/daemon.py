@@ -16,15 +16,15 @@ import socket
 import time
 from typing import Callable
 
-from .config import Config, load_config
-from .control import ControlServer
-from .errors import LaunchError, ZeladorError
-from .group import Group
-from .journal import Journal
-from .launcher import Child, Launcher
-from .notify import Notifier, watchdog_interval
-from .probe import ProcessTable
-from .states import (
+from zelador.config.model import Config
+from zelador.config.reader import load_config
+from zelador.errors import LaunchError, ZeladorError
+from zelador.programs.group import Group
+from zelador.programs.launcher import Child, Launcher
+from zelador.programs.pidfd import SUPPORTED as PIDFD
+from zelador.programs.pidfd import Watches
+from zelador.programs.proctable import ProcessTable
+from zelador.programs.states import (
     Action,
     Command,
     Emit,
@@ -38,9 +38,10 @@ from .states import (
     StopInstance,
     Tick,
 )
-from .status import program_status
-from .watch import SUPPORTED as PIDFD
-from .watch import Watches
+from zelador.programs.view import program_status
+from zelador.runtime.control import ControlServer
+from zelador.systemd.journal import Journal
+from zelador.systemd.notify import Notifier, watchdog_interval
 
 _STEADY = (Phase.RUNNING, Phase.STOPPED, Phase.FATAL, Phase.BACKOFF)  # a repeated verdict changes nothing
 START_POLL_FAST = 0.02  # scan this often while a started program has not shown up yet ...

@@ -19,16 +19,17 @@ import sys
 import time
 from typing import IO
 
-from . import __version__
-from .config import DEFAULT_PATH, Config, load_config
-from .control import ControlServer, ask
-from .daemon import Daemon
-from .errors import EX_DOWN, EX_OK, ControlError, ZeladorError
-from .journal import open_journal
-from .launcher import Launcher
-from .security import running_as_root
-from .status import all_running, render
-from .units import DEFAULT_EXE, render_units
+from zelador import __version__
+from zelador.config.host import running_as_root
+from zelador.config.model import DEFAULT_PATH, Config
+from zelador.config.reader import load_config
+from zelador.errors import EX_DOWN, EX_OK, ControlError, ZeladorError
+from zelador.programs.launcher import Launcher
+from zelador.programs.view import all_running, render
+from zelador.runtime.control import ControlServer, ask
+from zelador.runtime.daemon import Daemon
+from zelador.systemd.journal import open_journal
+from zelador.systemd.units import DEFAULT_EXE, render_units
 
 
 def runtime_dir(args: argparse.Namespace) -> str:
@@ -168,7 +169,7 @@ def cmd_control(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import lay_out  # only the demo needs it
+    from zelador.cli.demo import lay_out  # only the demo needs it
 
     config_path = lay_out(args.dir)
     args.config = config_path

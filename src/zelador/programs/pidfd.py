@@ -11,8 +11,8 @@ import os
 from collections.abc import Iterable
 from typing import Callable
 
-from .probe import alive
-from .states import Instance
+from zelador.programs.proctable import alive
+from zelador.programs.states import Instance
 
 SUPPORTED = hasattr(os, "pidfd_open")
 

@@ -17,8 +17,8 @@ from typing import Callable
 
 import psutil
 
-from .config import Match, Program
-from .states import Instance, Observed
+from zelador.config.model import Match, Program
+from zelador.programs.states import Instance, Observed
 
 YOUNG = 1.0
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import Restart
+from zelador.config.model import Restart
 
 BACKOFF_STEP = 1.0  # consecutive failures wait 1s, 2s, 4s ... (then capped by max_delay)
 

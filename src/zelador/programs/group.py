@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import deque
 
-from .config import Config
-from .engine import step
-from .states import Action, Event, Instance, PeerRestarted, PeersRestart, Phase, ProgramState
+from zelador.config.model import Config
+from zelador.programs.engine import step
+from zelador.programs.states import Action, Event, Instance, PeerRestarted, PeersRestart, Phase, ProgramState
 
 _NOT_YET_UP = (Phase.UNKNOWN, Phase.STARTING)
 

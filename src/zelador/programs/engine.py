@@ -19,10 +19,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from .config import Program
-from .durations import format_duration
-from .policy import burst_exceeded, prune_starts, restart_delay
-from .states import (
+from zelador.config.durations import format_duration
+from zelador.config.model import Program
+from zelador.programs.policy import burst_exceeded, prune_starts, restart_delay
+from zelador.programs.states import (
     Action,
     Command,
     Emit,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .durations import format_duration
-from .probe import ProcessTable
-from .states import Phase, ProgramState
+from zelador.config.durations import format_duration
+from zelador.programs.proctable import ProcessTable
+from zelador.programs.states import Phase, ProgramState
 
 
 def program_status(state: ProgramState, table: ProcessTable | None = None) -> dict[str, Any]:

@@ -13,108 +13,17 @@ import pwd
 import re
 import shlex
 import signal
-from dataclasses import dataclass, field
 from typing import Callable
 
 import yaml
 
-from .durations import format_duration, parse_duration
-from .errors import ConfigError, UnsafeFileError
-from .security import check_root_only, running_as_root
-from .yamlnodes import NodeReader
+from zelador.config.durations import format_duration, parse_duration
+from zelador.config.host import check_root_only, running_as_root
+from zelador.config.model import Check, Config, Control, Match, Program, Restart, Stop
+from zelador.config.yamlnodes import NodeReader
+from zelador.errors import ConfigError, UnsafeFileError
 
-DEFAULT_PATH = "/etc/zelador/zelador.yaml"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class Match:
-    """How a program's process is recognised; every given criterion must hold."""
-
-    name: str | None = None
-    exe: str | None = None
-    cmdline: str | None = None  # a regex, searched in the space-joined argv
-    pidfile: str | None = None
-    user: str | None = None
-
-    def fields(self) -> frozenset[str]:
-        """The process attributes this match needs read."""
-        return frozenset(k for k in ("name", "exe", "cmdline", "user") if getattr(self, k))
-
-
-@dataclass(frozen=True)
-class Stop:
-    signal: int = int(signal.SIGTERM)
-    timeout: float = 10.0
-    command: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Restart:
-    delay: float = 0.0  # before the first restart of a program that was running
-    max_delay: float = 300.0  # consecutive failures back off 1s, 2s, 4s ... up to this
-    stable: float = 10.0  # a process that lived less than this counts as a failure
-    burst: int = 10  # more starts than this within `window` ...
-    window: float = 120.0
-    retry_every: float = 300.0  # ... and we give up (FATAL), retrying on this slow timer
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    match: Match
-    start: tuple[str, ...]
-    start_timeout: float = 30.0
-    stop: Stop = field(default_factory=Stop)
-    restart: Restart = field(default_factory=Restart)
-    part_of: tuple[str, ...] = ()
-    after: tuple[str, ...] = ()
-    user: str | None = None
-    group: str | None = None
-    environment: tuple[tuple[str, str], ...] = ()
-    working_directory: str | None = None
-    duplicates: str = "report"  # or "stop": stop extra instances, newest first
-    shell: bool = False
-
-
-@dataclass(frozen=True)
-class Control:
-    socket: str | None = None  # default: $RUNTIME_DIRECTORY/control.sock
-    group: str | None = None  # a group that may use it too (mode 0660)
-
-
-@dataclass(frozen=True)
-class Check:
-    """`zelador-check.timer` (rendered by `zelador units`): how often `zelador check` runs."""
-
-    every: float = 60.0
-    timeout: float | None = None  # TimeoutStartSec; default: the longest start_timeout + 30s
-
-
-@dataclass(frozen=True)
-class Config:
-    path: str
-    interval: float = 10.0
-    programs: tuple[Program, ...] = ()
-    control: Control = field(default_factory=Control)
-    check: Check = field(default_factory=Check)
-
-    @property
-    def check_timeout(self) -> float:
-        """How long one `zelador check` may take before systemd ends it."""
-        longest = max((p.start_timeout for p in self.programs), default=30.0)
-        return self.check.timeout if self.check.timeout is not None else longest + 30.0
-
-    def program(self, name: str) -> Program:
-        for prog in self.programs:
-            if prog.name == name:
-                return prog
-        raise KeyError(name)
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.programs)
-
 
 # --- reading -------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 
-from .errors import UnsafeFileError
+from zelador.errors import UnsafeFileError
 
 
 def running_as_root() -> bool:

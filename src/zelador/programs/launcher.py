@@ -21,12 +21,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .config import Program
-from .errors import LaunchError, UnsafeFileError
-from .security import check_root_only, running_as_root
-from .states import Instance
-from .watch import SUPPORTED as PIDFD
-from .watch import open_pidfd
+from zelador.config.host import check_root_only, running_as_root
+from zelador.config.model import Program
+from zelador.errors import LaunchError, UnsafeFileError
+from zelador.programs.pidfd import SUPPORTED as PIDFD
+from zelador.programs.pidfd import open_pidfd
+from zelador.programs.states import Instance
 
 # Variables that belong to zelador's own service and must not leak to what it starts.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",

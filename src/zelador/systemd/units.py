@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import DEFAULT_PATH, Config
+from zelador.config.model import DEFAULT_PATH, Config
 
 DEFAULT_EXE = "/usr/bin/zelador"
 _PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")

@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-from .errors import ControlError
+from zelador.errors import ControlError
 
 MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 2.0

@@ -6,8 +6,8 @@ import difflib
 
 import yaml
 
-from .durations import parse_duration
-from .errors import ConfigError
+from zelador.config.durations import parse_duration
+from zelador.errors import ConfigError
 
 
 class NodeReader:

@@ -1,0 +1,1 @@
+"""Watched programs: the pure engine (states, policy, group) and the edges it drives."""

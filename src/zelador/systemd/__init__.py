@@ -1,0 +1,1 @@
+"""systemd integration: journald sink, sd_notify, unit files."""
