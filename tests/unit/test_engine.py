@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from zelador.config.model import Match, Program, Restart, Stop
+from zelador.events import Event
 from zelador.programs.engine import KILL_GRACE, step
 from zelador.programs.states import (
     Command,
-    Emit,
     Exited,
     Instance,
     KillScript,
@@ -31,7 +31,7 @@ B = Instance(200, 2000.0)
 
 
 def kinds(actions: list) -> list[str]:
-    return [a.kind for a in actions if isinstance(a, Emit)]
+    return [a.kind for a in actions if isinstance(a, Event)]
 
 
 def running(at: float = 0.0, **changes: object) -> ProgramState:
@@ -120,7 +120,8 @@ def test_starting_stop_command_kills_script_and_stops():
 
 def test_running_to_starting_at_once_after_exit_of_stable_process():
     state, actions = step(PROG, running(at=0.0), Exited(A), 60.0)
-    assert state.phase == Phase.STARTING and state.restarts == 1 and state.failures == 0
+    assert state.phase == Phase.STARTING and state.attempts == 1 and state.failures == 0
+    assert state.restarts == 0  # counted once it is back
     assert kinds(actions) == ["exited", "restarting"] and Launch("comunicador") in actions
 
 
@@ -132,7 +133,9 @@ def test_running_to_backoff_after_exit_of_young_process():
 
 def test_running_ignores_exit_of_another_instance():
     state = running()
-    assert step(PROG, state, Exited(B), 5.0) == (state, [])
+    new, actions = step(PROG, state, Exited(B), 5.0)
+    assert (new.phase, new.instance, actions) == (Phase.RUNNING, A, [])
+    assert B in new.dead  # and never adopted later
 
 
 def test_running_exited_found_by_scan_restarts():
@@ -190,7 +193,7 @@ def test_backoff_to_starting_after_delay():
     state, _ = step(PROG, running(at=0.0), Exited(A), 2.0)
     assert step(PROG, state, Tick(), 2.5)[0].phase == Phase.BACKOFF
     state, _actions = step(PROG, state, Tick(), 3.0)
-    assert state.phase == Phase.STARTING and state.restarts == 1
+    assert state.phase == Phase.STARTING and state.attempts == 1
 
 
 def test_backoff_adopts_process_that_came_back():

@@ -103,7 +103,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         daemon = build_daemon(args, config, once=True)
         daemon.run()
-        states = daemon.group.states.values()
+        states = daemon.supervisor.group.states.values()
         for state in states:
             print(f"{state.name}: {state.phase.value}"
                   + (f" (pid {state.instance.pid})" if state.instance else "")

@@ -21,13 +21,14 @@ from typing import Callable
 
 from zelador.config.durations import format_duration
 from zelador.config.model import Program
+from zelador.events import Event
+from zelador.events import event as make_event
 from zelador.programs.policy import burst_exceeded, prune_starts, restart_delay
 from zelador.programs.states import (
     Action,
     Command,
-    Emit,
-    Event,
     Exited,
+    Input,
     Instance,
     KillScript,
     Launch,
@@ -47,17 +48,22 @@ WAIT_POLL = 0.1  # how often a program waiting for an `after` dependency looks a
 
 
 Result = tuple[ProgramState, list[Action]]
-Handler = Callable[[Program, ProgramState, Event, float, tuple[str, ...]], Result]
+Handler = Callable[[Program, ProgramState, Input, float, tuple[str, ...]], Result]
 
 
-def step(program: Program, state: ProgramState, event: Event, now: float,
+def step(program: Program, state: ProgramState, event: Input, now: float,
          waiting_for: tuple[str, ...] = ()) -> Result:
     """Apply one event. `waiting_for` names `after` dependencies that are still starting."""
     if isinstance(event, Tick) and (state.deadline is None or now < state.deadline):
         return state, []
     actions: list[Action] = []
     if isinstance(event, Observed):
+        event = _without_dead(state, event)
         state, actions = _duplicates(program, state, event)
+    elif isinstance(event, Exited):
+        state = _remember_dead(state, event.instance)
+        if event.successor in state.dead:
+            event = dataclasses.replace(event, successor=None)
     handler = TABLE.get((state.phase, type(event)))
     if handler is None:
         return state, actions
@@ -68,9 +74,10 @@ def step(program: Program, state: ProgramState, event: Event, now: float,
 # --- helpers that several transitions share ---------------------------------------------
 
 
-def _emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Emit:
+def _emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Event:
     pid = state.instance.pid if state.instance else None
-    return Emit(kind, state.name, f"{state.name}: {message}", pid, state.restarts, priority)
+    return make_event(kind, f"{state.name}: {message}", subject=state.name, priority=priority, pid=pid,
+                 restarts=state.restarts)
 
 
 def _launch(program: Program, state: ProgramState, now: float, waiting_for: tuple[str, ...],
@@ -80,9 +87,9 @@ def _launch(program: Program, state: ProgramState, now: float, waiting_for: tupl
         reason = f"waiting for {', '.join(waiting_for)} to start first"
         return _replace(state, Phase.BACKOFF, now, deadline=now + WAIT_POLL, reason=reason,
                         restarting=state.restarting or restart), []
-    restarts = state.restarts + 1 if restart else state.restarts
+    starts = (*prune_starts(program.restart, state.starts, now), now)
     new = _replace(state, Phase.STARTING, now, deadline=now + program.start_timeout,
-                   restarts=restarts, starts=(*prune_starts(program.restart, state.starts, now), now),
+                   attempts=state.attempts + 1, starts=starts,
                    script_running=True, script_status=None, restarting=state.restarting or restart,
                    reason=why)
     kind = "restarting" if restart else "starting"
@@ -93,7 +100,9 @@ def _started(program: Program, state: ProgramState, now: float) -> Result:
     took = format_duration(now - state.since)
     status = state.script_status
     note = f"; start script exited with status {status}" if status else ""
-    new = _replace(state, Phase.RUNNING, now, reason="", retrying=False, restarting=False)
+    restarts = state.restarts + 1 if state.restarting else state.restarts
+    new = _replace(state, Phase.RUNNING, now, reason="", retrying=False, restarting=False,
+                   restarts=restarts)
     pid = new.instance.pid if new.instance else "?"
     actions: list[Action] = [_emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
                                    5 if not status else 4)]
@@ -103,8 +112,10 @@ def _started(program: Program, state: ProgramState, now: float) -> Result:
 
 
 def _adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
+    came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
     new = _replace(state, Phase.RUNNING, now, instance=instance, reason="", retrying=False,
-                   restarting=False, script_running=False)
+                   restarting=False, script_running=False,
+                   restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [_emit(new, "found", f"{how} (pid {instance.pid})", 5)]
     if state.phase in (Phase.BACKOFF, Phase.FATAL):
         actions.append(PeersRestart(state.name))
@@ -134,14 +145,20 @@ def _give_up(program: Program, state: ProgramState, now: float, reason: str) -> 
 
 
 def _after_exit(program: Program, state: ProgramState, now: float,
-                waiting_for: tuple[str, ...], how: str) -> Result:
+                waiting_for: tuple[str, ...], how: str, exited: Exited | None = None) -> Result:
     lived = now - state.since
     pid = state.instance.pid if state.instance else None
     young = lived < program.restart.stable
     failures = state.failures + 1 if young else 0
-    gone = _replace(state, state.phase, state.since, instance=None, failures=failures)
-    exit_event = _emit(gone, "exited", f"pid {pid} {how} after {format_duration(lived)}", 4)
-    exit_event = dataclasses.replace(exit_event, pid=pid)
+    gone = _replace(state, state.phase, state.since, instance=None, failures=failures,
+                    last_exit=f"pid {pid} {how} after {format_duration(lived)}")
+    exit_event = _emit(gone, "exited", gone.last_exit, 4).with_fields(
+        pid=pid, exit_status=exited.exit_status if exited else None,
+        exit_signal=exited.exit_signal if exited else None)
+    if exited is not None and exited.successor is not None:
+        new, actions = _adopt(dataclasses.replace(gone, restarting=True), exited.successor, now,
+                              "another instance took its place")
+        return new, [exit_event, *actions, PeersRestart(state.name)]
     if burst_exceeded(program.restart, gone.starts, now):
         new, actions = _give_up(program, gone, now, f"pid {pid} {how}")
         return new, [exit_event, *actions]
@@ -177,25 +194,47 @@ def _duplicates(program: Program, state: ProgramState, event: Observed) -> Resul
         stop = program.duplicates == "stop"
         what = "stopping it" if stop else "left running (set duplicates: stop to stop it)"
         main = event.instance.pid if event.instance else "?"
-        actions.append(Emit("duplicate", state.name, f"{state.name}: a second instance, pid "
-                            f"{dup.pid}, runs beside pid {main}; {what}", dup.pid,
-                            state.restarts, 4))
+        actions.append(make_event("duplicate", f"{state.name}: a second instance, pid {dup.pid}, "
+                                  f"runs beside pid {main}; {what}", subject=state.name,
+                                  priority=4,
+                                  pid=dup.pid, restarts=state.restarts))
         if stop:
             actions.append(StopInstance(state.name, dup, False))
     return state, actions
 
 
+DEAD_KEPT = 16  # how many dead identities a program remembers
+
+
+def _remember_dead(state: ProgramState, instance: Instance) -> ProgramState:
+    if instance in state.dead:
+        return state
+    return dataclasses.replace(state, dead=(*state.dead, instance)[-DEAD_KEPT:],
+                               duplicates=tuple(d for d in state.duplicates if d != instance))
+
+
+def _without_dead(state: ProgramState, seen: Observed) -> Observed:
+    """A process we saw die is never the instance again, whatever a stale cache says."""
+    if not state.dead:
+        return seen
+    instance = seen.instance if seen.instance not in state.dead else None
+    duplicates = tuple(d for d in seen.duplicates if d not in state.dead)
+    if instance is None and duplicates:
+        instance, duplicates = duplicates[0], duplicates[1:]
+    return Observed(instance, duplicates)
+
+
 # --- the transitions ---------------------------------------------------------------------
 
 
-def _unknown_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _unknown_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance is not None:
         return _adopt(s, e.instance, now, "already running")
     return _launch(p, s, now, w, restart=False, why="not running")
 
 
-def _starting_script_exited(p: Program, s: ProgramState, e: Event, now: float,
+def _starting_script_exited(p: Program, s: ProgramState, e: Input, now: float,
                             w: tuple[str, ...]) -> Result:
     assert isinstance(e, ScriptExited)
     s = dataclasses.replace(s, script_running=False, script_status=e.returncode)
@@ -204,7 +243,7 @@ def _starting_script_exited(p: Program, s: ProgramState, e: Event, now: float,
     return s, []
 
 
-def _starting_observed(p: Program, s: ProgramState, e: Event, now: float,
+def _starting_observed(p: Program, s: ProgramState, e: Input, now: float,
                        w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     s = dataclasses.replace(s, instance=e.instance)
@@ -213,18 +252,18 @@ def _starting_observed(p: Program, s: ProgramState, e: Event, now: float,
     return s, []
 
 
-def _starting_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _starting_exited(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Exited)
     return (dataclasses.replace(s, instance=None) if e.instance == s.instance else s), []
 
 
-def _starting_launch_failed(p: Program, s: ProgramState, e: Event, now: float,
+def _starting_launch_failed(p: Program, s: ProgramState, e: Input, now: float,
                             w: tuple[str, ...]) -> Result:
     assert isinstance(e, LaunchFailed)
     return _failed(p, s, now, e.reason)
 
 
-def _starting_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _starting_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     limit = format_duration(p.start_timeout)
     if s.script_running:
         new, actions = _failed(p, dataclasses.replace(s, instance=None), now,
@@ -236,7 +275,7 @@ def _starting_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tupl
                    f"matching {what} appeared within {limit}")
 
 
-def _starting_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     if e.verb != "stop":
         return s, []
@@ -246,26 +285,24 @@ def _starting_command(p: Program, s: ProgramState, e: Event, now: float, w: tupl
     return new, actions + more
 
 
-def _running_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _running_exited(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Exited)
     if e.instance != s.instance:
         return s, []
-    return _after_exit(p, s, now, w, "exited")
+    return _after_exit(p, s, now, w, e.how, e)
 
 
-def _running_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _running_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance == s.instance:
         return s, []
     if e.instance is None:
         return _after_exit(p, s, now, w, "is gone (found by scan)")
-    old = s.instance.pid if s.instance else None
-    exit_event = _emit(s, "exited", f"pid {old} is gone (found by scan)", 4)
-    new, actions = _adopt(s, e.instance, now, "another instance took its place")
-    return new, [exit_event, *actions, PeersRestart(s.name)]
+    assert s.instance is not None
+    return _after_exit(p, s, now, w, "is gone (found by scan)", Exited(s.instance, successor=e.instance))
 
 
-def _running_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _running_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     if e.verb == "start":
         return s, []
@@ -273,13 +310,13 @@ def _running_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple
                  why=f"{e.verb} requested")
 
 
-def _running_peer(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _running_peer(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, PeerRestarted)
     return _stop(p, s, now, then_start=True, why=f"restarting because {e.peer} was restarted "
                  "(part_of)")
 
 
-def _stopping_gone(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     if isinstance(e, Exited) and e.instance != s.instance:
         return s, []
     if isinstance(e, Observed) and e.instance == s.instance:
@@ -290,14 +327,14 @@ def _stopping_gone(p: Program, s: ProgramState, e: Event, now: float, w: tuple[s
         if s.then_start:
             return _adopt(gone, e.instance, now, f"pid {pid} stopped; another instance is running")
         return _replace(gone, Phase.STOPPED, now, instance=e.instance, reason="stopped on request"), [
-            dataclasses.replace(_emit(gone, "stopped", f"pid {pid} stopped", 5), pid=pid)]
+            _emit(gone, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
     if s.then_start:
         return _launch(p, gone, now, w, restart=True, why=f"pid {pid} stopped for restart")
     new = _replace(gone, Phase.STOPPED, now, reason="stopped on request")
-    return new, [dataclasses.replace(_emit(new, "stopped", f"pid {pid} stopped", 5), pid=pid)]
+    return new, [_emit(new, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
 
 
-def _stopping_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopping_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     if s.instance is None:
         return s, []
     if s.forced:
@@ -308,12 +345,12 @@ def _stopping_timeout(p: Program, s: ProgramState, e: Event, now: float, w: tupl
                        "sending SIGKILL", 4), StopInstance(s.name, s.instance, True)]
 
 
-def _stopping_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopping_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     return dataclasses.replace(s, then_start=e.verb != "stop"), []
 
 
-def _waiting_tick(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _waiting_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     if s.phase == Phase.FATAL:
         s = dataclasses.replace(s, retrying=True, starts=())
         return _launch(p, s, now, w, restart=True, why="slow retry after giving up")
@@ -323,14 +360,14 @@ def _waiting_tick(p: Program, s: ProgramState, e: Event, now: float, w: tuple[st
     return _launch(p, s, now, w, restart=s.restarting, why=why)
 
 
-def _waiting_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _waiting_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance is None:
         return s, []
     return _adopt(s, e.instance, now, "came back without us")
 
 
-def _waiting_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _waiting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     if e.verb == "stop":
         new = _replace(s, Phase.STOPPED, now, reason="stopped on request")
@@ -339,17 +376,17 @@ def _waiting_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple
     return _launch(p, fresh, now, w, restart=True, why=f"{e.verb} requested")
 
 
-def _stopped_observed(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopped_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     return dataclasses.replace(s, instance=e.instance), []
 
 
-def _stopped_exited(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopped_exited(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Exited)
     return (dataclasses.replace(s, instance=None) if e.instance == s.instance else s), []
 
 
-def _stopped_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _stopped_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     if e.verb == "stop":
         return s, []
@@ -359,7 +396,7 @@ def _stopped_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple
     return _launch(p, fresh, now, w, restart=False, why=f"{e.verb} requested")
 
 
-def _unknown_command(p: Program, s: ProgramState, e: Event, now: float, w: tuple[str, ...]) -> Result:
+def _unknown_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
     if e.verb == "stop":
         return _replace(s, Phase.STOPPED, now, reason="stopped on request"), []

@@ -11,7 +11,7 @@ from collections import deque
 
 from zelador.config.model import Config
 from zelador.programs.engine import step
-from zelador.programs.states import Action, Event, Instance, PeerRestarted, PeersRestart, Phase, ProgramState
+from zelador.programs.states import Action, Input, Instance, PeerRestarted, PeersRestart, Phase, ProgramState
 
 _NOT_YET_UP = (Phase.UNKNOWN, Phase.STARTING)
 
@@ -21,9 +21,9 @@ class Group:
         self.config = config
         self.states: dict[str, ProgramState] = {p.name: ProgramState(p.name) for p in config.programs}
 
-    def apply(self, name: str, event: Event, now: float) -> list[Action]:
+    def apply(self, name: str, event: Input, now: float) -> list[Action]:
         """Step program `name` (and any part_of followers); return the actions for the shell."""
-        queue: deque[tuple[str, Event]] = deque([(name, event)])
+        queue: deque[tuple[str, Input]] = deque([(name, event)])
         actions: list[Action] = []
         while queue:
             target, current = queue.popleft()

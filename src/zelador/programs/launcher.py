@@ -21,6 +21,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
+
 from zelador.config.host import check_root_only, running_as_root
 from zelador.config.model import Program
 from zelador.errors import LaunchError, UnsafeFileError
@@ -49,6 +51,48 @@ class Child:
 
 
 OutputFor = Callable[[str], int]  # program name -> an fd for the script's stdout and stderr
+
+
+def _family_pids(instance: Instance) -> set[int]:
+    try:
+        process = psutil.Process(instance.pid)
+        if process.create_time() != instance.create_time:
+            return set()
+        return {instance.pid} | {p.pid for p in process.children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _descendant_pids(pid: int) -> set[int]:
+    try:
+        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def _session_members(sid: int) -> set[int]:
+    """Processes whose session or process group is `sid` (the script's own)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if os.getsid(pid) == sid or os.getpgid(pid) == sid:
+                found.add(pid)
+        except OSError:
+            continue
+    return found
+
+
+def _cgroup_pids(unit: str) -> set[int]:
+    """The pids in a transient scope's cgroup (cgroup v2 under system.slice)."""
+    path = f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs"
+    try:
+        with open(path, encoding="ascii") as stream:
+            return {int(line) for line in stream if line.strip().isdigit()}
+    except OSError:
+        return set()
 
 
 def _devnull_output(program: str) -> int:
@@ -100,6 +144,26 @@ class Launcher:
         """SIGKILL a hung script and everything in its process group."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
+
+    def kill_script(self, child: Child, spare: Instance | None = None) -> list[int]:
+        """SIGKILL a start script and everything it started, except `spare` and its descendants.
+
+        "Everything it started": its session and process group (it runs in a session of its
+        own), and its descendants wherever they went (a daemon that called setsid() left the
+        session but is still below the script, or, once the script is gone, below us: we are a
+        child subreaper). Under systemd the scope's cgroup is killed the same way. Returns the
+        pids signalled.
+        """
+        spared = _family_pids(spare) if spare is not None else set()
+        victims = {child.pid} | _session_members(child.pid) | _descendant_pids(child.pid)
+        if child.unit:
+            victims |= _cgroup_pids(child.unit)
+        victims -= spared
+        victims.discard(os.getpid())
+        for pid in sorted(victims):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        return sorted(victims)
 
     def reap(self, child: Child) -> int | None:
         """The script's exit status once it has exited (then forgotten), else None."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from zelador.config.model import Restart
+from zelador.programs.states import Phase, ProgramState
 
 BACKOFF_STEP = 1.0  # consecutive failures wait 1s, 2s, 4s ... (then capped by max_delay)
 
@@ -27,3 +30,22 @@ def prune_starts(policy: Restart, starts: tuple[float, ...], now: float) -> tupl
 def burst_exceeded(policy: Restart, starts: tuple[float, ...], now: float) -> bool:
     """True when one more start would pass `burst` starts within `window`."""
     return len(prune_starts(policy, starts, now)) >= policy.burst
+
+
+START_POLL_FAST = 0.02  # look this often while a started program has not shown up yet ...
+START_POLL_SLOW = 0.25  # ... and this often once it is slower than FAST_FOR
+FAST_FOR = 2.0
+
+
+def next_scan(states: Iterable[ProgramState], last_scan: float, interval: float) -> float:
+    """When to look at the process table next.
+
+    The scan is the backstop (exits arrive by pidfd): every `interval`, but much sooner while a
+    program we launched has not appeared yet, so a start is confirmed within milliseconds.
+    """
+    due = last_scan + interval
+    for state in states:
+        if state.phase == Phase.STARTING and state.instance is None:
+            poll = START_POLL_FAST if last_scan - state.since < FAST_FOR else START_POLL_SLOW
+            due = min(due, last_scan + poll)
+    return due

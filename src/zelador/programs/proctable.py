@@ -101,6 +101,7 @@ class ProcessTable:
         self._known: dict[int, Proc | None] = {}  # pid -> what we read (None: not a candidate)
         self._hits: dict[int, set[str]] = {}  # pid -> programs it matches
         self._young: set[int] = set()
+        self._dead: set[Instance] = set()  # seen to die; a lingering zombie is never a match
         self._refreshed = wall()
         self.configure(programs)
 
@@ -125,16 +126,28 @@ class ProcessTable:
         for pid in list(self._known):
             if pid not in pids:
                 self._forget(pid)
+        self._dead = {i for i in self._dead if i.pid in pids}
         now = self._wall()
         if now - self._refreshed >= FULL_REFRESH or now < self._refreshed:
             self._refreshed = now
             self._known.clear()
             self._hits.clear()
-        for pid in pids - self._known.keys() | self._young:
+        for pid in pids - self._known.keys() | self._young | {i.pid for i in self._dead}:
             self._inspect(pid, now)
         for pid in [p for p in self._hits if p not in self._young and p not in watched]:
             self._recheck(pid, now)
         return self._verdicts()
+
+    def forget(self, instance: Instance) -> None:
+        """`instance` died: drop it from every cache now, so no scan can match it again.
+
+        Its pid stays known as "not a candidate" while the same process (a zombie not yet
+        reaped by its parent) is still in /proc; a new process on that pid is read afresh.
+        """
+        self._dead.add(instance)
+        self._hits.pop(instance.pid, None)
+        self._young.discard(instance.pid)
+        self._known[instance.pid] = None
 
     def _inspect(self, pid: int, now: float) -> None:
         if pid in self._exclude:
@@ -146,7 +159,7 @@ class ProcessTable:
             self._forget(pid)
         self._known[pid] = proc
         self._young.discard(pid)
-        if proc is None:
+        if proc is None or proc.instance in self._dead:
             self._hits.pop(pid, None)
             return
         if now - proc.create_time < YOUNG:

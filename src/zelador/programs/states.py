@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass
 from typing import Union
 
+from zelador.events import Event
+
 
 class Phase(str, enum.Enum):
     UNKNOWN = "UNKNOWN"  # before the first scan
@@ -41,7 +43,33 @@ class Observed:
 
 @dataclass(frozen=True)
 class Exited:
+    """A watched process died (its pidfd turned readable, or we reaped it).
+
+    The shell looks at the process table again before it sends this, and says in `successor`
+    what it found there now, so a replacement that is already running is adopted, not doubled.
+    """
+
     instance: Instance
+    exit_status: int | None = None  # known when we reaped it (zelador is a child subreaper)
+    exit_signal: int | None = None
+    successor: Instance | None = None
+
+    @property
+    def how(self) -> str:
+        if self.exit_signal is not None:
+            return f"was killed by signal {self.exit_signal} ({_signal_name(self.exit_signal)})"
+        if self.exit_status is not None:
+            return f"exited with status {self.exit_status}"
+        return "exited"
+
+
+_SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 4: "SIGILL", 6: "SIGABRT", 7: "SIGBUS",
+                 8: "SIGFPE", 9: "SIGKILL", 10: "SIGUSR1", 11: "SIGSEGV", 12: "SIGUSR2",
+                 13: "SIGPIPE", 14: "SIGALRM", 15: "SIGTERM", 24: "SIGXCPU", 25: "SIGXFSZ"}
+
+
+def _signal_name(number: int) -> str:
+    return _SIGNAL_NAMES.get(number, f"signal {number}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +97,7 @@ class PeerRestarted:
     peer: str  # a program this one is `part_of` was restarted
 
 
-Event = Union[Observed, Exited, ScriptExited, LaunchFailed, Tick, Command, PeerRestarted]
+Input = Union[Observed, Exited, ScriptExited, LaunchFailed, Tick, Command, PeerRestarted]
 
 
 # --- actions: what the shell must do -------------------------------------------------------
@@ -82,7 +110,10 @@ class Launch:
 
 @dataclass(frozen=True)
 class KillScript:
+    """Kill the program's start script and what it started, sparing `spare` and its family."""
+
     program: str
+    spare: Instance | None = None
 
 
 @dataclass(frozen=True)
@@ -93,25 +124,13 @@ class StopInstance:
 
 
 @dataclass(frozen=True)
-class Emit:
-    """One decision, for the journal: `kind` becomes ZELADOR_EVENT."""
-
-    kind: str
-    program: str
-    message: str
-    pid: int | None = None
-    restarts: int = 0
-    priority: int = 6  # syslog: 3 err, 4 warning, 5 notice, 6 info
-
-
-@dataclass(frozen=True)
 class PeersRestart:
     """This program came back after an exit: restart the programs that are `part_of` it."""
 
     program: str
 
 
-Action = Union[Launch, KillScript, StopInstance, Emit, PeersRestart]
+Action = Union[Launch, KillScript, StopInstance, Event, PeersRestart]  # an Event: tell the sinks
 
 
 @dataclass(frozen=True)
@@ -121,7 +140,8 @@ class ProgramState:
     instance: Instance | None = None
     since: float = 0.0  # monotonic time the phase (RUNNING: the instance) began
     deadline: float | None = None
-    restarts: int = 0
+    restarts: int = 0  # times the program came back after an exit
+    attempts: int = 0  # start scripts launched
     failures: int = 0  # starts in a row that failed or died young
     starts: tuple[float, ...] = ()  # recent start times, for the burst limit
     script_running: bool = False
@@ -131,4 +151,6 @@ class ProgramState:
     retrying: bool = False  # this start is FATAL's slow retry
     restarting: bool = False  # this start follows an exit, so part_of peers follow it
     duplicates: tuple[Instance, ...] = ()
+    dead: tuple[Instance, ...] = ()  # the last instances seen to die: never adopted again
+    last_exit: str = ""  # how the last instance ended, for `zelador status`
     reason: str = ""  # the last thing worth showing in `zelador status`

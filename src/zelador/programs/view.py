@@ -6,11 +6,10 @@ import time
 from typing import Any
 
 from zelador.config.durations import format_duration
-from zelador.programs.proctable import ProcessTable
 from zelador.programs.states import Phase, ProgramState
 
 
-def program_status(state: ProgramState, table: ProcessTable | None = None) -> dict[str, Any]:
+def program_status(state: ProgramState) -> dict[str, Any]:
     """A JSON-able view of one program (uptime comes from the process's own start time)."""
     instance = state.instance
     uptime = None
@@ -22,6 +21,8 @@ def program_status(state: ProgramState, table: ProcessTable | None = None) -> di
         "pid": instance.pid if instance else None,
         "uptime": uptime,
         "restarts": state.restarts,
+        "attempts": state.attempts,
+        "last_exit": state.last_exit,
         "failures": state.failures,
         "duplicates": [d.pid for d in state.duplicates],
         "reason": state.reason,

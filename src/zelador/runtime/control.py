@@ -76,12 +76,17 @@ class ControlServer:
             request = {"cmd": None, "garbled": data[:80].decode("utf-8", "replace")}
         return conn, request
 
-    def expired(self, now: float) -> list[int]:
-        """Drop clients that sent nothing usable in time; return their fds."""
-        late = [fd for fd, (_, _, deadline) in self.clients.items() if deadline <= now]
-        for fd in late:
-            self.clients.pop(fd)[0].close()
-        return late
+    def deadline(self, fd: int) -> float:
+        """When a client that has not sent its request by then is dropped."""
+        return self.clients[fd][2] if fd in self.clients else 0.0
+
+    def drop(self, fd: int) -> bool:
+        """Drop a client that is still waiting (it was too slow); True if it was."""
+        entry = self.clients.pop(fd, None)
+        if entry is None:
+            return False
+        entry[0].close()
+        return True
 
     @staticmethod
     def reply(conn: socket.socket, answer: dict[str, Any]) -> None:

@@ -1,7 +1,8 @@
 """Every decision as one structured journald event; readable stderr lines when journald is absent.
 
 Fields: MESSAGE, MESSAGE_ID (one per event kind, explained in zelador.catalog), PRIORITY,
-ZELADOR_EVENT, ZELADOR_PROGRAM, ZELADOR_PID, ZELADOR_RESTARTS, plus any extra ZELADOR_* field.
+ZELADOR_EVENT, ZELADOR_PROGRAM (the event's subject), and one ZELADOR_<NAME> per event field
+(ZELADOR_PID, ZELADOR_RESTARTS, ZELADOR_EXIT_STATUS ...).
 So `journalctl -u zelador ZELADOR_PROGRAM=comunicador ZELADOR_EVENT=exited` finds what you want.
 """
 
@@ -11,6 +12,8 @@ import os
 import sys
 import time
 from typing import IO, Protocol
+
+from zelador.events import Event, Sink
 
 MESSAGE_IDS: dict[str, str] = {
     "starting": "bc923587e42c4e39b0f39eccb8e0eabd",
@@ -38,13 +41,15 @@ _LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice
            7: "debug"}
 
 
-class Journal(Protocol):
-    def event(self, kind: str, message: str, *, program: str | None = None,
-              pid: int | None = None, restarts: int | None = None, priority: int = 6,
-              **fields: str) -> None: ...
+class Journal(Sink, Protocol):
+    """The journal sink, which also gives started scripts somewhere to write."""
 
     def output_for(self, program: str) -> int:
         """An fd for a started script's stdout and stderr (the caller closes it)."""
+        ...
+
+    def where_output_goes(self, program: str) -> str:
+        """Where a script's output can be read, for messages (`journalctl -t NAME`, a file)."""
         ...
 
 
@@ -60,17 +65,12 @@ def journald_connected() -> bool:
     return stream == f"{info.st_dev}:{info.st_ino}"
 
 
-def _fields(kind: str, program: str | None, pid: int | None,
-            restarts: int | None, extra: dict[str, str]) -> dict[str, str]:
-    out = {"ZELADOR_EVENT": kind}
-    if program is not None:
-        out["ZELADOR_PROGRAM"] = program
-    if pid is not None:
-        out["ZELADOR_PID"] = str(pid)
-    if restarts is not None:
-        out["ZELADOR_RESTARTS"] = str(restarts)
-    for key, value in extra.items():
-        out["ZELADOR_" + key.upper()] = str(value)
+def _fields(event: Event) -> dict[str, str]:
+    out = {"ZELADOR_EVENT": event.kind}
+    if event.subject is not None:
+        out["ZELADOR_" + event.subject_kind.upper()] = event.subject
+    for key, value in event.fields:
+        out["ZELADOR_" + key.upper()] = value
     return out
 
 
@@ -83,21 +83,22 @@ class JournaldJournal:
         self._journal = journal
         self._identifier = identifier
 
-    def event(self, kind: str, message: str, *, program: str | None = None,
-              pid: int | None = None, restarts: int | None = None, priority: int = 6,
-              **fields: str) -> None:
-        extra = _fields(kind, program, pid, restarts, fields)
-        message_id = MESSAGE_IDS.get(kind)
+    def emit(self, event: Event) -> None:
+        extra = _fields(event)
+        message_id = MESSAGE_IDS.get(event.kind)
         if message_id:
             extra["MESSAGE_ID"] = message_id
-        self._journal.send(message, PRIORITY=str(priority), SYSLOG_IDENTIFIER=self._identifier,
-                           **extra)
+        self._journal.send(event.message, PRIORITY=str(event.priority),
+                           SYSLOG_IDENTIFIER=self._identifier, **extra)
 
     def output_for(self, program: str) -> int:
         stream = self._journal.stream(program)  # a journald stream socket, lines tagged `program`
         fd = os.dup(stream.fileno())
         stream.close()
         return fd
+
+    def where_output_goes(self, program: str) -> str:
+        return f"journalctl -t {program}"
 
 
 class StderrJournal:
@@ -107,14 +108,16 @@ class StderrJournal:
         self._stream = stream or sys.stderr
         self._logs_dir = logs_dir
 
-    def event(self, kind: str, message: str, *, program: str | None = None,
-              pid: int | None = None, restarts: int | None = None, priority: int = 6,
-              **fields: str) -> None:
-        extra = _fields(kind, program, pid, restarts, fields)
-        tags = " ".join(f"{k[8:].lower()}={v}" for k, v in extra.items() if k != "ZELADOR_EVENT")
-        stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
-        level = _LEVELS.get(priority, str(priority))
-        self._stream.write(f"{stamp} {level:<7} {message}  [{kind}{' ' + tags if tags else ''}]\n")
+    def emit(self, event: Event) -> None:
+        extra = _fields(event)
+        tags = " ".join(f"{k[8:].lower()}={v.replace(' ', '_')}" for k, v in extra.items()
+                        if k != "ZELADOR_EVENT")
+        now = time.time()  # one read: the seconds and the milliseconds must agree
+        stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
+        level = _LEVELS.get(event.priority, str(event.priority))
+        message = event.message.replace("\n", " | ")
+        self._stream.write(f"{stamp} {level:<7} {message}  [{event.kind}"
+                           f"{' ' + tags if tags else ''}]\n")
         self._stream.flush()
 
     def output_for(self, program: str) -> int:
@@ -124,6 +127,9 @@ class StderrJournal:
         path = os.path.join(self._logs_dir, f"{program}.log")
         return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
 
+    def where_output_goes(self, program: str) -> str:
+        return os.path.join(self._logs_dir, f"{program}.log") if self._logs_dir else "zelador's stderr"
+
 
 def open_journal(target: str, logs_dir: str | None) -> Journal:
     """`target`: "journal", "stderr" or "auto" (journald when our stderr is connected to it)."""
@@ -132,7 +138,7 @@ def open_journal(target: str, logs_dir: str | None) -> Journal:
             return JournaldJournal()
         except ImportError:
             fallback = StderrJournal(logs_dir=logs_dir)
-            fallback.event("degraded", "systemd-python is missing; logging to stderr instead",
-                           priority=4)
+            fallback.emit(Event("degraded", "systemd-python is missing; logging to stderr instead",
+                                priority=4))
             return fallback
     return StderrJournal(logs_dir=logs_dir)

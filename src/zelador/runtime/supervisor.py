@@ -1,0 +1,255 @@
+"""The supervision wiring: process sources -> the pure program engine -> actions and events.
+
+Sources (pidfd exits, reaped children, script exits, scans, commands) only *note* what they saw.
+Once per loop turn, `settle()` handles it all in one fixed order, the order the promise "never
+two instances, never a dead one adopted" needs:
+
+1. deaths first: every process seen to die leaves every cache (the table marks it dead);
+2. then a look at the process table (if anything died, a start is pending, or the backstop is
+   due), so a replacement that already runs is adopted, not doubled;
+3. then the engine hears, in order: the exits (each with what the look found in its place), the
+   look's verdicts, the start scripts that ended, and the deadlines that came due;
+4. then pidfds follow the engine's instances, and the next wake-up is set.
+
+Only the loop thread runs any of this. Everything the engine decides comes back as actions:
+`Launch`, `KillScript`, `StopInstance` are carried out through the launcher; events go to sinks.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Collection, Iterable, Sequence
+from typing import Callable, Protocol
+
+from zelador.config.model import Config, Program
+from zelador.errors import LaunchError
+from zelador.events import Event, Sink
+from zelador.programs.group import Group
+from zelador.programs.launcher import Child, Launcher
+from zelador.programs.policy import next_scan
+from zelador.programs.states import (
+    Action,
+    Command,
+    Exited,
+    Input,
+    Instance,
+    KillScript,
+    Launch,
+    LaunchFailed,
+    Observed,
+    Phase,
+    ScriptExited,
+    StopInstance,
+    Tick,
+)
+from zelador.runtime.loop import Loop, Timer
+
+NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
+
+
+class Table(Protocol):
+    """The process table (programs/proctable.py; a fake in unit tests)."""
+
+    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]: ...
+
+    def configure(self, programs: Iterable[Program]) -> None: ...
+
+    def forget(self, instance: Instance) -> None: ...
+
+
+class Watcher(Protocol):
+    """pidfds on the engine's instances (programs/pidfd.py; a fake in unit tests)."""
+
+    by_fd: dict[int, Instance]
+    unwatchable: set[Instance]
+
+    def sync(self, wanted: Iterable[Instance],
+             before_close: Callable[[int], None] = ...) -> list[int]: ...
+
+    def close_all(self) -> None: ...
+
+
+class Supervisor:
+    def __init__(self, config: Config, *, loop: Loop, table: Table, launcher: Launcher,
+                 watches: Watcher, sinks: Sequence[Sink], pidfd: bool = True) -> None:
+        self.config = config
+        self.loop = loop
+        self.table = table
+        self.launcher = launcher
+        self.watches = watches
+        self.sinks = list(sinks)
+        self.pidfd = pidfd
+        self.group = Group(config)
+        self.starting: dict[str, Child] = {}  # program -> its running start script
+        self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
+        self._ended: list[Child] = []  # scripts that exited since the last settle
+        self._scan_wanted = True
+        self._last_scan = -math.inf
+        self._wake: Timer | None = None
+        loop.after_turn(self.settle)
+
+    # --- sources: note, then let settle() decide ----------------------------------------------
+
+    def died(self, instance: Instance, status: int | None = None, signal: int | None = None) -> None:
+        """A process died (pidfd readable, or reaped with its status)."""
+        known = self._deaths.get(instance, (None, None))
+        self._deaths[instance] = (status if status is not None else known[0],
+                                  signal if signal is not None else known[1])
+
+    def look(self) -> None:
+        """Ask for a scan at the end of this turn."""
+        self._scan_wanted = True
+
+    def command(self, name: str, verb: str) -> None:
+        self._apply(name, Command(verb), self.loop.clock())
+        self._sync_watches()
+
+    # --- the ordered pass ---------------------------------------------------------------------
+
+    def settle(self) -> None:
+        now = self.loop.clock()
+        deaths, self._deaths = self._deaths, {}
+        for instance in deaths:
+            self.table.forget(instance)
+        if not self.pidfd:
+            self._poll_scripts()
+        ended, self._ended = self._ended, []
+        verdicts: dict[str, Observed] = {}
+        due = next_scan(self.group.states.values(), self._last_scan, self.config.interval)
+        if deaths or ended or self._scan_wanted or now >= due:
+            self._scan_wanted = False
+            self._last_scan = now
+            verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
+        for instance, (status, signal) in deaths.items():
+            for name in self._owners(instance):
+                verdict = verdicts.get(name)
+                successor = verdict.instance if verdict is not None else None
+                self._apply(name, Exited(instance, status, signal, successor), now)
+        for name, verdict in verdicts.items():
+            if name in self.group.states:
+                self._apply(name, verdict, now)
+        for child in ended:
+            self._script_ended(child, now)
+        for name, state in list(self.group.states.items()):
+            if state.deadline is not None and state.deadline <= now:
+                self._apply(name, Tick(), now)
+        self._sync_watches()
+        self._arm(now)
+
+    def settled(self) -> bool:
+        """Check mode: done when every program runs or has failed a start."""
+        return all(s.phase in (Phase.RUNNING, Phase.FATAL) or s.failures > 0
+                   for s in self.group.states.values())
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _owners(self, instance: Instance) -> list[str]:
+        return [s.name for s in self.group.states.values()
+                if s.instance == instance or instance in s.duplicates]
+
+    def _arm(self, now: float) -> None:
+        wake = next_scan(self.group.states.values(), self._last_scan, self.config.interval)
+        deadline = self.group.deadline()
+        if deadline is not None:
+            wake = min(wake, deadline)
+        if not self.pidfd and self.launcher.children:
+            wake = min(wake, now + NO_PIDFD_POLL)
+        if self._wake is not None:
+            if self._wake.when == wake and not self._wake.cancelled:
+                return
+            self._wake.cancel()
+        self._wake = self.loop.at(wake, lambda: None)  # the turn's settle() does the work
+
+    def _apply(self, name: str, event: Input, now: float) -> None:
+        for action in self.group.apply(name, event, now):
+            self._do(action, now)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def _do(self, action: Action, now: float) -> None:
+        if isinstance(action, Event):
+            self.emit(action)
+        elif isinstance(action, Launch):
+            self._launch(action.program, now)
+        elif isinstance(action, KillScript):
+            child = self.starting.get(action.program)
+            if child is not None:
+                self.launcher.kill_script(child, action.spare)
+        elif isinstance(action, StopInstance):
+            try:
+                child = self.launcher.stop(self.config.program(action.program), action.instance,
+                                           action.force)
+            except LaunchError as exc:
+                self.emit(Event("script_failed", f"{action.program}: {exc}", action.program,
+                                priority=3))
+                return
+            if child is not None:
+                self._watch_script(child)
+
+    def _launch(self, name: str, now: float) -> None:
+        try:
+            child = self.launcher.start(self.config.program(name))
+        except LaunchError as exc:
+            self._apply(name, LaunchFailed(str(exc)), now)
+            return
+        self.starting[name] = child
+        self._watch_script(child)
+
+    def _watch_script(self, child: Child) -> None:
+        if child.fd >= 0:
+            self.loop.watch(child.fd, lambda: self._script_exited(child))
+
+    def _script_exited(self, child: Child) -> None:
+        if child.popen.poll() is not None:
+            if child.fd >= 0:
+                self.loop.unwatch(child.fd)
+            self._ended.append(child)
+
+    def _poll_scripts(self) -> None:
+        for child in list(self.launcher.children.values()):
+            if child.popen.poll() is not None:
+                self._ended.append(child)
+
+    def _script_ended(self, child: Child, now: float) -> None:
+        code = self.launcher.reap(child)
+        if code is None:
+            return
+        if child.kind == "stop":
+            if code != 0:
+                self.emit(Event("script_failed", f"{child.program}: stop command exited with "
+                                f"status {code}", child.program, priority=4))
+            return
+        if self.starting.get(child.program) is child:
+            del self.starting[child.program]
+            if child.program in self.group.states:
+                self._apply(child.program, ScriptExited(code), now)
+
+    def _sync_watches(self) -> None:
+        before = set(self.watches.unwatchable)
+        opened = self.watches.sync(self.group.instances(), self.loop.unwatch)
+        for fd in opened:
+            self.loop.watch(fd, functools.partial(self._pidfd_readable, fd))
+        if self.pidfd and self.watches.unwatchable - before:
+            self._scan_wanted = True  # it died before we could watch it: let the scan say so
+            self.loop.at(self.loop.clock(), lambda: None)
+
+    def _pidfd_readable(self, fd: int) -> None:
+        instance = self.watches.by_fd.get(fd)
+        if instance is not None:
+            self.loop.unwatch(fd)  # it stays readable: stop listening until sync closes it
+            self.died(instance)
+
+    # --- reload -------------------------------------------------------------------------------
+
+    def reconfigure(self, config: Config) -> tuple[list[str], list[str]]:
+        """Take a new config; kill the start scripts of programs no longer watched."""
+        added, removed = self.group.reconfigure(config)
+        self.config = config
+        self.table.configure(config.programs)
+        for name in [n for n in self.starting if n not in self.group.states]:
+            self.launcher.kill_script(self.starting.pop(name), None)
+        self._scan_wanted = True
+        return added, removed
