@@ -1,0 +1,247 @@
+"""The shell's decisions, driven with a fake clock, a fake process table and a fake launcher.
+
+One test per decision the wiring makes (the engine's own transitions are in test_engine.py):
+a dead instance leaves the table before the look, the look comes before the restart decision,
+a stale cache cannot hand back a dead process, a script's exit is judged after one last look,
+a repeated verdict changes nothing, check mode stops once everything settled, the next wake-up
+follows the scan cadence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
+from typing import Callable
+
+from zelador.config.model import Config, Match, Program, Restart
+from zelador.events import Event
+from zelador.programs.launcher import Child, Launcher
+from zelador.programs.policy import START_POLL_FAST
+from zelador.programs.states import Instance, Observed, Phase
+from zelador.runtime.loop import Loop
+from zelador.runtime.supervisor import Supervisor
+
+A = Instance(100, 1000.0)
+B = Instance(200, 2000.0)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def jump(self, seconds: float) -> None:
+        assert seconds >= 0, "the monotonic clock never goes back"
+        self.now += seconds
+
+
+@dataclass
+class FakeTable:
+    """Answers scans with what the test put in `world`; logs every call in order."""
+
+    world: dict[str, Observed] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+
+    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]:
+        self.calls.append("scan")
+        return dict(self.world)
+
+    def configure(self, programs: Iterable[Program]) -> None:
+        self.calls.append("configure")
+
+    def forget(self, instance: Instance) -> None:
+        self.calls.append(f"forget {instance.pid}")
+
+
+class FakePopen:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+
+class FakeLauncher(Launcher):
+    """Records starts; a start script 'exits' when the test sets its return code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+        self.killed: list[tuple[str, Instance | None]] = []
+
+    def start(self, program: Program) -> Child:
+        self.started.append(program.name)
+        child = Child(program.name, "start", FakePopen(5000 + len(self.started)))  # type: ignore[arg-type]
+        self.children[child.pid] = child
+        return child
+
+    def kill_script(self, child: Child, spare: Instance | None = None) -> list[int]:
+        self.killed.append((child.program, spare))
+        return []
+
+
+@dataclass
+class FakeWatches:
+    by_fd: dict[int, Instance] = field(default_factory=dict)
+    unwatchable: set[Instance] = field(default_factory=set)
+
+    def sync(self, wanted: Iterable[Instance],
+             before_close: Callable[[int], None] = lambda fd: None) -> list[int]:
+        return []
+
+    def close_all(self) -> None:
+        pass
+
+
+@dataclass
+class Recorder:
+    events: list[Event] = field(default_factory=list)
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+PROG = Program("comunicador", Match(name="Comunicador"), ("/opt/runcco-ser.sh",),
+               start_timeout=30.0, restart=Restart())  # default settings: stable 10s
+
+
+def make(world: dict[str, Observed] | None = None):
+    clock = FakeClock()
+    loop = Loop(clock)
+    table = FakeTable(world or {"comunicador": Observed(None)})
+    launcher = FakeLauncher()
+    sink = Recorder()
+    sup = Supervisor(Config("test.yaml", programs=(PROG,)), loop=loop, table=table,
+                     launcher=launcher, watches=FakeWatches(), sinks=[sink], pidfd=False)
+    return sup, clock, table, launcher, sink
+
+
+def running_after_first_look() -> tuple:
+    parts = make({"comunicador": Observed(A)})
+    sup = parts[0]
+    sup.settle()
+    assert sup.group.states["comunicador"].phase == Phase.RUNNING
+    return parts
+
+
+def test_first_look_adopts_what_runs_and_launches_nothing():
+    _sup, _, _table, launcher, sink = running_after_first_look()
+    assert launcher.started == [] and sink.kinds() == ["found"]
+
+
+def test_a_death_leaves_the_table_before_the_look():
+    sup, clock, table, _, _ = running_after_first_look()
+    table.calls.clear()
+    clock.jump(60)
+    table.world = {"comunicador": Observed(None)}
+    sup.died(A, signal=9)
+    sup.settle()
+    assert table.calls[:2] == ["forget 100", "scan"]
+
+
+def test_the_look_after_an_exit_comes_before_the_restart_decision():
+    sup, clock, table, launcher, sink = running_after_first_look()
+    clock.jump(60)
+    table.world = {"comunicador": Observed(B)}  # someone already started another one
+    sup.died(A, signal=9)
+    sup.settle()
+    state = sup.group.states["comunicador"]
+    assert launcher.started == []  # adopted, not doubled
+    assert state.phase == Phase.RUNNING and state.instance == B
+    exited = next(e for e in sink.events if e.kind == "exited")
+    assert exited.field("exit_signal") == "9" and "SIGKILL" in exited.message
+
+
+def test_a_stale_cache_cannot_hand_back_the_dead_instance():
+    sup, clock, table, launcher, _ = running_after_first_look()
+    clock.jump(60)
+    table.world = {"comunicador": Observed(A)}  # a lingering zombie the table still reports
+    sup.died(A, status=1)
+    sup.settle()
+    state = sup.group.states["comunicador"]
+    assert launcher.started == ["comunicador"]
+    assert state.phase == Phase.STARTING and state.instance is None
+    sup.settle()  # the next looks still report it: never adopted
+    assert sup.group.states["comunicador"].instance is None
+
+
+def test_a_repeated_verdict_in_a_steady_phase_changes_nothing():
+    sup, clock, _table, _launcher, sink = running_after_first_look()
+    before = sup.group.states["comunicador"]
+    for _ in range(5):
+        clock.jump(PROG.start_timeout)
+        sup.look()
+        sup.settle()
+    assert sup.group.states["comunicador"] == before and sink.kinds() == ["found"]
+
+
+def test_a_start_script_exit_is_judged_after_one_last_look():
+    sup, clock, table, launcher, sink = make()
+    sup.settle()
+    assert launcher.started == ["comunicador"]
+    child = next(iter(launcher.children.values()))
+    child.popen.returncode = 0  # type: ignore[attr-defined]
+    table.world = {"comunicador": Observed(A)}  # the daemon appeared as the script ended
+    clock.jump(0.005)
+    sup.settle()
+    state = sup.group.states["comunicador"]
+    assert state.phase == Phase.RUNNING and state.instance == A
+    assert "started" in sink.kinds()
+
+
+def test_next_wake_up_is_the_fast_start_poll_while_a_start_is_pending():
+    sup, clock, _table, _launcher, _ = make()
+    sup.settle()
+    deadline = sup.loop.next_deadline()
+    assert deadline is not None and deadline - clock() <= START_POLL_FAST + 1e-9
+
+
+def test_next_wake_up_is_the_backstop_interval_when_all_run():
+    sup, clock, *_ = running_after_first_look()
+    deadline = sup.loop.next_deadline()
+    assert deadline is not None and abs(deadline - clock() - sup.config.interval) < 1e-9
+
+
+def test_check_mode_is_settled_once_every_program_runs():
+    sup, clock, table, launcher, _ = make()
+    sup.settle()
+    assert not sup.settled()
+    table.world = {"comunicador": Observed(A)}
+    next(iter(launcher.children.values())).popen.returncode = 0  # type: ignore[attr-defined]
+    clock.jump(0.02)
+    sup.settle()
+    assert sup.settled()
+
+
+def test_loop_runs_posted_work_from_another_thread_on_its_own_thread():
+    import threading
+
+    clock = FakeClock()
+    loop = Loop(clock)
+    ran: list[str] = []
+    worker = threading.Thread(target=lambda: loop.post(lambda: ran.append(
+        threading.current_thread().name)))
+    worker.start()
+    worker.join()
+    loop.turn(max_wait=5.0)  # the eventfd wakes the wait at once
+    assert ran == [threading.current_thread().name]
+    loop.close()
+
+
+def test_loop_timers_fire_in_order_and_a_cancelled_one_never_does():
+    clock = FakeClock()
+    loop = Loop(clock)
+    fired: list[str] = []
+    loop.at(clock() + 2, lambda: fired.append("b"))
+    loop.at(clock() + 1, lambda: fired.append("a"))
+    loop.at(clock() + 1.5, lambda: fired.append("never")).cancel()
+    clock.jump(3)
+    loop.turn(max_wait=0)
+    assert fired == ["a", "b"]
+    loop.close()
