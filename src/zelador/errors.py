@@ -45,7 +45,14 @@ class UnsafeFileError(ZeladorError):
 
 
 class LaunchError(ZeladorError):
-    """A start or stop command could not be run at all."""
+    """A start or stop command could not be run at all.
+
+    `host` marks a problem of this machine (script missing or unsafe, unknown user) rather than
+    of this one attempt: the program waits in FATAL and is re-checked, the others go on."""
+
+    def __init__(self, message: str, *, host: bool = False) -> None:
+        super().__init__(message)
+        self.host = host
 
 
 class ControlError(ZeladorError):

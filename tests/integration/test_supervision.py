@@ -80,7 +80,7 @@ def test_hanging_start_script_is_killed_at_timeout_and_program_backs_off(mfe, ze
     text = text.replace("start_timeout: 5s", "start_timeout: 1s")
     z = zelador_factory(text).start()
     failed = z.wait_event("start_failed", "comunicador", timeout=5)
-    assert "still running after 1s; killed its process group" in failed["message"]
+    assert "still running after 1s; killed it and everything it started" in failed["message"]
     assert "next try in 1s" in failed["message"]
     script_pid, child_pid = (int(x) for x in marker.read_text().split())
     for pid in (script_pid, child_pid):
@@ -104,8 +104,9 @@ def test_deleted_start_script_gives_clear_event_and_retries(mfe, zelador_factory
     saved = script.read_text()
     script.unlink()
     kill9(pid)
-    failed = z.wait_event("start_failed", "comunicador")
+    failed = z.wait_event("host_problem", "comunicador")
     assert f"start script '{script}' does not exist" in failed["message"]
+    assert z.program("comunicador")["state"] == "FATAL"
     script.write_text(saved)
     script.chmod(0o755)
     z.wait_event("started", "comunicador", count=2, timeout=10)

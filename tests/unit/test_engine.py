@@ -7,6 +7,7 @@ from zelador.events import Event
 from zelador.programs.engine import KILL_GRACE, step
 from zelador.programs.states import (
     Command,
+    EarlyExit,
     Exited,
     Instance,
     KillScript,
@@ -17,6 +18,7 @@ from zelador.programs.states import (
     PeersRestart,
     Phase,
     ProgramState,
+    Reloaded,
     ScriptExited,
     StopInstance,
     Tick,
@@ -76,10 +78,67 @@ def test_starting_to_running_when_process_seen_after_script_exits():
 
 
 def test_starting_nonzero_script_status_with_process_is_running_with_warning():
-    state, _ = step(PROG, starting(), ScriptExited(1), 0.1)
-    state, actions = step(PROG, state, Observed(A), 0.2)
+    state, _ = step(PROG, starting(), Observed(A), 0.1)
+    state, actions = step(PROG, state, ScriptExited(1), 0.2)
     assert state.phase == Phase.RUNNING
     assert "status 1" in actions[0].message and actions[0].priority == 4
+
+
+def test_starting_to_backoff_at_once_when_script_fails_and_nothing_runs():
+    state, actions = step(PROG, starting(), ScriptExited(255, "'/run/sshd' missing"), 0.1)
+    assert state.phase == Phase.BACKOFF and kinds(actions) == ["start_failed"]
+    assert "status 255" in actions[0].message and "'/run/sshd' missing" in actions[0].message
+
+
+def test_starting_to_backoff_when_the_program_died_before_any_look():
+    state, actions = step(PROG, starting(), EarlyExit(321, "exited with status 3"), 0.01)
+    assert state.phase == Phase.BACKOFF and KillScript("comunicador") in actions
+    assert "pid 321 exited with status 3 right after it started" in actions[-1].message
+
+
+def test_starting_timeout_with_a_hung_script_adopts_the_program_that_appeared():
+    state, _ = step(PROG, starting(), Observed(A), 1.0)
+    state, actions = step(PROG, state, Tick(), 30.0)
+    assert state.phase == Phase.RUNNING and state.instance == A
+    assert KillScript("comunicador", spare=A) in actions
+
+
+def test_starting_to_fatal_quietly_rechecked_on_a_host_problem():
+    problem = "start script '/opt/x.sh' does not exist"
+    state, actions = step(PROG, starting(), LaunchFailed(problem, host=True), 0.0)
+    assert state.phase == Phase.FATAL and kinds(actions) == ["host_problem"]
+    assert state.deadline is not None and state.deadline <= 5.0
+    state, actions = step(PROG, state, Tick(), 5.0)  # re-check: launch, no event
+    assert Launch("comunicador") in actions and kinds(actions) == []
+    state, actions = step(PROG, state, LaunchFailed(problem, host=True), 5.0)
+    assert state.phase == Phase.FATAL and actions == []  # the same problem is not news
+
+
+def test_fatal_host_problem_rechecked_at_once_on_reload():
+    state, _ = step(PROG, starting(), LaunchFailed("x", host=True), 0.0)
+    state, actions = step(PROG, state, Reloaded(), 1.0)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_duplicate_is_stopped_by_signal_with_kill_after_never_the_stop_command():
+    prog = Program(name="comunicador", match=Match(name="C"), start=("/bin/true",),
+                   duplicates="stop", stop=Stop(timeout=7.0, command=("/bin/stop-all",)))
+    _, actions = step(prog, running(), Observed(A, (B,)), 1.0)
+    stop = next(a for a in actions if isinstance(a, StopInstance))
+    assert stop == StopInstance("comunicador", B, False, duplicate=True, kill_after=7.0)
+
+
+def test_running_adopts_the_successor_the_look_found_after_an_exit():
+    state, actions = step(PROG, running(), Exited(A, exit_signal=9, successor=B), 60.0)
+    assert state.phase == Phase.RUNNING and state.instance == B
+    assert not any(isinstance(a, Launch) for a in actions)
+    assert kinds(actions)[:2] == ["exited", "found"] and "SIGKILL" in actions[0].message
+
+
+def test_a_dead_instance_is_never_adopted_again():
+    state, _ = step(PROG, running(), Exited(A), 60.0)
+    state, _ = step(PROG, state, Observed(A), 60.1)  # a lingering zombie in a stale cache
+    assert state.instance is None and state.phase == Phase.STARTING
 
 
 def test_starting_to_backoff_when_script_hangs_past_timeout():
@@ -257,7 +316,8 @@ def test_stopped_start_command_adopts_a_process_started_by_hand():
 def test_duplicate_reported_once_and_stopped_when_configured():
     prog = PROG.__class__(**{**PROG.__dict__, "duplicates": "stop"})
     state, actions = step(prog, running(), Observed(A, (B,)), 1.0)
-    assert kinds(actions) == ["duplicate"] and StopInstance("comunicador", B, False) in actions
+    assert kinds(actions) == ["duplicate"]
+    assert StopInstance("comunicador", B, False, duplicate=True, kill_after=10.0) in actions
     state, actions = step(prog, state, Observed(A, (B,)), 2.0)
     assert actions == []
 

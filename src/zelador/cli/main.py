@@ -73,7 +73,8 @@ def use_scopes(choice: str) -> bool:
 def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Daemon:
     logs = args.logs_dir or os.environ.get("LOGS_DIRECTORY", "").split(":")[0] or "/var/log/zelador"
     journal = open_journal(args.log_target, logs)
-    launcher = Launcher(output_for=journal.output_for, use_scopes=use_scopes(args.scopes))
+    launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
+                        use_scopes=use_scopes(args.scopes))
     control = None if once else ControlServer(socket_path(args, config), config.control.group)
     return Daemon(config, journal=journal, launcher=launcher, control=control, once=once)
 

@@ -8,9 +8,13 @@ can add entries there but cannot replace ours.
 
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 import stat
+from typing import Callable
 
+from zelador.config.model import Program
 from zelador.errors import UnsafeFileError
 
 
@@ -49,3 +53,35 @@ def _problem(info: os.stat_result, *, is_target: bool) -> str:
     if info.st_mode & stat.S_IWGRP and info.st_gid != 0 and not sticky_dir:
         return f"is writable by group gid {info.st_gid}"
     return ""
+
+
+def host_problem(program: Program, path: str, what: str = "start") -> str:
+    """What on this machine keeps `program` from starting with `path`, or "" if nothing.
+
+    Checked before every launch and by `zelador validate`: the script exists, is an executable
+    file, and (as root) no non-root user can modify it; the program's user and group exist.
+    """
+    if program.user is not None and not _exists(pwd.getpwnam, program.user):
+        return f"user {program.user!r} does not exist"
+    if program.group is not None and not _exists(grp.getgrnam, program.group):
+        return f"group {program.group!r} does not exist"
+    if not path.startswith("/"):
+        return ""
+    if not os.path.exists(path):
+        return f"{what} script {path!r} does not exist"
+    if not os.path.isfile(path) or not os.access(path, os.X_OK):
+        return f"{what} script {path!r} is not an executable file (fix: chmod +x {path})"
+    if running_as_root():
+        try:
+            check_root_only(path, f"{what} script")
+        except UnsafeFileError as exc:
+            return str(exc)
+    return ""
+
+
+def _exists(lookup: Callable[[str], object], name: str) -> bool:
+    try:
+        lookup(name)
+    except KeyError:
+        return False
+    return True

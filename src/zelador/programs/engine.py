@@ -27,6 +27,7 @@ from zelador.programs.policy import burst_exceeded, prune_starts, restart_delay
 from zelador.programs.states import (
     Action,
     Command,
+    EarlyExit,
     Exited,
     Input,
     Instance,
@@ -38,11 +39,13 @@ from zelador.programs.states import (
     PeersRestart,
     Phase,
     ProgramState,
+    Reloaded,
     ScriptExited,
     StopInstance,
     Tick,
 )
 
+HOST_RECHECK = 5.0  # how often a program held back by a host problem looks again
 KILL_GRACE = 5.0  # after SIGKILL, how long before we say a process will not die
 WAIT_POLL = 0.1  # how often a program waiting for an `after` dependency looks again
 
@@ -101,8 +104,8 @@ def _started(program: Program, state: ProgramState, now: float) -> Result:
     status = state.script_status
     note = f"; start script exited with status {status}" if status else ""
     restarts = state.restarts + 1 if state.restarting else state.restarts
-    new = _replace(state, Phase.RUNNING, now, reason="", retrying=False, restarting=False,
-                   restarts=restarts)
+    new = _replace(state, Phase.RUNNING, now, reason="", host_problem="", retrying=False,
+                   restarting=False, restarts=restarts)
     pid = new.instance.pid if new.instance else "?"
     actions: list[Action] = [_emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
                                    5 if not status else 4)]
@@ -113,8 +116,8 @@ def _started(program: Program, state: ProgramState, now: float) -> Result:
 
 def _adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
     came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
-    new = _replace(state, Phase.RUNNING, now, instance=instance, reason="", retrying=False,
-                   restarting=False, script_running=False,
+    new = _replace(state, Phase.RUNNING, now, instance=instance, reason="", host_problem="",
+                   retrying=False, restarting=False, script_running=False,
                    restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [_emit(new, "found", f"{how} (pid {instance.pid})", 5)]
     if state.phase in (Phase.BACKOFF, Phase.FATAL):
@@ -199,7 +202,8 @@ def _duplicates(program: Program, state: ProgramState, event: Observed) -> Resul
                                   priority=4,
                                   pid=dup.pid, restarts=state.restarts))
         if stop:
-            actions.append(StopInstance(state.name, dup, False))
+            actions.append(StopInstance(state.name, dup, False, duplicate=True,
+                                        kill_after=program.stop.timeout))
     return state, actions
 
 
@@ -227,6 +231,12 @@ def _without_dead(state: ProgramState, seen: Observed) -> Observed:
 # --- the transitions ---------------------------------------------------------------------
 
 
+def _fatal_reloaded(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
+    if not s.host_problem:
+        return s, []
+    return _waiting_tick(p, s, Tick(), now, w)
+
+
 def _unknown_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance is not None:
@@ -240,7 +250,27 @@ def _starting_script_exited(p: Program, s: ProgramState, e: Input, now: float,
     s = dataclasses.replace(s, script_running=False, script_status=e.returncode)
     if s.instance is not None:
         return _started(p, s, now)
+    if e.returncode != 0:  # the shell looked once more just before telling us: nothing there
+        output = f"; its output: {e.output}" if e.output else ""
+        return _failed(p, s, now, f"start script exited with status {e.returncode} and no process "
+                       f"matching {_match_text(p)} is running{output}")
     return s, []
+
+
+def _starting_early_exit(p: Program, s: ProgramState, e: Input, now: float,
+                         w: tuple[str, ...]) -> Result:
+    assert isinstance(e, EarlyExit)
+    if s.instance is not None:
+        return s, []
+    actions: list[Action] = [KillScript(s.name)] if s.script_running else []
+    new, more = _failed(p, s, now, f"pid {e.pid} {e.how} right after it started, before zelador "
+                        "saw it run")
+    return new, actions + more
+
+
+def _match_text(p: Program) -> str:
+    return ", ".join(f"{k}={getattr(p.match, k)!r}" for k in ("name", "exe", "cmdline", "pidfile",
+                                                              "user") if getattr(p.match, k))
 
 
 def _starting_observed(p: Program, s: ProgramState, e: Input, now: float,
@@ -260,19 +290,36 @@ def _starting_exited(p: Program, s: ProgramState, e: Input, now: float, w: tuple
 def _starting_launch_failed(p: Program, s: ProgramState, e: Input, now: float,
                             w: tuple[str, ...]) -> Result:
     assert isinstance(e, LaunchFailed)
+    if e.host:
+        return _host_fatal(p, s, now, e.reason)
     return _failed(p, s, now, e.reason)
+
+
+def _host_fatal(p: Program, s: ProgramState, now: float, problem: str) -> Result:
+    """This machine cannot start it (script missing mid-upgrade, unsafe, unknown user): FATAL,
+    looked at again every HOST_RECHECK and on reload, said once per distinct problem."""
+    recheck = min(HOST_RECHECK, p.restart.retry_every)
+    new = _replace(s, Phase.FATAL, now, deadline=now + recheck, host_problem=problem,
+                   script_running=False, reason=f"cannot start: {problem} (checked again every "
+                   f"{format_duration(recheck)}, and on reload)")
+    if problem == s.host_problem:
+        return new, []
+    return new, [_emit(new, "host_problem", new.reason, 3)]
 
 
 def _starting_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     limit = format_duration(p.start_timeout)
+    if s.script_running and s.instance is not None:  # the program runs; its script hangs
+        new, actions = _started(p, dataclasses.replace(s, script_running=False), now)
+        note = _emit(new, "script_failed", f"start script still running after {limit}; killed it "
+                     f"and what else it started, kept pid {s.instance.pid}", 4)
+        return new, [KillScript(s.name, spare=s.instance), note, *actions]
     if s.script_running:
-        new, actions = _failed(p, dataclasses.replace(s, instance=None), now,
-                               f"start script still running after {limit}; killed its process group")
+        new, actions = _failed(p, s, now, f"start script still running after {limit}; killed it "
+                               "and everything it started")
         return new, [KillScript(s.name), *actions]
-    what = ", ".join(f"{k}={getattr(p.match, k)!r}" for k in ("name", "exe", "cmdline", "pidfile", "user")
-                     if getattr(p.match, k))
     return _failed(p, s, now, f"start script exited with status {s.script_status} but no process "
-                   f"matching {what} appeared within {limit}")
+                   f"matching {_match_text(p)} appeared within {limit}")
 
 
 def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -351,6 +398,10 @@ def _stopping_command(p: Program, s: ProgramState, e: Input, now: float, w: tupl
 
 
 def _waiting_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
+    if s.host_problem:  # quietly: a still-missing script is not news every few seconds
+        new, actions = _launch(p, dataclasses.replace(s, starts=()), now, w,
+                               restart=s.restarting, why="host problem re-check")
+        return new, [a for a in actions if not isinstance(a, Event)]
     if s.phase == Phase.FATAL:
         s = dataclasses.replace(s, retrying=True, starts=())
         return _launch(p, s, now, w, restart=True, why="slow retry after giving up")
@@ -411,6 +462,8 @@ TABLE: dict[tuple[Phase, type], Handler] = {
     (P.STARTING, Observed): _starting_observed,
     (P.STARTING, Exited): _starting_exited,
     (P.STARTING, LaunchFailed): _starting_launch_failed,
+    (P.STARTING, EarlyExit): _starting_early_exit,
+    (P.FATAL, Reloaded): _fatal_reloaded,
     (P.STARTING, Tick): _starting_timeout,
     (P.STARTING, Command): _starting_command,
     (P.RUNNING, Exited): _running_exited,

@@ -13,6 +13,7 @@ time, so a pid reused by another process is never signalled.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import signal
@@ -23,11 +24,12 @@ from typing import Any, Callable
 
 import psutil
 
-from zelador.config.host import check_root_only, running_as_root
+from zelador.config.host import host_problem
 from zelador.config.model import Program
-from zelador.errors import LaunchError, UnsafeFileError
+from zelador.errors import LaunchError
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import open_pidfd
+from zelador.programs.proctree import cgroup_pids, descendant_pids, family_pids, session_members
 from zelador.programs.states import Instance
 
 # Variables that belong to zelador's own service and must not leak to what it starts.
@@ -53,64 +55,105 @@ class Child:
 OutputFor = Callable[[str], int]  # program name -> an fd for the script's stdout and stderr
 
 
-def _family_pids(instance: Instance) -> set[int]:
-    try:
-        process = psutil.Process(instance.pid)
-        if process.create_time() != instance.create_time:
-            return set()
-        return {instance.pid} | {p.pid for p in process.children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-def _descendant_pids(pid: int) -> set[int]:
-    try:
-        return {p.pid for p in psutil.Process(pid).children(recursive=True)}
-    except psutil.Error:
-        return set()
-
-
-def _session_members(sid: int) -> set[int]:
-    """Processes whose session or process group is `sid` (the script's own)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            if os.getsid(pid) == sid or os.getpgid(pid) == sid:
-                found.add(pid)
-        except OSError:
-            continue
-    return found
-
-
-def _cgroup_pids(unit: str) -> set[int]:
-    """The pids in a transient scope's cgroup (cgroup v2 under system.slice)."""
-    path = f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs"
-    try:
-        with open(path, encoding="ascii") as stream:
-            return {int(line) for line in stream if line.strip().isdigit()}
-    except OSError:
-        return set()
-
-
 def _devnull_output(program: str) -> int:
     return os.open(os.devnull, os.O_WRONLY)
+
+
+@dataclass(frozen=True)
+class Reaped:
+    """A process we reaped that was not one of our scripts: an orphan that came to us."""
+
+    instance: Instance
+    name: str  # read from the zombie before reaping it
+    status: int | None  # exit status, or
+    signal: int | None  # the signal that killed it
+
+    @property
+    def abnormal(self) -> bool:
+        return self.signal is not None or self.status != 0
+
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make orphans of our descendants our children (prctl), so we reap them and learn how
+    they died. They still outlive us: when we exit they go to PID 1 as before."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _no_output_place(program: str) -> str:
+    return ""
 
 
 @dataclass
 class Launcher:
     output_for: OutputFor = _devnull_output
+    output_where: Callable[[str], str] = _no_output_place  # where a script's output goes
     use_scopes: bool = False  # run each script in its own transient systemd scope
     children: dict[int, Child] = field(default_factory=dict)  # pid -> child
+
+    def reap_orphans(self) -> list[Reaped]:
+        """Reap every child that has exited. Our scripts are reaped through their Popen (which
+        keeps their status for `reap`); any other child (an orphaned daemon that came to us as
+        subreaper) is identified from its zombie, reaped, and returned with how it died."""
+        out: list[Reaped] = []
+        seen: set[int] = set()
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return out
+            if info is None or info.si_pid in seen:
+                return out
+            pid = info.si_pid
+            seen.add(pid)
+            child = self.children.get(pid)
+            if child is not None:
+                child.popen.poll()
+                continue
+            try:
+                zombie = psutil.Process(pid)
+                instance, name = Instance(pid, zombie.create_time()), zombie.name()
+            except psutil.Error:
+                instance, name = Instance(pid, 0.0), ""
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+            out.append(Reaped(instance, name, None if killed else info.si_status,
+                              info.si_status if killed else None))
+
+    def output_tail(self, program: str, lines: int = 3) -> str:
+        """The script's last output lines when they are in a file, else where they went."""
+        where = self.output_where(program)
+        if not where.startswith("/"):
+            return f"see {where}" if where else ""
+        try:
+            with open(where, "rb") as stream:
+                stream.seek(max(0, os.fstat(stream.fileno()).st_size - 2048))
+                text = stream.read().decode("utf-8", "replace")
+        except OSError:
+            return f"see {where}"
+        tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+        return (" | ".join(tail)[-400:] + f" (in {where})") if tail else f"nothing (in {where})"
 
     def start(self, program: Program) -> Child:
         """Spawn the program's start script. Raises LaunchError with a one-line reason."""
         return self._spawn(program, "start", program.start)
 
-    def stop(self, program: Program, instance: Instance, force: bool) -> Child | None:
-        """Stop a watched process: its stop command or signal, or SIGKILL when `force`."""
+    def stop(self, program: Program, instance: Instance, force: bool,
+             duplicate: bool = False) -> Child | None:
+        """Stop a watched process: its stop command or signal, or SIGKILL when `force`.
+
+        A duplicate gets the stop *signal* only: the stop command targets the program itself
+        and would stop the main instance too."""
+        if duplicate and not force:
+            self.signal(instance, program.stop.signal)
+            return None
         if force:
             for child in self.children_of(program.name, "stop"):
                 self.kill_group(child)
@@ -154,10 +197,10 @@ class Launcher:
         child subreaper). Under systemd the scope's cgroup is killed the same way. Returns the
         pids signalled.
         """
-        spared = _family_pids(spare) if spare is not None else set()
-        victims = {child.pid} | _session_members(child.pid) | _descendant_pids(child.pid)
+        spared = family_pids(spare) if spare is not None else set()
+        victims = {child.pid} | session_members(child.pid) | descendant_pids(child.pid)
         if child.unit:
-            victims |= _cgroup_pids(child.unit)
+            victims |= cgroup_pids(child.unit)
         victims -= spared
         victims.discard(os.getpid())
         for pid in sorted(victims):
@@ -180,13 +223,9 @@ class Launcher:
         return [c for c in self.children.values() if c.program == program and c.kind == kind]
 
     def _spawn(self, program: Program, kind: str, argv: tuple[str, ...]) -> Child:
-        if argv[0].startswith("/") and not os.path.exists(argv[0]):
-            raise LaunchError(f"{kind} script {argv[0]!r} does not exist")
-        if running_as_root() and argv[0].startswith("/"):
-            try:
-                check_root_only(argv[0], f"{kind} script")
-            except UnsafeFileError as exc:
-                raise LaunchError(str(exc)) from exc
+        problem = host_problem(program, argv[0], kind)
+        if problem:
+            raise LaunchError(problem, host=True)
         env = self._environment(program)
         unit = ""
         command = list(argv)
@@ -204,11 +243,12 @@ class Launcher:
                 cwd=program.working_directory or "/", start_new_session=True, close_fds=True,
                 **self._credentials(program))
         except FileNotFoundError:
-            raise LaunchError(f"{kind} script {command[0]!r} does not exist") from None
+            raise LaunchError(f"{kind} script {command[0]!r} does not exist", host=True) from None
         except PermissionError:
             who = f"user {program.user!r}" if program.user else "zelador"
             raise LaunchError(f"{kind} script {command[0]!r}: permission denied to {who} (is it "
-                              "executable, and can that user reach every folder above it?)") from None
+                              "executable, and can that user reach every folder above it?)",
+                              host=True) from None
         except OSError as exc:
             raise LaunchError(f"cannot run {kind} script {command[0]!r}: {exc.strerror}") from None
         finally:
@@ -242,7 +282,7 @@ class Launcher:
             try:
                 entry = pwd.getpwnam(program.user)
             except KeyError:
-                raise LaunchError(f"user {program.user!r} no longer exists") from None
+                raise LaunchError(f"user {program.user!r} does not exist", host=True) from None
             env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name,
                        SHELL=entry.pw_shell or "/bin/sh")
         env.update(program.environment)

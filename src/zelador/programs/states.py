@@ -75,11 +75,26 @@ def _signal_name(number: int) -> str:
 @dataclass(frozen=True)
 class ScriptExited:
     returncode: int
+    output: str = ""  # the script's last output lines, or where its output went
+
+
+@dataclass(frozen=True)
+class EarlyExit:
+    """A process of this program died before any look saw it running (we reaped it)."""
+
+    pid: int
+    how: str  # "exited with status 1", "was killed by signal 9 (SIGKILL)"
+
+
+@dataclass(frozen=True)
+class Reloaded:
+    """The config was reloaded: a program held back by a host problem looks again at once."""
 
 
 @dataclass(frozen=True)
 class LaunchFailed:
     reason: str
+    host: bool = False  # a problem on this machine (script missing, unsafe, unknown user)
 
 
 @dataclass(frozen=True)
@@ -97,7 +112,8 @@ class PeerRestarted:
     peer: str  # a program this one is `part_of` was restarted
 
 
-Input = Union[Observed, Exited, ScriptExited, LaunchFailed, Tick, Command, PeerRestarted]
+Input = Union[Observed, Exited, ScriptExited, EarlyExit, LaunchFailed, Tick, Command, PeerRestarted,
+              Reloaded]
 
 
 # --- actions: what the shell must do -------------------------------------------------------
@@ -121,6 +137,8 @@ class StopInstance:
     program: str
     instance: Instance
     force: bool  # False: the configured stop; True: SIGKILL
+    duplicate: bool = False  # a second instance: its stop *signal*, never the stop command,
+    kill_after: float | None = None  # ... and SIGKILL after this many seconds if still there
 
 
 @dataclass(frozen=True)
@@ -153,4 +171,5 @@ class ProgramState:
     duplicates: tuple[Instance, ...] = ()
     dead: tuple[Instance, ...] = ()  # the last instances seen to die: never adopted again
     last_exit: str = ""  # how the last instance ended, for `zelador status`
+    host_problem: str = ""  # FATAL because of this machine: re-checked quietly, and on reload
     reason: str = ""  # the last thing worth showing in `zelador status`

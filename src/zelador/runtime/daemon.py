@@ -17,7 +17,7 @@ from zelador.config.model import Config
 from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event
-from zelador.programs.launcher import Launcher
+from zelador.programs.launcher import Launcher, become_subreaper
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
 from zelador.programs.proctable import ProcessTable
@@ -33,7 +33,8 @@ class Daemon:
     def __init__(self, config: Config, *, journal: Journal, launcher: Launcher,
                  notifier: Notifier | None = None, control: ControlServer | None = None,
                  loop: Loop | None = None, table: Table | None = None,
-                 watches: Watcher | None = None, once: bool = False) -> None:
+                 watches: Watcher | None = None, once: bool = False,
+                 subreaper: bool | None = None) -> None:
         self.journal = journal
         self.loop = loop or Loop()
         self.notifier = notifier or Notifier(
@@ -41,9 +42,11 @@ class Daemon:
         self.control = control  # None in check mode
         self.once = once
         self.started_at = time.time()
+        subreaper = become_subreaper() if subreaper is None else subreaper
         self.supervisor = Supervisor(
             config, loop=self.loop, table=table or ProcessTable(config.programs),
-            launcher=launcher, watches=watches or Watches(), sinks=[journal], pidfd=PIDFD)
+            launcher=launcher, watches=watches or Watches(), sinks=[journal], pidfd=PIDFD,
+            subreaper=subreaper)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
         self._watchdog = watchdog_interval()
 
@@ -58,6 +61,8 @@ class Daemon:
         loop.on_signal(signal.SIGINT, lambda: self.shutdown("SIGINT"))
         if not self.once:
             loop.on_signal(signal.SIGHUP, self.reload)
+        if self.supervisor.subreaper:  # an orphan of ours died: wake up and reap it
+            loop.on_signal(signal.SIGCHLD, lambda: None)
         if self.control is not None:
             loop.watch(self.control.fileno(), self._accept)
         try:

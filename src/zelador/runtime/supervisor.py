@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import signal
 from collections.abc import Collection, Iterable, Sequence
 from typing import Callable, Protocol
 
@@ -26,11 +27,13 @@ from zelador.config.model import Config, Program
 from zelador.errors import LaunchError
 from zelador.events import Event, Sink
 from zelador.programs.group import Group
-from zelador.programs.launcher import Child, Launcher
+from zelador.programs.launcher import Child, Launcher, Reaped
 from zelador.programs.policy import next_scan
+from zelador.programs.proctable import alive
 from zelador.programs.states import (
     Action,
     Command,
+    EarlyExit,
     Exited,
     Input,
     Instance,
@@ -39,6 +42,7 @@ from zelador.programs.states import (
     LaunchFailed,
     Observed,
     Phase,
+    Reloaded,
     ScriptExited,
     StopInstance,
     Tick,
@@ -72,7 +76,8 @@ class Watcher(Protocol):
 
 class Supervisor:
     def __init__(self, config: Config, *, loop: Loop, table: Table, launcher: Launcher,
-                 watches: Watcher, sinks: Sequence[Sink], pidfd: bool = True) -> None:
+                 watches: Watcher, sinks: Sequence[Sink], pidfd: bool = True,
+                 subreaper: bool = False) -> None:
         self.config = config
         self.loop = loop
         self.table = table
@@ -80,6 +85,8 @@ class Supervisor:
         self.watches = watches
         self.sinks = list(sinks)
         self.pidfd = pidfd
+        self.subreaper = subreaper  # orphans come to us: reap them and learn how they died
+        self._early: list[Reaped] = []  # reaped processes no program knew as its instance
         self.group = Group(config)
         self.starting: dict[str, Child] = {}  # program -> its running start script
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
@@ -102,13 +109,20 @@ class Supervisor:
         self._scan_wanted = True
 
     def command(self, name: str, verb: str) -> None:
+        """start/stop/restart from the CLI. Look first: a copy started by hand since the last
+        look is adopted, never doubled."""
+        self._scan_wanted = True
+        self.settle()
         self._apply(name, Command(verb), self.loop.clock())
         self._sync_watches()
+        self._arm(self.loop.clock())
 
     # --- the ordered pass ---------------------------------------------------------------------
 
     def settle(self) -> None:
         now = self.loop.clock()
+        if self.subreaper:
+            self._collect_orphans()
         deaths, self._deaths = self._deaths, {}
         for instance in deaths:
             self.table.forget(instance)
@@ -121,14 +135,17 @@ class Supervisor:
             self._scan_wanted = False
             self._last_scan = now
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
-        for instance, (status, signal) in deaths.items():
+        for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
                 verdict = verdicts.get(name)
                 successor = verdict.instance if verdict is not None else None
-                self._apply(name, Exited(instance, status, signal, successor), now)
+                self._apply(name, Exited(instance, status, signum, successor), now)
         for name, verdict in verdicts.items():
             if name in self.group.states:
                 self._apply(name, verdict, now)
+        early, self._early = self._early, []
+        for reaped in early:
+            self._early_exit(reaped, now)
         for child in ended:
             self._script_ended(child, now)
         for name, state in list(self.group.states.items()):
@@ -143,6 +160,23 @@ class Supervisor:
                    for s in self.group.states.values())
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _collect_orphans(self) -> None:
+        for reaped in self.launcher.reap_orphans():
+            if self._owners(reaped.instance):
+                self.died(reaped.instance, reaped.status, reaped.signal)
+            elif reaped.abnormal:
+                self._early.append(reaped)
+
+    def _early_exit(self, reaped: Reaped, now: float) -> None:
+        """A process died before any look saw it: if it is a program we are starting (by its
+        name, all a zombie still tells), that start failed, and we say so now."""
+        how = Exited(reaped.instance, reaped.status, reaped.signal).how
+        for program in self.config.programs:
+            state = self.group.states.get(program.name)
+            if (state is not None and state.phase == Phase.STARTING and state.instance is None
+                    and program.match.name == reaped.name and not program.match.fields() - {"name"}):
+                self._apply(program.name, EarlyExit(reaped.instance.pid, how), now)
 
     def _owners(self, instance: Instance) -> list[str]:
         return [s.name for s in self.group.states.values()
@@ -179,9 +213,12 @@ class Supervisor:
             if child is not None:
                 self.launcher.kill_script(child, action.spare)
         elif isinstance(action, StopInstance):
+            program = self.config.program(action.program)
+            if action.kill_after is not None:
+                self.loop.at(now + action.kill_after,
+                             functools.partial(self._kill_if_alive, action.program, action.instance))
             try:
-                child = self.launcher.stop(self.config.program(action.program), action.instance,
-                                           action.force)
+                child = self.launcher.stop(program, action.instance, action.force, action.duplicate)
             except LaunchError as exc:
                 self.emit(Event("script_failed", f"{action.program}: {exc}", action.program,
                                 priority=3))
@@ -189,11 +226,17 @@ class Supervisor:
             if child is not None:
                 self._watch_script(child)
 
+    def _kill_if_alive(self, name: str, instance: Instance) -> None:
+        if alive(instance) and self.launcher.signal(instance, signal.SIGKILL):
+            self.emit(Event("stop_timeout", f"{name}: pid {instance.pid} was still there after "
+                            "its stop signal; sent SIGKILL", name, priority=4,
+                            fields=(("pid", str(instance.pid)),)))
+
     def _launch(self, name: str, now: float) -> None:
         try:
             child = self.launcher.start(self.config.program(name))
         except LaunchError as exc:
-            self._apply(name, LaunchFailed(str(exc)), now)
+            self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
             return
         self.starting[name] = child
         self._watch_script(child)
@@ -225,7 +268,8 @@ class Supervisor:
         if self.starting.get(child.program) is child:
             del self.starting[child.program]
             if child.program in self.group.states:
-                self._apply(child.program, ScriptExited(code), now)
+                output = self.launcher.output_tail(child.program) if code != 0 else ""
+                self._apply(child.program, ScriptExited(code, output), now)
 
     def _sync_watches(self) -> None:
         before = set(self.watches.unwatchable)
@@ -252,4 +296,7 @@ class Supervisor:
         for name in [n for n in self.starting if n not in self.group.states]:
             self.launcher.kill_script(self.starting.pop(name), None)
         self._scan_wanted = True
+        now = self.loop.clock()
+        for name in list(self.group.states):
+            self._apply(name, Reloaded(), now)
         return added, removed
