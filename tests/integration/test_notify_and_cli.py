@@ -129,10 +129,20 @@ def test_validate_exit_codes(tmp_path):
     bad.write_text("programs:\n  a: {match: {name: A}, start: /bin/ture}\n")
     ok = run_cli("validate", "-c", str(good))
     assert ok.returncode == 0 and "ok (1 programs: a)" in ok.stdout
-    broken = run_cli("validate", "-c", str(bad))
-    assert broken.returncode == 78
-    assert broken.stderr == (f"zelador: error: {bad}:2: programs.a.start: '/bin/ture' does not "
+    warned = run_cli("validate", "-c", str(bad))  # `run` would hold back just this program
+    assert warned.returncode == 0 and "1 cannot start on this machine yet" in warned.stdout
+    assert warned.stderr == (f"zelador: warning: {bad}:2: programs.a.start: '/bin/ture' does not "
                              "exist (did you mean true?)\n")
+    assert run_cli("validate", "--strict", "-c", str(bad)).returncode == 78
+    unreadable = tmp_path / "latin1.yaml"
+    unreadable.write_bytes("# configura\xe7\xe3o\nprograms: {}\n".encode("latin-1"))
+    latin = run_cli("validate", "-c", str(unreadable))
+    assert latin.returncode == 78 and latin.stderr == (
+        f"zelador: error: {unreadable}:1: not UTF-8 text (byte 0xe7; save the file as UTF-8)\n")
+    folder = run_cli("validate", "-c", str(tmp_path))
+    assert folder.returncode == 78 and folder.stderr.count("\n") == 1 and "directory" in folder.stderr
+    usage = run_cli("validate", "--no-such-option")
+    assert usage.returncode == 64 and "Traceback" not in usage.stderr
 
 
 def test_status_without_daemon_is_unavailable(tmp_path):
@@ -157,7 +167,7 @@ def test_root_refuses_start_script_owned_by_another_user(mfe, tmp_path):
     os.chown(script, nobody.pw_uid, nobody.pw_gid)
     config = tmp_path / "zelador.yaml"
     config.write_text(mfe.config(monitor=False))
-    done = run_cli("validate", "-c", str(config))
+    done = run_cli("validate", "--strict", "-c", str(config))
     assert done.returncode == 78
     assert f"{config}:5: programs.comunicador.start: refusing start script" in done.stderr
     assert f"is owned by uid {nobody.pw_uid}" in done.stderr and "chown root:root" in done.stderr

@@ -187,7 +187,7 @@ def test_control_restart_and_stop_and_status_exit_codes(mfe, zelador_factory):
     assert main(["status", *sock]) == 3  # something watched is down
     assert main(["start", "monitor", *sock]) == 0
     assert z.program("monitor")["state"] == "RUNNING"
-    assert main(["restart", "nosuch", *sock]) == 69
+    assert main(["restart", "nosuch", *sock]) == 64  # a usage error, not "daemon unreachable"
 
 
 def _alive(pid: int) -> bool:

@@ -17,13 +17,14 @@ import os
 import shutil
 import sys
 import time
-from typing import IO
+from typing import IO, NoReturn
 
 from zelador import __version__
 from zelador.config.host import running_as_root
 from zelador.config.model import DEFAULT_PATH, Config
+from zelador.config.overlap import overlapping_matches
 from zelador.config.reader import load_config
-from zelador.errors import EX_DOWN, EX_OK, ControlError, ZeladorError
+from zelador.errors import EX_CONFIG, EX_DOWN, EX_OK, EX_USAGE, ControlError, ZeladorError
 from zelador.programs.launcher import Launcher
 from zelador.programs.view import all_running, render
 from zelador.runtime.control import ControlServer, ask
@@ -80,7 +81,7 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(args.config, missing_ok=True)
+    config = load_config(args.config, host_checks=False)  # host problems: per program, at launch
     lock = take_lock(runtime_dir(args))
     if lock is None:
         raise ControlError(f"another zelador already runs with {runtime_dir(args)} "
@@ -95,12 +96,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    lock = take_lock(runtime_dir(args))
-    if lock is None:  # the daemon is running: it does the work; report what it sees
-        reply = ask(socket_path(args, config), {"cmd": "status"})
+    config = load_config(args.config, host_checks=False)
+    try:  # a running daemon does the work (wherever its socket is): report what it sees
+        reply = ask(socket_path(args, config), {"cmd": "status"}, timeout=5.0)
+    except ControlError:
+        reply = None
+    if reply is not None:
         print(render(reply))
         return EX_OK if all_running(reply) else EX_DOWN
+    lock = take_lock(runtime_dir(args))
+    if lock is None:
+        raise ControlError(f"a zelador holds the lock in {runtime_dir(args)} but does not answer "
+                           f"on {socket_path(args, config)}")
     try:
         daemon = build_daemon(args, config, once=True)
         daemon.run()
@@ -114,11 +121,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         lock.close()
 
 
+def warn_host_problems(config: Config) -> tuple[str, ...]:
+    """Print one warning per problem this machine has with the config's programs."""
+    for line in config.warnings:
+        print(f"zelador: warning: {line}", file=sys.stderr)
+    return config.warnings
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config, host_checks=False)
+    problems = warn_host_problems(config)
     names = ", ".join(config.names)
-    print(f"{config.path}: ok ({len(config.programs)} programs: {names})")
-    return EX_OK
+    held = f"; {len(problems)} cannot start on this machine yet (see warnings)" if problems else ""
+    print(f"{config.path}: ok ({len(config.programs)} programs: {names}){held}")
+    overlaps = overlapping_matches(config)
+    for line in overlaps:
+        print(f"zelador: warning: {config.path}: {line}", file=sys.stderr)
+    return EX_CONFIG if args.strict and (problems or overlaps) else EX_OK
 
 
 def cmd_units(args: argparse.Namespace) -> int:
@@ -191,10 +210,18 @@ Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always a
     return cmd_run(args)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits 64 (EX_USAGE) as documented, not 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"zelador: error: {message}\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="zelador", description="Keeps vendor daemons alive.")
+    top = Parser(prog="zelador", description="Keeps vendor daemons alive.")
     top.add_argument("--version", action="version", version=f"zelador {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-c", "--config", default=os.environ.get("ZELADOR_CONFIG", DEFAULT_PATH),
                         help=f"config file (default {DEFAULT_PATH})")
     common.add_argument("--socket", default=os.environ.get("ZELADOR_SOCKET"),
@@ -219,8 +246,11 @@ def parser() -> argparse.ArgumentParser:
                            help="one pass: start what is missing, exit 0 only if all run")
     daemon_options(check)
     check.set_defaults(func=cmd_check)
-    sub.add_parser("validate", parents=[common], help="check the config; exit 0 or 78"
-                   ).set_defaults(func=cmd_validate)
+    validate = sub.add_parser("validate", parents=[common],
+                              help="check the config; exit 0 (warnings on stderr) or 78")
+    validate.add_argument("--strict", action="store_true",
+                          help="exit 78 on warnings too (a missing script, overlapping matches)")
+    validate.set_defaults(func=cmd_validate)
     status = sub.add_parser("status", parents=[common], help="what the running daemon sees")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)

@@ -78,6 +78,7 @@ class Config:
     programs: tuple[Program, ...] = ()
     control: Control = field(default_factory=Control)
     check: Check = field(default_factory=Check)
+    warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property
     def check_timeout(self) -> float:

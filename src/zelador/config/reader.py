@@ -28,28 +28,35 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # --- reading -------------------------------------------------------------------------------
 
 
-def load_config(path: str, *, check_files: bool = True, missing_ok: bool = False) -> Config:
+def load_config(path: str, *, check_files: bool = True, host_checks: bool = True) -> Config:
     """Read and validate `path`. As root, refuse it (and start scripts) if non-root can write them.
 
-    `check_files=False` skips the checks on the file system (existence, executability, owners)
-    so a config can be examined on another machine. `missing_ok=True` lets a start script that
-    does not exist yet pass (the daemon reports each failed start and retries).
+    `check_files=False` skips every check on the file system (existence, executability, owners)
+    so a config can be examined on another machine. `host_checks=False` still checks the config
+    file itself but leaves each program's host (its scripts, user, group) to `host_problem`, so
+    the daemon holds back only the program concerned and supervises the others.
     """
     try:
-        with open(path, encoding="utf-8") as stream:
-            text = stream.read()
+        with open(path, "rb") as stream:
+            data = stream.read()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}; save the file as UTF-8)",
+                          file=path, line=line) from None
     if check_files and running_as_root():
         try:
             check_root_only(path, "config file")
         except UnsafeFileError as exc:
             raise ConfigError(str(exc), file=path) from exc
-    return parse_config(text, path, check_files=check_files, missing_ok=missing_ok)
+    return parse_config(text, path, check_files=check_files, host_checks=host_checks)
 
 
 def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
-                 missing_ok: bool = False) -> Config:
+                 host_checks: bool = True) -> Config:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -62,7 +69,7 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
     if root is None:
         raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
     reader = _Reader(path, check_files)
-    reader.missing_ok = missing_ok
+    reader.host_checks = host_checks
     return reader.config(root)
 
 
@@ -70,7 +77,11 @@ class _Reader(NodeReader):
     """Reads zelador's sections."""
 
     _all_names: tuple[str, ...] = ()
-    missing_ok = False
+    host_checks = True  # False: problems with scripts, users, groups are warnings (see host_error)
+
+    def __init__(self, path: str, check_files: bool) -> None:
+        super().__init__(path, check_files)
+        self.warnings: list[str] = []
 
     # --- sections ---
 
@@ -94,7 +105,7 @@ class _Reader(NodeReader):
         self.check_references(programs, entries)
         check = self.check(top["check"], programs) if "check" in top else Check()
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
-                      check=check)
+                      check=check, warnings=tuple(self.warnings))
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:
         entries = self.mapping(node, "check", ("every", "timeout"))
@@ -116,7 +127,7 @@ class _Reader(NodeReader):
         group = None
         if "group" in entries:
             group = self.string(entries["group"], "control.group")
-            self.known(entries["group"], "control.group", group, grp.getgrnam, "group")
+            self.known(entries["group"], "control.group", group, grp.getgrnam, "group", host=False)
         return Control(socket=sock, group=group)
 
     def program(self, name: str, node: yaml.Node, key: str) -> Program:
@@ -213,17 +224,23 @@ class _Reader(NodeReader):
             raise self.error(node, key, f"{program!r} must be an absolute path "
                              "(zelador runs nothing through PATH or a shell unless shell: true)")
         if not os.path.exists(program):
-            if self.missing_ok:  # `run`: the vendor package may come later; starts are retried
-                return
-            raise self.error(node, key, f"{program!r} does not exist{_did_you_mean(program)}")
-        if not os.path.isfile(program) or not os.access(program, os.X_OK):
-            raise self.error(node, key, f"{program!r} is not an executable file "
-                             f"(fix: chmod +x {program})")
-        if running_as_root():
+            self.host_error(node, key, f"{program!r} does not exist{_did_you_mean(program)}")
+        elif not os.path.isfile(program) or not os.access(program, os.X_OK):
+            self.host_error(node, key, f"{program!r} is not an executable file "
+                            f"(fix: chmod +x {program})")
+        elif running_as_root():
             try:
                 check_root_only(program, "start script")
             except UnsafeFileError as exc:
-                raise self.error(node, key, str(exc)) from exc
+                self.host_error(node, key, str(exc))
+
+    def host_error(self, node: yaml.Node, key: str, message: str) -> None:
+        """A problem of this machine, not of the file: an error, or with host_checks=False a
+        warning (the daemon then holds back only that program and re-checks it)."""
+        error = self.error(node, key, message)
+        if self.host_checks:
+            raise error
+        self.warnings.append(str(error))
 
     def stop(self, node: yaml.Node, key: str, shell: bool) -> Stop:
         entries = self.mapping(node, key, ("signal", "timeout", "command"))
@@ -290,13 +307,16 @@ class _Reader(NodeReader):
         return tuple(pairs)
 
     def known(self, node: yaml.Node, key: str, name: str,
-              lookup: Callable[[str], object], what: str) -> None:
+              lookup: Callable[[str], object], what: str, host: bool = True) -> None:
         if not self.check_files:
             return
         try:
             lookup(name)
         except KeyError:
-            raise self.error(node, key, f"no {what} {name!r} on this machine") from None
+            if host:
+                self.host_error(node, key, f"no {what} {name!r} on this machine")
+            else:
+                raise self.error(node, key, f"no {what} {name!r} on this machine") from None
 
     def dependencies(self, name: str, node: yaml.Node, key: str) -> tuple[str, ...]:
         deps = self.names(node, key)

@@ -14,7 +14,7 @@ import os
 import socket
 from typing import Any
 
-from zelador.errors import ControlError
+from zelador.errors import ControlError, UsageError
 
 MAX_REQUEST = 4096
 CLIENT_TIMEOUT = 2.0
@@ -135,5 +135,7 @@ def ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, 
     if not isinstance(answer, dict):
         raise ControlError(f"garbled reply from zelador at {path}")
     if answer.get("error"):
+        if answer.get("code") == "unknown_program":
+            raise UsageError(str(answer["error"]))
         raise ControlError(str(answer["error"]))
     return answer

@@ -136,7 +136,7 @@ class Daemon:
         """Read the config again; if it is broken, say so and keep running the old one."""
         self.notifier.reloading()
         try:
-            new = load_config(self.config.path, missing_ok=True)
+            new = load_config(self.config.path, host_checks=False)
         except ZeladorError as exc:
             self.journal.emit(Event("config_rejected", f"reload refused, the running config "
                                     f"stays: {exc}", priority=3))
