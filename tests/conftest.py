@@ -20,7 +20,7 @@ from typing import Any, Callable
 import psutil
 import pytest
 
-from zelador.cli.demo import lay_out_mfe, script_name
+from zelador.cli.demo import holder_name, lay_out_mfe, script_name
 from zelador.runtime.control import ask
 
 LINE = re.compile(r"^\S+ (\w+)\s+(.*)  \[(\w+)((?: \w+=\S+)*)\]$")
@@ -60,15 +60,16 @@ class Mfe:
         return self.bin / script_name(name)
 
     def config(self, interval: str = "10s", extra_com: str = "", extra_mon: str = "",
-               monitor: bool = True) -> str:
+               monitor: bool = True, defaults: bool = False) -> str:
+        """`defaults=True`: the restart policy as shipped (stable 10s ...), not a fast test one."""
+        restart = "" if defaults else "    restart: {delay: 0s, stable: 0s, burst: 1000 in 1m}\n"
         text = f"""interval: {interval}
 programs:
   comunicador:
     match: {{name: {self.com}}}
     start: {self.script(self.com)}
     start_timeout: 5s
-    restart: {{delay: 0s, stable: 0s, burst: 1000 in 1m}}
-{extra_com}"""
+{restart}{extra_com}"""
         if monitor:
             text += f"""  monitor:
     match: {{name: {self.mon}}}
@@ -79,17 +80,27 @@ programs:
         return text
 
 
-@pytest.fixture
-def mfe(tmp_path: Path):
+def _laid_out(tmp_path: Path, reaping: bool):
     tag = uuid.uuid4().hex[:6]
     com, mon = f"Co{tag}", f"Mo{tag}"
-    folder = lay_out_mfe(str(tmp_path / "mfe"), (com, mon))
+    folder = lay_out_mfe(str(tmp_path / "mfe"), (com, mon), reaping=reaping)
     try:
         yield Mfe(tmp_path / "mfe", com, mon, Path(folder))
     finally:
-        for name in (com, mon):
+        for name in (com, mon, holder_name(com), holder_name(mon)):
             for pid in pids_named(name):
                 with_suppress_kill(pid)
+
+
+@pytest.fixture
+def mfe(tmp_path: Path):
+    yield from _laid_out(tmp_path, reaping=True)
+
+
+@pytest.fixture
+def stubborn_mfe(tmp_path: Path):
+    """The MFE started by a launcher that never reaps: killed daemons stay zombies."""
+    yield from _laid_out(tmp_path, reaping=False)
 
 
 def with_suppress_kill(pid: int) -> None:

@@ -16,6 +16,20 @@ cd "$(dirname "$0")" || exit 1
 nohup ./{name} infinity > /dev/null 2>&1 &
 """
 
+# A vendor launcher that never calls wait(): the daemon's parent stays alive and never reaps it,
+# so a killed daemon lingers as a zombie (for ever, here). Tests use it: the easy world, where
+# PID 1 or a subreaper reaps at once, hides bugs.
+SCRIPT_NO_REAP = """#!/bin/sh
+# Stand-in vendor script whose launcher never reaps: {name} runs under {holder}, which never waits.
+cd "$(dirname "$0")" || exit 1
+nohup sh -c './{name} infinity & exec ./{holder} infinity' > /dev/null 2>&1 &
+"""
+
+
+def holder_name(name: str) -> str:
+    """The never-reaping launcher's process name for daemon `name` (<= 15 chars, like comm)."""
+    return f"{name[:11]}-hld"
+
 CONFIG = """# zelador demo: a stand-in for the SEFAZ-CE MFE on a point-of-sale terminal.
 interval: {interval}
 control:
@@ -35,7 +49,7 @@ programs:
 
 
 def lay_out_mfe(root: str, names: tuple[str, ...] = ("Comunicador", "Monitor"),
-                sleep: str | None = None) -> str:
+                sleep: str | None = None, reaping: bool = True) -> str:
     """Create ROOT/opt/sefaz/cco/bin with a daemon and a `runcco-*.sh` per name; return bin.
 
     The daemons are copies of `sleep` (default: this machine's sleep(1); a container's own when
@@ -52,8 +66,14 @@ def lay_out_mfe(root: str, names: tuple[str, ...] = ("Comunicador", "Monitor"),
             shutil.copy(sleep, binary)
         os.chmod(binary, 0o755)
         script = os.path.join(folder, script_name(name))
+        text = SCRIPT.format(name=name)
+        if not reaping:
+            holder = os.path.join(folder, holder_name(name))
+            shutil.copy(sleep, holder)
+            os.chmod(holder, 0o755)
+            text = SCRIPT_NO_REAP.format(name=name, holder=holder_name(name))
         with open(script, "w", encoding="utf-8") as out:
-            out.write(SCRIPT.format(name=name))
+            out.write(text)
         os.chmod(script, 0o755)
     return folder
 
