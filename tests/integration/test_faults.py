@@ -13,8 +13,10 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from tests.conftest import pids_named, wait_for
+from zelador.programs.procevents import open_proc_events
 
 
 def kill9(pid: int) -> None:
@@ -208,3 +210,31 @@ def test_check_asks_the_running_daemon_and_returns_without_waiting(mfe, zelador_
              "--scopes", "no"]
     done = subprocess.run(alone, capture_output=True, text=True, timeout=8)
     assert done.returncode == 0 and "comunicador: RUNNING" in done.stdout, done.stderr
+
+
+def test_wrapper_that_execs_into_the_program_late_is_seen_and_not_doubled(mfe, zelador_factory):
+    script = mfe.script(mfe.com)
+    script.write_text(f"#!/bin/sh\ncd {mfe.bin}\n"
+                      f"nohup sh -c 'sleep 3; exec ./{mfe.com} infinity' > /dev/null 2>&1 &\n")
+    text = mfe.config(defaults=True, monitor=False).replace("start_timeout: 5s", "start_timeout: 20s")
+    z = zelador_factory(text).start()
+    started = z.wait_event("started", "comunicador", timeout=10)
+    assert pids_named(mfe.com) == [int(started["pid"])]
+    assert z.program("comunicador")["attempts"] == 1 and not z.matching("start_failed")
+
+
+connector = pytest.mark.skipif(open_proc_events() is None,
+                               reason="the proc connector needs root in the initial pid namespace")
+
+
+@connector
+def test_duplicate_started_by_hand_is_seen_at_its_exec_not_at_the_next_scan(mfe, zelador_factory):
+    z = zelador_factory(mfe.config(interval="1h", monitor=False)).start()
+    main = int(z.wait_event("started", "comunicador")["pid"])
+    extra = subprocess.Popen([str(mfe.bin / mfe.com), "1000"], start_new_session=True)
+    try:  # no reload, no scan for an hour: only the exec event can tell
+        dup = z.wait_event("duplicate", "comunicador", timeout=3)
+        assert dup["pid"] == str(extra.pid) and f"beside pid {main}" in dup["message"]
+    finally:
+        extra.kill()
+        extra.wait()

@@ -54,6 +54,10 @@ class FakeTable:
     def forget(self, instance: Instance) -> None:
         self.calls.append(f"forget {instance.pid}")
 
+    def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
+        self.calls.append(f"refresh {sorted(pids)}")
+        return dict(self.world)
+
 
 class FakePopen:
     def __init__(self, pid: int) -> None:

@@ -95,14 +95,17 @@ class ProcessTable:
     """Finds each program's processes; remembers what it read, so a scan reads only new pids."""
 
     def __init__(self, programs: Iterable[Program], *, exclude: Iterable[int] = (),
-                 wall: Callable[[], float] = time.time) -> None:
-        self._wall = wall
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._exclude = set(exclude) | {os.getpid()}
         self._known: dict[int, Proc | None] = {}  # pid -> what we read (None: not a candidate)
         self._hits: dict[int, set[str]] = {}  # pid -> programs it matches
-        self._young: set[int] = set()
+        self._young: dict[int, float] = {}  # pid -> when we first read it (monotonic)
         self._dead: set[Instance] = set()  # seen to die; a lingering zombie is never a match
-        self._refreshed = wall()
+        self._refreshed = clock()
+        # psutil's create_time is boot time + start ticks, with boot time read once and cached;
+        # this reads the same value (and nothing here reads it again, so identities stay put).
+        self._btime = psutil.boot_time()
         self.configure(programs)
 
     def configure(self, programs: Iterable[Program]) -> None:
@@ -127,15 +130,26 @@ class ProcessTable:
             if pid not in pids:
                 self._forget(pid)
         self._dead = {i for i in self._dead if i.pid in pids}
-        now = self._wall()
-        if now - self._refreshed >= FULL_REFRESH or now < self._refreshed:
+        now = self._clock()
+        if now - self._refreshed >= FULL_REFRESH:
             self._refreshed = now
             self._known.clear()
             self._hits.clear()
-        for pid in pids - self._known.keys() | self._young | {i.pid for i in self._dead}:
+        for pid in pids - self._known.keys() | self._young.keys() | {i.pid for i in self._dead}:
             self._inspect(pid, now)
         for pid in [p for p in self._hits if p not in self._young and p not in watched]:
             self._recheck(pid, now)
+        return self._verdicts()
+
+    def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
+        """Read just these pids again (they exec'd: the proc connector said so); the verdicts.
+
+        No listing of /proc: an exec anywhere on the machine costs one read of that pid."""
+        now = self._clock()
+        for pid in pids:
+            self._young.pop(pid, None)
+            self._known.pop(pid, None)
+            self._inspect(pid, now)
         return self._verdicts()
 
     def forget(self, instance: Instance) -> None:
@@ -146,7 +160,7 @@ class ProcessTable:
         """
         self._dead.add(instance)
         self._hits.pop(instance.pid, None)
-        self._young.discard(instance.pid)
+        self._young.pop(instance.pid, None)
         self._known[instance.pid] = None
 
     def _inspect(self, pid: int, now: float) -> None:
@@ -158,18 +172,25 @@ class ProcessTable:
         if previous is not None and proc is not None and previous.create_time != proc.create_time:
             self._forget(pid)
         self._known[pid] = proc
-        self._young.discard(pid)
+        first_seen = self._young.pop(pid, None)
         if proc is None or proc.instance in self._dead:
             self._hits.pop(pid, None)
             return
-        if now - proc.create_time < YOUNG:
-            self._young.add(pid)
+        if first_seen is None and self._age(proc) < YOUNG:
+            first_seen = now
+        if first_seen is not None and now - first_seen < YOUNG:  # maybe not exec'd yet
+            self._young[pid] = first_seen
         hits = {name for name, match in self._programs.items()
                 if match.pidfile is None and matches(match, proc)}
         if hits:
             self._hits[pid] = hits
         else:
             self._hits.pop(pid, None)
+
+    def _age(self, proc: Proc) -> float:
+        """How long ago the process started, on the boot clock: a wall-clock step (NTP, a
+        cashier fixing the date) neither makes every pid young nor none."""
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - (proc.create_time - self._btime)
 
     def _recheck(self, pid: int, now: float) -> None:
         """A matched pid: still the same process, and not a zombie? If not, read it afresh."""
@@ -181,7 +202,7 @@ class ProcessTable:
     def _forget(self, pid: int) -> None:
         self._known.pop(pid, None)
         self._hits.pop(pid, None)
-        self._young.discard(pid)
+        self._young.pop(pid, None)
 
     def _verdicts(self) -> dict[str, Observed]:
         found: dict[str, list[Proc]] = {name: [] for name in self._programs}

@@ -20,6 +20,7 @@ from zelador.events import Event
 from zelador.programs.launcher import Launcher, become_subreaper
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
+from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
@@ -34,7 +35,7 @@ class Daemon:
                  notifier: Notifier | None = None, control: ControlServer | None = None,
                  loop: Loop | None = None, table: Table | None = None,
                  watches: Watcher | None = None, once: bool = False,
-                 subreaper: bool | None = None) -> None:
+                 subreaper: bool | None = None, proc_events: bool = True) -> None:
         self.journal = journal
         self.loop = loop or Loop()
         self.notifier = notifier or Notifier(
@@ -46,7 +47,7 @@ class Daemon:
         self.supervisor = Supervisor(
             config, loop=self.loop, table=table or ProcessTable(config.programs),
             launcher=launcher, watches=watches or Watches(), sinks=[journal], pidfd=PIDFD,
-            subreaper=subreaper)
+            subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
         self._watchdog = watchdog_interval()
 
@@ -79,6 +80,8 @@ class Daemon:
                 loop.turn()
         finally:
             self.supervisor.watches.close_all()
+            if self.supervisor.proc_events is not None:
+                self.supervisor.proc_events.close()
             loop.close()
         return 0
 

@@ -29,6 +29,7 @@ from zelador.events import Event, Sink
 from zelador.programs.group import Group
 from zelador.programs.launcher import Child, Launcher, Reaped
 from zelador.programs.policy import next_scan
+from zelador.programs.procevents import ProcEvents
 from zelador.programs.proctable import alive
 from zelador.programs.states import (
     Action,
@@ -50,6 +51,7 @@ from zelador.programs.states import (
 from zelador.runtime.loop import Loop, Timer
 
 NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
+CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against lost ones
 
 
 class Table(Protocol):
@@ -60,6 +62,8 @@ class Table(Protocol):
     def configure(self, programs: Iterable[Program]) -> None: ...
 
     def forget(self, instance: Instance) -> None: ...
+
+    def refresh(self, pids: Iterable[int]) -> dict[str, Observed]: ...
 
 
 class Watcher(Protocol):
@@ -77,7 +81,7 @@ class Watcher(Protocol):
 class Supervisor:
     def __init__(self, config: Config, *, loop: Loop, table: Table, launcher: Launcher,
                  watches: Watcher, sinks: Sequence[Sink], pidfd: bool = True,
-                 subreaper: bool = False) -> None:
+                 subreaper: bool = False, proc_events: ProcEvents | None = None) -> None:
         self.config = config
         self.loop = loop
         self.table = table
@@ -87,6 +91,12 @@ class Supervisor:
         self.pidfd = pidfd
         self.subreaper = subreaper  # orphans come to us: reap them and learn how they died
         self._early: list[Reaped] = []  # reaped processes no program knew as its instance
+        self.proc_events = proc_events  # exec events: a new process is read when it execs ...
+        self._execs: set[int] = set()
+        # ... so the full scan is only the backstop against lost events, and can be rare
+        self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if proc_events else config.interval
+        if proc_events is not None:
+            loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
         self.starting: dict[str, Child] = {}  # program -> its running start script
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
@@ -130,11 +140,14 @@ class Supervisor:
             self._poll_scripts()
         ended, self._ended = self._ended, []
         verdicts: dict[str, Observed] = {}
-        due = next_scan(self.group.states.values(), self._last_scan, self.config.interval)
+        due = next_scan(self.group.states.values(), self._last_scan, self.backstop)
+        execs, self._execs = self._execs, set()
         if deaths or ended or self._scan_wanted or now >= due:
             self._scan_wanted = False
             self._last_scan = now
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
+        elif execs:
+            verdicts = self.table.refresh(execs)
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
                 verdict = verdicts.get(name)
@@ -161,6 +174,13 @@ class Supervisor:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    def _on_proc_events(self) -> None:
+        assert self.proc_events is not None
+        batch = self.proc_events.read()
+        if batch.overflow:
+            self._scan_wanted = True  # events were lost: look at everything
+        self._execs |= batch.execs
+
     def _collect_orphans(self) -> None:
         for reaped in self.launcher.reap_orphans():
             if self._owners(reaped.instance):
@@ -183,7 +203,7 @@ class Supervisor:
                 if s.instance == instance or instance in s.duplicates]
 
     def _arm(self, now: float) -> None:
-        wake = next_scan(self.group.states.values(), self._last_scan, self.config.interval)
+        wake = next_scan(self.group.states.values(), self._last_scan, self.backstop)
         deadline = self.group.deadline()
         if deadline is not None:
             wake = min(wake, deadline)
@@ -292,6 +312,7 @@ class Supervisor:
         """Take a new config; kill the start scripts of programs no longer watched."""
         added, removed = self.group.reconfigure(config)
         self.config = config
+        self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if self.proc_events else config.interval
         self.table.configure(config.programs)
         for name in [n for n in self.starting if n not in self.group.states]:
             self.launcher.kill_script(self.starting.pop(name), None)
