@@ -116,6 +116,7 @@ class Zelador:
     config_text: str
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
+    options: list[str] = field(default_factory=list)
 
     @property
     def config_path(self) -> Path:
@@ -136,7 +137,7 @@ class Zelador:
     def argv(self, command: str = "run") -> list[str]:
         return [sys.executable, "-m", "zelador", command, "-c", str(self.config_path),
                 "--runtime-dir", str(self.tmp / "run"), "--log-target", "stderr",
-                "--logs-dir", str(self.tmp / "logs"), "--scopes", "no"]
+                "--logs-dir", str(self.tmp / "logs"), "--scopes", "no", *self.options]
 
     def start(self, wait_ready: bool = True) -> Zelador:
         self.write_config(self.config_text)
@@ -201,8 +202,8 @@ class Zelador:
 def zelador_factory(tmp_path: Path):
     made: list[Zelador] = []
 
-    def make(config_text: str, **env: str) -> Zelador:
-        z = Zelador(tmp_path, config_text, dict(env))
+    def make(config_text: str, *options: str, **env: str) -> Zelador:
+        z = Zelador(tmp_path, config_text, dict(env), options=list(options))
         made.append(z)
         return z
 

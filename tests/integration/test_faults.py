@@ -120,8 +120,9 @@ def test_program_that_dies_before_the_first_look_fails_at_once_and_says_so(mfe, 
     dies.unlink()
     dies.write_bytes(open("/bin/false", "rb").read())  # noqa: SIM115 the daemon exits 1 at once
     dies.chmod(0o755)
-    z = zelador_factory(mfe.config(defaults=True, monitor=False)).start()
-    failed = z.wait_event("start_failed", "comunicador", timeout=5)
+    # without exec events nothing sees it alive: only the reaped orphan tells
+    z = zelador_factory(mfe.config(defaults=True, monitor=False), "--proc-events", "no").start()
+    failed = z.wait_event("start_failed", "comunicador", timeout=4)  # start_timeout is 5s
     assert "exited with status 1 right after it started" in failed["message"], failed["message"]
     assert "appeared within" not in failed["message"]
 

@@ -340,3 +340,50 @@ def test_first_start_does_not_restart_part_of_peers():
     state, _ = step(PROG, state, ScriptExited(0), 0.1)
     _, actions = step(PROG, state, Observed(A), 0.2)
     assert PeersRestart("comunicador") not in actions
+
+
+FAMILY = (Instance(101, 1001.0), Instance(102, 1002.0))
+
+
+def test_running_exit_with_leftover_family_stops_it_before_restarting():
+    state, actions = step(PROG, running(), Exited(A, exit_signal=9, leftovers=FAMILY), 60.0)
+    assert state.phase == Phase.STOPPING and state.leftovers == FAMILY
+    assert not any(isinstance(a, Launch) for a in actions)
+    stops = [a for a in actions if isinstance(a, StopInstance)]
+    assert [s.instance for s in stops] == list(FAMILY) and all(s.duplicate for s in stops)
+    state, actions = step(PROG, state, Exited(FAMILY[0]), 60.1)
+    assert state.phase == Phase.STOPPING and actions == []
+    state, actions = step(PROG, state, Exited(FAMILY[1]), 60.2)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_leftovers_that_ignore_their_signal_get_sigkill_then_the_restart_goes_on():
+    state, _ = step(PROG, running(), Exited(A, leftovers=FAMILY), 60.0)
+    state, actions = step(PROG, state, Tick(), 60.0 + PROG.stop.timeout)
+    assert [a.force for a in actions if isinstance(a, StopInstance)] == [True, True]
+    state, actions = step(PROG, state, Tick(), 60.0 + PROG.stop.timeout + KILL_GRACE)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+
+
+def test_a_leftover_is_never_adopted_as_the_instance():
+    state, _ = step(PROG, running(), Exited(A, leftovers=FAMILY), 60.0)
+    state, _ = step(PROG, state, Observed(FAMILY[0]), 60.1)
+    assert state.instance is None
+
+
+def test_family_keep_leaves_leftovers_and_restarts_at_once():
+    keep = Program(name="comunicador", match=Match(name="C"), start=("/bin/true",), family="keep")
+    state, actions = step(keep, running(), Exited(A, leftovers=FAMILY), 60.0)
+    assert state.phase == Phase.STARTING and not any(isinstance(a, StopInstance) for a in actions)
+    assert set(FAMILY) <= set(state.dead)
+
+
+def test_running_follows_a_pidfile_that_names_a_new_master():
+    web = Program(name="web", match=Match(pidfile="/run/nginx.pid"), start=("/usr/sbin/nginx",))
+    state = ProgramState("web", phase=Phase.RUNNING, instance=A)
+    state, actions = step(web, state, Observed(None), 1.0)  # pidfile rewritten: not a death
+    assert state.instance == A and actions == []
+    state, actions = step(web, state, Observed(B), 1.1)
+    assert state.phase == Phase.RUNNING and state.instance == B
+    assert kinds(actions) == ["found"] and "following it" in actions[0].message
+    assert not any(isinstance(a, (Launch, PeersRestart)) for a in actions)

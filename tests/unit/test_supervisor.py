@@ -54,6 +54,12 @@ class FakeTable:
     def forget(self, instance: Instance) -> None:
         self.calls.append(f"forget {instance.pid}")
 
+    def family(self, instance: Instance) -> frozenset[Instance]:
+        return frozenset()
+
+    def live(self) -> set[Instance]:
+        return set()
+
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
         self.calls.append(f"refresh {sorted(pids)}")
         return dict(self.world)

@@ -77,7 +77,8 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
     launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
                         use_scopes=use_scopes(args.scopes))
     control = None if once else ControlServer(socket_path(args, config), config.control.group)
-    return Daemon(config, journal=journal, launcher=launcher, control=control, once=once)
+    return Daemon(config, journal=journal, launcher=launcher, control=control, once=once,
+                  proc_events=args.proc_events == "auto")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -238,6 +239,8 @@ def parser() -> argparse.ArgumentParser:
                          help="where script output goes when not logging to journald")
         cmd.add_argument("--scopes", choices=("auto", "yes", "no"), default="auto",
                          help="run each script in its own systemd scope (auto: under systemd)")
+        cmd.add_argument("--proc-events", choices=("auto", "no"), default="auto",
+                         help="notice new processes by the kernel's exec events (auto: as root)")
 
     run = sub.add_parser("run", parents=[common], help="supervise (the service's main command)")
     daemon_options(run)

@@ -54,6 +54,7 @@ class Program:
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str | None = None
     duplicates: str = "report"  # or "stop": stop extra instances, newest first
+    family: str = "stop"  # or "keep": leave what a dead instance left behind running
     shell: bool = False
 
 

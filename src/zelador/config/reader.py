@@ -132,7 +132,8 @@ class _Reader(NodeReader):
 
     def program(self, name: str, node: yaml.Node, key: str) -> Program:
         allowed = ("match", "start", "shell", "start_timeout", "stop", "restart", "part_of",
-                   "after", "user", "group", "environment", "working_directory", "duplicates")
+                   "after", "user", "group", "environment", "working_directory", "duplicates",
+                   "family")
         entries = self.mapping(node, key, allowed)
         if "match" not in entries:
             raise self.error(node, f"{key}.match", "missing: say how to recognise the process "
@@ -173,6 +174,12 @@ class _Reader(NodeReader):
                 raise self.error(entries["duplicates"], f"{key}.duplicates",
                                  f"{dup!r} is not one of 'report', 'stop'")
             values["duplicates"] = dup
+        if "family" in entries:
+            family = self.scalar(entries["family"], f"{key}.family")
+            if family not in ("stop", "keep"):
+                raise self.error(entries["family"], f"{key}.family",
+                                 f"{family!r} is not one of 'stop', 'keep'")
+            values["family"] = family
         return Program(**values)  # type: ignore[arg-type]
 
     def match(self, node: yaml.Node, key: str) -> Match:

@@ -65,12 +65,14 @@ def step(program: Program, state: ProgramState, event: Input, now: float,
         state, actions = _duplicates(program, state, event)
     elif isinstance(event, Exited):
         state = _remember_dead(state, event.instance)
-        if event.successor in state.dead:
+        if event.successor in state.dead or event.successor in event.leftovers:
             event = dataclasses.replace(event, successor=None)
     handler = TABLE.get((state.phase, type(event)))
     if handler is None:
         return state, actions
     state, more = handler(program, state, event, now, waiting_for)
+    if isinstance(event, Observed) and event.instance is not None and state.instance == event.instance:
+        state = dataclasses.replace(state, family_size=event.family)
     return state, actions + more
 
 
@@ -153,25 +155,67 @@ def _after_exit(program: Program, state: ProgramState, now: float,
     pid = state.instance.pid if state.instance else None
     young = lived < program.restart.stable
     failures = state.failures + 1 if young else 0
+    left = exited.leftovers if exited is not None else ()
     gone = _replace(state, state.phase, state.since, instance=None, failures=failures,
-                    last_exit=f"pid {pid} {how} after {format_duration(lived)}")
+                    last_exit=f"pid {pid} {how} after {format_duration(lived)}",
+                    dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
     exit_event = _emit(gone, "exited", gone.last_exit, 4).with_fields(
         pid=pid, exit_status=exited.exit_status if exited else None,
         exit_signal=exited.exit_signal if exited else None)
+    stop_left = bool(left) and program.family == "stop"
     if exited is not None and exited.successor is not None:
         new, actions = _adopt(dataclasses.replace(gone, restarting=True), exited.successor, now,
                               "another instance took its place")
-        return new, [exit_event, *actions, PeersRestart(state.name)]
+        stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
+                                            kill_after=program.stop.timeout) for i in left
+                               if stop_left]
+        return new, [exit_event, *actions, *stops, PeersRestart(state.name)]
+    if stop_left:  # orphaned workers may hold its port: they go first, as a cgroup kill would
+        pids = ", ".join(str(i.pid) for i in left)
+        new = _replace(gone, Phase.STOPPING, now, deadline=now + program.stop.timeout,
+                       then_start=True, forced=False, leftovers=left, restarting=True,
+                       reason=f"stopping what pid {pid} left behind (pid {pids}) before restarting")
+        return new, [exit_event, _emit(new, "stopping", new.reason, 5),
+                     *(StopInstance(state.name, i, False, duplicate=True) for i in left)]
+    new, actions = _restart_after_exit(program, gone, now, waiting_for, f"pid {pid} {how}")
+    return new, [exit_event, *actions]
+
+
+def _restart_after_exit(program: Program, gone: ProgramState, now: float,
+                        waiting_for: tuple[str, ...], why: str) -> Result:
+    """The instance is gone (and its leftovers): start again now, after a backoff, or give up."""
     if burst_exceeded(program.restart, gone.starts, now):
-        new, actions = _give_up(program, gone, now, f"pid {pid} {how}")
-        return new, [exit_event, *actions]
-    delay = restart_delay(program.restart, failures)
+        return _give_up(program, gone, now, why)
+    delay = restart_delay(program.restart, gone.failures)
     if delay <= 0:
-        new, actions = _launch(program, gone, now, waiting_for, restart=True, why=f"pid {pid} {how}")
-        return new, [exit_event, *actions]
+        return _launch(program, gone, now, waiting_for, restart=True, why=why)
     new = _replace(gone, Phase.BACKOFF, now, deadline=now + delay, restarting=True,
-                   reason=f"pid {pid} {how}; restarting in {format_duration(delay)}")
-    return new, [exit_event, _emit(new, "backoff", f"restarting in {format_duration(delay)}")]
+                   reason=f"{why}; restarting in {format_duration(delay)}")
+    return new, [_emit(new, "backoff", f"restarting in {format_duration(delay)}")]
+
+
+def _leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
+                        w: tuple[str, ...]) -> Result:
+    """STOPPING after an exit: wait for the leftover family to go, then restart (or stop)."""
+    remaining = s.leftovers
+    if isinstance(e, Exited):
+        remaining = tuple(i for i in remaining if i != e.instance)
+    elif isinstance(e, Tick):
+        if not s.forced:
+            new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
+            return new, [_emit(new, "stop_timeout", f"left-behind pids still there after "
+                               f"{format_duration(p.stop.timeout)}; sending SIGKILL", 4),
+                         *(StopInstance(s.name, i, True) for i in remaining)]
+        remaining = ()  # will not die: start anyway, they are never taken for the program
+    if remaining:
+        return dataclasses.replace(s, leftovers=remaining), []
+    done = dataclasses.replace(s, leftovers=(), forced=False)
+    if not s.then_start:
+        new = _replace(done, Phase.STOPPED, now, reason="stopped on request")
+        return new, [_emit(new, "stopped", "stopped, with what it left behind", 5)]
+    return _restart_after_exit(p, done, now, w, s.last_exit)
+
+
 
 
 def _replace(state: ProgramState, phase: Phase, since: float, *,
@@ -207,7 +251,7 @@ def _duplicates(program: Program, state: ProgramState, event: Observed) -> Resul
     return state, actions
 
 
-DEAD_KEPT = 16  # how many dead identities a program remembers
+DEAD_KEPT = 256  # how many dead (or left-over) identities a program remembers
 
 
 def _remember_dead(state: ProgramState, instance: Instance) -> ProgramState:
@@ -225,7 +269,7 @@ def _without_dead(state: ProgramState, seen: Observed) -> Observed:
     duplicates = tuple(d for d in seen.duplicates if d not in state.dead)
     if instance is None and duplicates:
         instance, duplicates = duplicates[0], duplicates[1:]
-    return Observed(instance, duplicates)
+    return dataclasses.replace(seen, instance=instance, duplicates=duplicates)
 
 
 # --- the transitions ---------------------------------------------------------------------
@@ -343,8 +387,15 @@ def _running_observed(p: Program, s: ProgramState, e: Input, now: float, w: tupl
     assert isinstance(e, Observed)
     if e.instance == s.instance:
         return s, []
+    if e.instance is None and p.match.pidfile is not None:
+        return s, []  # a pidfile being rewritten (an upgrade) is no death: its pidfd will tell
     if e.instance is None:
         return _after_exit(p, s, now, w, "is gone (found by scan)")
+    if p.match.pidfile is not None:  # the pidfile moved (nginx binary upgrade): follow it
+        old = s.instance.pid if s.instance else None
+        new = _replace(s, Phase.RUNNING, now, instance=e.instance, reason="")
+        return new, [_emit(new, "found", f"{p.match.pidfile} now names pid {e.instance.pid} (was "
+                           f"{old}): following it", 5)]
     assert s.instance is not None
     return _after_exit(p, s, now, w, "is gone (found by scan)", Exited(s.instance, successor=e.instance))
 
@@ -364,6 +415,8 @@ def _running_peer(p: Program, s: ProgramState, e: Input, now: float, w: tuple[st
 
 
 def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
+    if s.leftovers:
+        return _leftovers_progress(p, s, e, now, w) if isinstance(e, Exited) else (s, [])
     if isinstance(e, Exited) and e.instance != s.instance:
         return s, []
     if isinstance(e, Observed) and e.instance == s.instance:
@@ -382,6 +435,8 @@ def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[s
 
 
 def _stopping_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
+    if s.leftovers:
+        return _leftovers_progress(p, s, e, now, w)
     if s.instance is None:
         return s, []
     if s.forced:

@@ -50,8 +50,12 @@ class Group:
         return min(times) if times else None
 
     def instances(self) -> set[Instance]:
-        return {s.instance for s in self.states.values()
-                if s.instance is not None and s.phase != Phase.STOPPED}
+        """What to keep a pidfd on: each instance, and leftovers being stopped."""
+        out = {s.instance for s in self.states.values()
+               if s.instance is not None and s.phase != Phase.STOPPED}
+        for state in self.states.values():
+            out.update(state.leftovers)
+        return out
 
     def owner(self, instance: Instance) -> list[str]:
         return [s.name for s in self.states.values() if s.instance == instance]

@@ -18,6 +18,7 @@ from typing import Callable
 import psutil
 
 from zelador.config.model import Match, Program
+from zelador.programs.family import Node, children_index, descendants, top_most
 from zelador.programs.states import Instance, Observed
 
 YOUNG = 1.0
@@ -29,6 +30,7 @@ class Proc:
     pid: int
     create_time: float
     name: str
+    ppid: int = 0
     exe: str | None = None
     cmdline: str | None = None
     user: str | None = None
@@ -61,6 +63,7 @@ def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
                 return None
             create_time = process.create_time()
             name = process.name()
+            ppid = process.ppid()
             exe = _tolerant(process.exe) if "exe" in fields else None
             argv = _tolerant(process.cmdline) if "cmdline" in fields else None
             user = _tolerant(process.username) if "user" in fields else None
@@ -69,7 +72,7 @@ def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
     except psutil.AccessDenied:
         return None
     cmdline = " ".join(argv) if isinstance(argv, list) else None
-    return Proc(pid, create_time, name, exe if isinstance(exe, str) else None, cmdline,
+    return Proc(pid, create_time, name, ppid, exe if isinstance(exe, str) else None, cmdline,
                 user if isinstance(user, str) else None)
 
 
@@ -102,6 +105,7 @@ class ProcessTable:
         self._hits: dict[int, set[str]] = {}  # pid -> programs it matches
         self._young: dict[int, float] = {}  # pid -> when we first read it (monotonic)
         self._dead: set[Instance] = set()  # seen to die; a lingering zombie is never a match
+        self._families: dict[Instance, frozenset[Instance]] = {}  # instance -> its family
         self._refreshed = clock()
         # psutil's create_time is boot time + start ticks, with boot time read once and cached;
         # this reads the same value (and nothing here reads it again, so identities stay put).
@@ -205,6 +209,8 @@ class ProcessTable:
         self._young.pop(pid, None)
 
     def _verdicts(self) -> dict[str, Observed]:
+        """Per program: the top-most match is the instance, other top-most matches are
+        duplicates, matches below the instance are its family (programs/family.py)."""
         found: dict[str, list[Proc]] = {name: [] for name in self._programs}
         for pid, names in self._hits.items():
             proc = self._known.get(pid)
@@ -212,15 +218,37 @@ class ProcessTable:
                 continue
             for name in names:
                 found[name].append(proc)
+        nodes = [Node(p.instance, p.ppid) for p in self._known.values() if p is not None]
+        parent_of = {n.instance.pid: n.ppid for n in nodes}
+        children = children_index(nodes)
+        live = {n.instance for n in nodes}
         verdicts = {}
         for name, procs in found.items():
             match = self._programs[name]
             if match.pidfile is not None:
                 procs = self._by_pidfile(match)
-            procs.sort(key=lambda p: (p.create_time, p.pid))
-            instances = [p.instance for p in procs]
-            verdicts[name] = Observed(instances[0] if instances else None, tuple(instances[1:]))
+            roots = [n.instance for n in top_most([Node(p.instance, p.ppid) for p in procs],
+                                                   parent_of)]
+            instance = roots[0] if roots else None
+            family: frozenset[Instance] = frozenset()
+            if instance is not None:
+                family = descendants(instance.pid, children)
+                remembered = self._families.get(instance, frozenset()) & live
+                self._families[instance] = family = family | remembered
+            duplicates = tuple(r for r in roots[1:] if r not in family)
+            verdicts[name] = Observed(instance, duplicates, len(family))
+        current = {v.instance for v in verdicts.values()}
+        for old in [i for i in self._families if i not in current and i not in live]:
+            del self._families[old]  # died and handled: its family was taken at the death
         return verdicts
+
+    def family(self, instance: Instance) -> frozenset[Instance]:
+        """The processes remembered below `instance` while it lived (workers, helpers)."""
+        return self._families.get(instance, frozenset())
+
+    def live(self) -> set[Instance]:
+        """Every process the table knows to be alive."""
+        return {p.instance for p in self._known.values() if p is not None} - self._dead
 
     def _by_pidfile(self, match: Match) -> list[Proc]:
         wanted = read_pidfile(match.pidfile or "")

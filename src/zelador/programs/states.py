@@ -39,11 +39,15 @@ class Observed:
 
     instance: Instance | None
     duplicates: tuple[Instance, ...] = ()
+    family: int = 0  # processes below the instance (workers, per-connection children ...)
 
 
 @dataclass(frozen=True)
 class Exited:
     """A watched process died (its pidfd turned readable, or we reaped it).
+
+    `leftovers`: its family still alive (orphaned workers maybe holding its port), which is
+    never adopted and, unless `family: keep`, is stopped before the program starts again.
 
     The shell looks at the process table again before it sends this, and says in `successor`
     what it found there now, so a replacement that is already running is adopted, not doubled.
@@ -53,6 +57,7 @@ class Exited:
     exit_status: int | None = None  # known when we reaped it (zelador is a child subreaper)
     exit_signal: int | None = None
     successor: Instance | None = None
+    leftovers: tuple[Instance, ...] = ()
 
     @property
     def how(self) -> str:
@@ -169,7 +174,9 @@ class ProgramState:
     retrying: bool = False  # this start is FATAL's slow retry
     restarting: bool = False  # this start follows an exit, so part_of peers follow it
     duplicates: tuple[Instance, ...] = ()
-    dead: tuple[Instance, ...] = ()  # the last instances seen to die: never adopted again
+    dead: tuple[Instance, ...] = ()  # seen to die, or left over from a dead instance: never adopted
+    leftovers: tuple[Instance, ...] = ()  # STOPPING after an exit: the family still to go
+    family_size: int = 0
     last_exit: str = ""  # how the last instance ended, for `zelador status`
     host_problem: str = ""  # FATAL because of this machine: re-checked quietly, and on reload
     reason: str = ""  # the last thing worth showing in `zelador status`

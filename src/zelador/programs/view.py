@@ -25,6 +25,7 @@ def program_status(state: ProgramState) -> dict[str, Any]:
         "last_exit": state.last_exit,
         "failures": state.failures,
         "duplicates": [d.pid for d in state.duplicates],
+        "family": state.family_size,
         "reason": state.reason,
     }
 

@@ -26,6 +26,7 @@ from typing import Callable, Protocol
 from zelador.config.model import Config, Program
 from zelador.errors import LaunchError
 from zelador.events import Event, Sink
+from zelador.programs.family import leftovers
 from zelador.programs.group import Group
 from zelador.programs.launcher import Child, Launcher, Reaped
 from zelador.programs.policy import next_scan
@@ -64,6 +65,10 @@ class Table(Protocol):
     def forget(self, instance: Instance) -> None: ...
 
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]: ...
+
+    def family(self, instance: Instance) -> frozenset[Instance]: ...
+
+    def live(self) -> set[Instance]: ...
 
 
 class Watcher(Protocol):
@@ -134,6 +139,7 @@ class Supervisor:
         if self.subreaper:
             self._collect_orphans()
         deaths, self._deaths = self._deaths, {}
+        families = {instance: self.table.family(instance) for instance in deaths}
         for instance in deaths:
             self.table.forget(instance)
         if not self.pidfd:
@@ -148,11 +154,16 @@ class Supervisor:
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
         elif execs:
             verdicts = self.table.refresh(execs)
+        live = self.table.live() if any(families.values()) else set()
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
                 verdict = verdicts.get(name)
                 successor = verdict.instance if verdict is not None else None
-                self._apply(name, Exited(instance, status, signum, successor), now)
+                if successor in families[instance]:  # an orphaned worker is no replacement
+                    successor = None
+                spare = {successor, *self.table.family(successor)} if successor else set()
+                left = leftovers(families[instance], live, spare)
+                self._apply(name, Exited(instance, status, signum, successor, left), now)
         for name, verdict in verdicts.items():
             if name in self.group.states:
                 self._apply(name, verdict, now)
@@ -200,7 +211,7 @@ class Supervisor:
 
     def _owners(self, instance: Instance) -> list[str]:
         return [s.name for s in self.group.states.values()
-                if s.instance == instance or instance in s.duplicates]
+                if s.instance == instance or instance in s.duplicates or instance in s.leftovers]
 
     def _arm(self, now: float) -> None:
         wake = next_scan(self.group.states.values(), self._last_scan, self.backstop)
