@@ -16,7 +16,8 @@ ALLOWED = {"__future__", "dataclasses", "enum", "typing", "collections", "collec
            "math", "itertools", "functools", "bisect", "heapq"}
 
 PURE = ["zelador.programs.engine", "zelador.programs.states", "zelador.programs.policy",
-        "zelador.programs.group", "zelador.programs.family", "zelador.events",
+        "zelador.programs.group", "zelador.programs.family", "zelador.programs.steps",
+        "zelador.events",
         "zelador.config.model"]
 
 

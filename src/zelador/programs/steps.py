@@ -1,0 +1,244 @@
+"""The steps several transitions share: launch, started, adopt, failed, give up, after an exit.
+
+Pure, like the engine: each takes the program, the state and `now`, and returns the new state
+and the actions. `engine.py` holds the transition table that calls them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from zelador.config.durations import format_duration
+from zelador.config.model import Program
+from zelador.events import Event
+from zelador.events import event as make_event
+from zelador.programs.policy import burst_exceeded, prune_starts, restart_delay
+from zelador.programs.states import (
+    Action,
+    Exited,
+    Input,
+    Instance,
+    Launch,
+    Observed,
+    PeersRestart,
+    Phase,
+    ProgramState,
+    StopInstance,
+    Tick,
+)
+
+HOST_RECHECK = 5.0  # how often a program held back by a host problem looks again
+KILL_GRACE = 5.0  # after SIGKILL, how long before we say a process will not die
+WAIT_POLL = 0.1  # how often a program waiting for an `after` dependency looks again
+DEAD_KEPT = 256  # how many dead (or left-over) identities a program remembers
+
+Result = tuple[ProgramState, list[Action]]
+
+def emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Event:
+    pid = state.instance.pid if state.instance else None
+    return make_event(kind, f"{state.name}: {message}", subject=state.name, priority=priority, pid=pid,
+                 restarts=state.restarts)
+
+
+def launch(program: Program, state: ProgramState, now: float, waiting_for: tuple[str, ...],
+            *, restart: bool, why: str) -> Result:
+    assert state.instance is None, "never start a second instance"
+    if waiting_for:
+        reason = f"waiting for {', '.join(waiting_for)} to start first"
+        return replace(state, Phase.BACKOFF, now, deadline=now + WAIT_POLL, reason=reason,
+                        restarting=state.restarting or restart), []
+    starts = (*prune_starts(program.restart, state.starts, now), now)
+    new = replace(state, Phase.STARTING, now, deadline=now + program.start_timeout,
+                   attempts=state.attempts + 1, starts=starts,
+                   script_running=True, script_status=None, restarting=state.restarting or restart,
+                   reason=why)
+    kind = "restarting" if restart else "starting"
+    return new, [emit(new, kind, f"{kind} ({why}): {' '.join(program.start)}"), Launch(state.name)]
+
+
+def started(program: Program, state: ProgramState, now: float) -> Result:
+    took = format_duration(now - state.since)
+    status = state.script_status
+    note = f"; start script exited with status {status}" if status else ""
+    restarts = state.restarts + 1 if state.restarting else state.restarts
+    new = replace(state, Phase.RUNNING, now, reason="", host_problem="", retrying=False,
+                   restarting=False, restarts=restarts)
+    pid = new.instance.pid if new.instance else "?"
+    actions: list[Action] = [emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
+                                   5 if not status else 4)]
+    if state.restarting:
+        actions.append(PeersRestart(state.name))
+    return new, actions
+
+
+def adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
+    came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
+    new = replace(state, Phase.RUNNING, now, instance=instance, reason="", host_problem="",
+                   retrying=False, restarting=False, script_running=False,
+                   restarts=state.restarts + 1 if came_back else state.restarts)
+    actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
+    if state.phase in (Phase.BACKOFF, Phase.FATAL):
+        actions.append(PeersRestart(state.name))
+    return new, actions
+
+
+def failed(program: Program, state: ProgramState, now: float, reason: str) -> Result:
+    failures = state.failures + 1
+    state = dataclasses.replace(state, failures=failures, script_running=False)
+    policy = program.restart
+    if state.retrying or burst_exceeded(policy, state.starts, now):
+        return give_up(program, state, now, reason)
+    delay = restart_delay(policy, failures)
+    new = replace(state, Phase.BACKOFF, now, deadline=now + delay, reason=reason)
+    return new, [emit(new, "start_failed",
+                       f"start failed: {reason}; next try in {format_duration(delay)}", 3)]
+
+
+def give_up(program: Program, state: ProgramState, now: float, reason: str) -> Result:
+    retry = program.restart.retry_every
+    count = len(prune_starts(program.restart, state.starts, now))
+    why = (f"the slow retry failed too: {reason}" if state.retrying else
+           f"{count} starts within {format_duration(program.restart.window)}, last: {reason}")
+    new = replace(state, Phase.FATAL, now, deadline=now + retry, reason=why)
+    return new, [emit(new, "gave_up", f"giving up for {format_duration(retry)} ({why}); "
+                       f"`zelador restart {state.name}` tries at once", 2)]
+
+
+def after_exit(program: Program, state: ProgramState, now: float,
+                waiting_for: tuple[str, ...], how: str, exited: Exited | None = None) -> Result:
+    lived = now - state.since
+    pid = state.instance.pid if state.instance else None
+    young = lived < program.restart.stable
+    failures = state.failures + 1 if young else 0
+    left = exited.leftovers if exited is not None else ()
+    gone = replace(state, state.phase, state.since, instance=None, failures=failures,
+                    last_exit=f"pid {pid} {how} after {format_duration(lived)}",
+                    dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
+    exit_event = emit(gone, "exited", gone.last_exit, 4).with_fields(
+        pid=pid, exit_status=exited.exit_status if exited else None,
+        exit_signal=exited.exit_signal if exited else None)
+    stop_left = bool(left) and program.family == "stop"
+    if exited is not None and exited.successor is not None:
+        new, actions = adopt(dataclasses.replace(gone, restarting=True), exited.successor, now,
+                              "another instance took its place")
+        stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
+                                            kill_after=program.stop.timeout) for i in left
+                               if stop_left]
+        return new, [exit_event, *actions, *stops, PeersRestart(state.name)]
+    if stop_left:  # orphaned workers may hold its port: they go first, as a cgroup kill would
+        pids = ", ".join(str(i.pid) for i in left)
+        new = replace(gone, Phase.STOPPING, now, deadline=now + program.stop.timeout,
+                       then_start=True, forced=False, leftovers=left, restarting=True,
+                       reason=f"stopping what pid {pid} left behind (pid {pids}) before restarting")
+        return new, [exit_event, emit(new, "stopping", new.reason, 5),
+                     *(StopInstance(state.name, i, False, duplicate=True) for i in left)]
+    new, actions = restart_after_exit(program, gone, now, waiting_for, f"pid {pid} {how}")
+    return new, [exit_event, *actions]
+
+
+def restart_after_exit(program: Program, gone: ProgramState, now: float,
+                        waiting_for: tuple[str, ...], why: str) -> Result:
+    """The instance is gone (and its leftovers): start again now, after a backoff, or give up."""
+    if burst_exceeded(program.restart, gone.starts, now):
+        return give_up(program, gone, now, why)
+    delay = restart_delay(program.restart, gone.failures)
+    if delay <= 0:
+        return launch(program, gone, now, waiting_for, restart=True, why=why)
+    new = replace(gone, Phase.BACKOFF, now, deadline=now + delay, restarting=True,
+                   reason=f"{why}; restarting in {format_duration(delay)}")
+    return new, [emit(new, "backoff", f"restarting in {format_duration(delay)}")]
+
+
+def leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
+                        w: tuple[str, ...]) -> Result:
+    """STOPPING after an exit: wait for the leftover family to go, then restart (or stop)."""
+    remaining = s.leftovers
+    if isinstance(e, Exited):
+        remaining = tuple(i for i in remaining if i != e.instance)
+    elif isinstance(e, Tick):
+        if not s.forced:
+            new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
+            return new, [emit(new, "stop_timeout", f"left-behind pids still there after "
+                               f"{format_duration(p.stop.timeout)}; sending SIGKILL", 4),
+                         *(StopInstance(s.name, i, True) for i in remaining)]
+        remaining = ()  # will not die: start anyway, they are never taken for the program
+    if remaining:
+        return dataclasses.replace(s, leftovers=remaining), []
+    done = dataclasses.replace(s, leftovers=(), forced=False)
+    if not s.then_start:
+        new = replace(done, Phase.STOPPED, now, reason="stopped on request")
+        return new, [emit(new, "stopped", "stopped, with what it left behind", 5)]
+    return restart_after_exit(p, done, now, w, s.last_exit)
+
+
+
+
+def replace(state: ProgramState, phase: Phase, since: float, *,
+             deadline: float | None = None, **changes: object) -> ProgramState:
+    return dataclasses.replace(state, phase=phase, since=since, deadline=deadline,
+                               **changes)  # type: ignore[arg-type]
+
+
+def stop(program: Program, state: ProgramState, now: float, *, then_start: bool,
+          why: str) -> Result:
+    if state.instance is None:
+        return replace(state, Phase.STOPPED, now, reason=why), [emit(state, "stopped", why)]
+    new = replace(state, Phase.STOPPING, now, deadline=now + program.stop.timeout,
+                   then_start=then_start, forced=False, reason=why)
+    return new, [emit(new, "stopping", why, 5), StopInstance(state.name, state.instance, False)]
+
+
+def duplicates(program: Program, state: ProgramState, event: Observed) -> Result:
+    fresh = [d for d in event.duplicates if d not in state.duplicates]
+    state = dataclasses.replace(state, duplicates=event.duplicates)
+    actions: list[Action] = []
+    for dup in sorted(fresh, key=lambda d: d.create_time, reverse=True):
+        stop = program.duplicates == "stop"
+        what = "stopping it" if stop else "left running (set duplicates: stop to stop it)"
+        main = event.instance.pid if event.instance else "?"
+        actions.append(make_event("duplicate", f"{state.name}: a second instance, pid {dup.pid}, "
+                                  f"runs beside pid {main}; {what}", subject=state.name,
+                                  priority=4,
+                                  pid=dup.pid, restarts=state.restarts))
+        if stop:
+            actions.append(StopInstance(state.name, dup, False, duplicate=True,
+                                        kill_after=program.stop.timeout))
+    return state, actions
+
+
+
+
+def remember_dead(state: ProgramState, instance: Instance) -> ProgramState:
+    if instance in state.dead:
+        return state
+    return dataclasses.replace(state, dead=(*state.dead, instance)[-DEAD_KEPT:],
+                               duplicates=tuple(d for d in state.duplicates if d != instance))
+
+
+def without_dead(state: ProgramState, seen: Observed) -> Observed:
+    """A process we saw die is never the instance again, whatever a stale cache says."""
+    if not state.dead:
+        return seen
+    instance = seen.instance if seen.instance not in state.dead else None
+    duplicates = tuple(d for d in seen.duplicates if d not in state.dead)
+    if instance is None and duplicates:
+        instance, duplicates = duplicates[0], duplicates[1:]
+    return dataclasses.replace(seen, instance=instance, duplicates=duplicates)
+
+
+
+def match_text(p: Program) -> str:
+    return ", ".join(f"{k}={getattr(p.match, k)!r}" for k in ("name", "exe", "cmdline", "pidfile",
+                                                              "user") if getattr(p.match, k))
+
+
+def host_fatal(p: Program, s: ProgramState, now: float, problem: str) -> Result:
+    """This machine cannot start it (script missing mid-upgrade, unsafe, unknown user): FATAL,
+    looked at again every HOST_RECHECK and on reload, said once per distinct problem."""
+    recheck = min(HOST_RECHECK, p.restart.retry_every)
+    new = replace(s, Phase.FATAL, now, deadline=now + recheck, host_problem=problem,
+                   script_running=False, reason=f"cannot start: {problem} (checked again every "
+                   f"{format_duration(recheck)}, and on reload)")
+    if problem == s.host_problem:
+        return new, []
+    return new, [emit(new, "host_problem", new.reason, 3)]
