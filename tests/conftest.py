@@ -137,7 +137,8 @@ class Zelador:
     def argv(self, command: str = "run") -> list[str]:
         return [sys.executable, "-m", "zelador", command, "-c", str(self.config_path),
                 "--runtime-dir", str(self.tmp / "run"), "--log-target", "stderr",
-                "--logs-dir", str(self.tmp / "logs"), "--scopes", "no", *self.options]
+                "--logs-dir", str(self.tmp / "logs"), "--state-dir", str(self.tmp / "state"),
+                "--scopes", "no", *self.options]
 
     def start(self, wait_ready: bool = True) -> Zelador:
         self.write_config(self.config_text)

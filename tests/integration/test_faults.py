@@ -239,3 +239,33 @@ def test_duplicate_started_by_hand_is_seen_at_its_exec_not_at_the_next_scan(mfe,
     finally:
         extra.kill()
         extra.wait()
+
+
+def test_counters_and_a_stop_survive_kill_9_of_zelador(mfe, zelador_factory):
+    from zelador.cli import main
+
+    z = zelador_factory(mfe.config()).start()
+    first = int(z.wait_event("started", "comunicador")["pid"])
+    z.wait_event("started", "monitor")
+    kill9(first)
+    z.wait_event("started", "comunicador", count=2)
+    assert main(["stop", "monitor", "--socket", z.socket]) == 0
+    state_file = z.tmp / "state" / "state.json"
+    wait_for(lambda: state_file.exists() and '"stopped":true' in state_file.read_text(), 5,
+             "the state file to say monitor is stopped")
+    z.proc.kill()  # as the watchdog or the OOM killer would
+    z.proc.wait()
+    z.log.unlink()
+    z.start()
+    wait_for(lambda: z.program("comunicador")["state"] == "RUNNING", 5, "comunicador adopted")
+    assert z.program("comunicador")["restarts"] == 1
+    assert z.program("monitor")["state"] == "STOPPED" and not pids_named(mfe.mon)
+
+
+def test_an_unreadable_state_file_is_journaled_and_ignored(mfe, zelador_factory):
+    z = zelador_factory(mfe.config(monitor=False))
+    (z.tmp / "state").mkdir()
+    (z.tmp / "state" / "state.json").write_text("\x00garbage")
+    z.start()
+    assert "ignored, starting fresh" in z.wait_event("state_ignored")["message"]
+    z.wait_event("started", "comunicador")

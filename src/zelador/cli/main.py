@@ -29,6 +29,7 @@ from zelador.programs.launcher import Launcher
 from zelador.programs.view import all_running, render
 from zelador.runtime.control import ControlServer, ask
 from zelador.runtime.daemon import Daemon
+from zelador.store import state
 from zelador.systemd.journal import open_journal
 from zelador.systemd.units import DEFAULT_EXE, render_units
 
@@ -77,8 +78,11 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
     launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
                         use_scopes=use_scopes(args.scopes))
     control = None if once else ControlServer(socket_path(args, config), config.control.group)
+    state_dir = (args.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+                 or "/var/lib/zelador")
     return Daemon(config, journal=journal, launcher=launcher, control=control, once=once,
-                  proc_events=args.proc_events == "auto")
+                  proc_events=args.proc_events == "auto",
+                  state_file=None if once else os.path.join(state_dir, state.FILE))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -239,6 +243,9 @@ def parser() -> argparse.ArgumentParser:
                          help="where script output goes when not logging to journald")
         cmd.add_argument("--scopes", choices=("auto", "yes", "no"), default="auto",
                          help="run each script in its own systemd scope (auto: under systemd)")
+        cmd.add_argument("--state-dir", default=None,
+                         help="what survives a restart of zelador ($STATE_DIRECTORY or "
+                              "/var/lib/zelador)")
         cmd.add_argument("--proc-events", choices=("auto", "no"), default="auto",
                          help="notice new processes by the kernel's exec events (auto: as root)")
 

@@ -77,7 +77,7 @@ def adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Resu
                    retrying=False, restarting=False, script_running=False,
                    restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
-    if state.phase in (Phase.BACKOFF, Phase.FATAL):
+    if came_back:  # part_of peers follow (also a restart pending when zelador itself restarted)
         actions.append(PeersRestart(state.name))
     return new, actions
 
@@ -124,7 +124,7 @@ def after_exit(program: Program, state: ProgramState, now: float,
         stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
                                             kill_after=program.stop.timeout) for i in left
                                if stop_left]
-        return new, [exit_event, *actions, *stops, PeersRestart(state.name)]
+        return new, [exit_event, *actions, *stops]
     if stop_left:  # orphaned workers may hold its port: they go first, as a cgroup kill would
         pids = ", ".join(str(i.pid) for i in left)
         new = replace(gone, Phase.STOPPING, now, deadline=now + program.stop.timeout,

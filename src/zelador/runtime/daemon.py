@@ -26,6 +26,7 @@ from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.loop import Loop
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
+from zelador.store import state
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
 
@@ -35,7 +36,8 @@ class Daemon:
                  notifier: Notifier | None = None, control: ControlServer | None = None,
                  loop: Loop | None = None, table: Table | None = None,
                  watches: Watcher | None = None, once: bool = False,
-                 subreaper: bool | None = None, proc_events: bool = True) -> None:
+                 subreaper: bool | None = None, proc_events: bool = True,
+                 state_file: str | None = None) -> None:
         self.journal = journal
         self.loop = loop or Loop()
         self.notifier = notifier or Notifier(
@@ -49,6 +51,11 @@ class Daemon:
             launcher=launcher, watches=watches or Watches(), sinks=[journal], pidfd=PIDFD,
             subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
+        self.state_file = state_file
+        self._saved: dict[str, Any] = {}
+        if state_file is not None:
+            self._restore(state_file)
+            self.loop.after_turn(self._persist)
         self._watchdog = watchdog_interval()
 
     @property
@@ -84,6 +91,31 @@ class Daemon:
                 self.supervisor.proc_events.close()
             loop.close()
         return 0
+
+    def _restore(self, path: str) -> None:
+        group = self.supervisor.group
+        try:
+            data = state.load(path)
+            if data is not None:
+                group.states = state.restore(data, group.states, self.loop.clock(), time.time())
+                self._saved = data["programs"]
+        except state.StateFileError as exc:
+            self.journal.emit(Event("state_ignored", f"state file {path} ignored, starting "
+                                    f"fresh: {exc}", priority=4))
+
+    def _persist(self) -> None:
+        """Save what must survive our own restart, when it changed (a few hundred bytes)."""
+        assert self.state_file is not None
+        data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
+        if _rounded(data["programs"]) == _rounded(self._saved):
+            return
+        try:
+            state.save(self.state_file, data)
+            self._saved = data["programs"]
+        except OSError as exc:
+            self._saved = data["programs"]  # say it once per change, not every turn
+            self.journal.emit(Event("degraded", f"cannot write state file {self.state_file}: "
+                                    f"{exc.strerror}", priority=4))
 
     def _ping(self) -> None:
         assert self._watchdog is not None
@@ -162,3 +194,9 @@ class Daemon:
         if not self.once:
             self.journal.emit(Event("shutdown", f"stopping on {why}; watched programs are left "
                                     "running", priority=5))
+
+
+def _rounded(programs: dict[str, Any]) -> dict[str, Any]:
+    """The saved entries with FATAL's seconds-left dropped: a timer running down is no change."""
+    return {name: {k: v for k, v in entry.items() if k != "fatal"} | {
+        "fatal": bool(entry.get("fatal"))} for name, entry in programs.items()}

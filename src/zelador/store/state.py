@@ -1,0 +1,104 @@
+"""What survives a restart of zelador itself: per program, its counters, how it last ended, a
+FATAL retry timer, a stop on request, and a pending `part_of` restart.
+
+`snapshot` and `restore` are pure (monotonic deadlines become "seconds left", counted again from
+the wall-clock time of the save, clamped so a clock step cannot stretch or skip a timer); `save`
+writes the small JSON file atomically (a temp file, fsync, rename); `load` reads it and raises
+StateFileError, which the daemon journals before starting fresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from zelador.programs.states import Phase, ProgramState
+
+VERSION = 1
+FILE = "state.json"
+
+
+class StateFileError(Exception):
+    """The state file could not be read or makes no sense; its text says why."""
+
+
+def snapshot(states: Mapping[str, ProgramState], now: float, wall: float) -> dict[str, Any]:
+    programs: dict[str, Any] = {}
+    for name, state in states.items():
+        entry: dict[str, Any] = {"restarts": state.restarts, "attempts": state.attempts,
+                                 "failures": state.failures, "last_exit": state.last_exit,
+                                 "restarting": state.restarting}
+        if state.phase == Phase.FATAL and state.deadline is not None:
+            entry["fatal"] = {"left": max(0.0, state.deadline - now), "reason": state.reason,
+                              "host_problem": state.host_problem}
+        if state.phase == Phase.STOPPED:
+            entry["stopped"] = True
+        programs[name] = entry
+    return {"version": VERSION, "saved_at": wall, "programs": programs}
+
+
+def restore(data: Mapping[str, Any], states: Mapping[str, ProgramState], now: float,
+            wall: float) -> dict[str, ProgramState]:
+    """The states with what was saved put back (programs no longer configured are dropped)."""
+    if data.get("version") != VERSION or not isinstance(data.get("programs"), dict):
+        raise StateFileError(f"unknown format (version {data.get('version')!r})")
+    saved_at = data.get("saved_at")
+    away = max(0.0, wall - saved_at) if isinstance(saved_at, (int, float)) else 0.0
+    out = dict(states)
+    for name, entry in data["programs"].items():
+        if name not in out or not isinstance(entry, dict):
+            continue
+        try:
+            state = dataclasses.replace(
+                out[name], restarts=int(entry.get("restarts", 0)),
+                attempts=int(entry.get("attempts", 0)), failures=int(entry.get("failures", 0)),
+                last_exit=str(entry.get("last_exit", "")),
+                restarting=bool(entry.get("restarting", False)))
+            fatal = entry.get("fatal")
+            if isinstance(fatal, dict):
+                left = max(0.0, float(fatal.get("left", 0.0)) - away)
+                state = dataclasses.replace(state, phase=Phase.FATAL, since=now,
+                                            deadline=now + min(left, float(fatal.get("left", 0.0))),
+                                            reason=str(fatal.get("reason", "")),
+                                            host_problem=str(fatal.get("host_problem", "")))
+            elif entry.get("stopped"):
+                state = dataclasses.replace(state, phase=Phase.STOPPED, since=now,
+                                            reason="stopped on request (before zelador restarted)")
+        except (TypeError, ValueError) as exc:
+            raise StateFileError(f"programs.{name}: {exc}") from None
+        out[name] = state
+    return out
+
+
+def load(path: str) -> dict[str, Any] | None:
+    """The saved data, None if there is no file yet."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = json.load(stream)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise StateFileError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise StateFileError("not a JSON object")
+    return data
+
+
+def save(path: str, data: Mapping[str, Any]) -> None:
+    """Write atomically: a reader (or a crash) sees the old file or the new one, never half."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, mode=0o755, exist_ok=True)
+    temp = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temp, "w", encoding="utf-8") as stream:
+            json.dump(data, stream, separators=(",", ":"))
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)

@@ -1,0 +1,63 @@
+"""What survives a restart of zelador: snapshot and restore are pure; save/load are atomic."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zelador.config.model import Match, Program
+from zelador.programs.engine import step
+from zelador.programs.states import Instance, Observed, PeersRestart, Phase, ProgramState
+from zelador.store.state import StateFileError, load, restore, save, snapshot
+
+A = Instance(100, 1000.0)
+
+
+def test_counters_fatal_timer_and_stop_come_back():
+    states = {
+        "comunicador": ProgramState("comunicador", Phase.FATAL, deadline=1300.0, restarts=7,
+                                    attempts=12, last_exit="pid 9 exited with status 1",
+                                    reason="gave up"),
+        "monitor": ProgramState("monitor", Phase.STOPPED, restarts=2),
+    }
+    data = snapshot(states, now=1000.0, wall=50_000.0)
+    fresh = {n: ProgramState(n) for n in states}
+    back = restore(json.loads(json.dumps(data)), fresh, now=5.0, wall=50_100.0)  # 100 s later
+    com, mon = back["comunicador"], back["monitor"]
+    assert (com.restarts, com.attempts, com.last_exit) == (7, 12, "pid 9 exited with status 1")
+    assert com.phase == Phase.FATAL and com.deadline == pytest.approx(5.0 + 200.0)
+    assert mon.phase == Phase.STOPPED and mon.restarts == 2
+
+
+def test_a_clock_step_cannot_stretch_a_fatal_timer():
+    data = snapshot({"a": ProgramState("a", Phase.FATAL, deadline=1300.0)}, 1000.0, 50_000.0)
+    back = restore(data, {"a": ProgramState("a")}, now=0.0, wall=10.0)  # the clock went back
+    assert back["a"].deadline == pytest.approx(300.0)
+
+
+def test_a_pending_part_of_restart_is_carried_out_after_our_restart():
+    prog = Program("comunicador", Match(name="C"), ("/bin/true",))
+    data = snapshot({"comunicador": ProgramState("comunicador", Phase.STARTING, restarting=True)},
+                    1.0, 100.0)
+    state = restore(data, {"comunicador": ProgramState("comunicador")}, 2.0, 101.0)["comunicador"]
+    state, actions = step(prog, state, Observed(A), 2.0)
+    assert state.phase == Phase.RUNNING and PeersRestart("comunicador") in actions
+
+
+def test_programs_no_longer_configured_are_dropped():
+    data = snapshot({"gone": ProgramState("gone", restarts=3)}, 0.0, 0.0)
+    assert restore(data, {"a": ProgramState("a")}, 0.0, 0.0) == {"a": ProgramState("a")}
+
+
+def test_save_is_atomic_and_load_refuses_garbage(tmp_path):
+    path = tmp_path / "state" / "state.json"
+    save(str(path), {"version": 1, "saved_at": 0.0, "programs": {}})
+    assert load(str(path)) == {"version": 1, "saved_at": 0.0, "programs": {}}
+    assert [p.name for p in path.parent.iterdir()] == ["state.json"]  # no temp file left
+    path.write_text("{half a fil")
+    with pytest.raises(StateFileError):
+        load(str(path))
+    assert load(str(tmp_path / "none.json")) is None
+    with pytest.raises(StateFileError):
+        restore({"version": 99, "programs": {}}, {}, 0.0, 0.0)
