@@ -27,7 +27,7 @@ from ..conftest import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("ZELADOR_SYSTEST_CACHE", "/var/cache/zelador-systest"))
-MIRROR = os.environ.get("ZELADOR_SYSTEST_MIRROR", "http://deb.debian.org/debian")
+MIRROR = os.environ.get("ZELADOR_SYSTEST_MIRROR")  # unset: debootstrap's own default
 # What the .deb depends on is preinstalled, so installing it needs no network.
 PACKAGES = ("systemd,systemd-sysv,dbus,procps,python3,python3-psutil,python3-yaml,"
             "python3-systemd,python3-sdnotify")
@@ -52,8 +52,8 @@ def rootfs(release: str) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
     CACHE.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(["debootstrap", "--variant=minbase", f"--include={PACKAGES}", release,
-                           str(partial), MIRROR], capture_output=True, text=True)
+    command = ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", release, str(partial)]
+    done = subprocess.run(command + ([MIRROR] if MIRROR else []), capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"debootstrap {release} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     (partial / "etc" / "hostname").write_text(f"pos-{release}\n")
