@@ -61,3 +61,14 @@ def test_save_is_atomic_and_load_refuses_garbage(tmp_path):
     assert load(str(tmp_path / "none.json")) is None
     with pytest.raises(StateFileError):
         restore({"version": 99, "programs": {}}, {}, 0.0, 0.0)
+
+
+def test_a_start_in_flight_is_waited_for_not_launched_again():
+    prog = Program("late", Match(name="L"), ("/bin/true",), start_timeout=30.0)
+    data = snapshot({"late": ProgramState("late", Phase.STARTING, deadline=1030.0)}, 1000.0, 500.0)
+    state = restore(data, {"late": ProgramState("late")}, 7.0, 510.0)["late"]
+    assert state.phase == Phase.STARTING and state.deadline == pytest.approx(7.0 + 20.0)
+    state, actions = step(prog, state, Observed(None), 7.1)  # not exec'd yet: wait, no launch
+    assert state.phase == Phase.STARTING and actions == []
+    state, actions = step(prog, state, Observed(A), 8.5)  # the wrapper became the program
+    assert state.phase == Phase.RUNNING and state.instance == A

@@ -197,6 +197,6 @@ class Daemon:
 
 
 def _rounded(programs: dict[str, Any]) -> dict[str, Any]:
-    """The saved entries with FATAL's seconds-left dropped: a timer running down is no change."""
-    return {name: {k: v for k, v in entry.items() if k != "fatal"} | {
-        "fatal": bool(entry.get("fatal"))} for name, entry in programs.items()}
+    """The saved entries without their seconds-left: a timer running down is no change."""
+    return {name: {k: (bool(v) if k in ("fatal", "starting") else v) for k, v in entry.items()}
+            for name, entry in programs.items()}

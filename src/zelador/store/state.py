@@ -1,5 +1,6 @@
 """What survives a restart of zelador itself: per program, its counters, how it last ended, a
-FATAL retry timer, a stop on request, and a pending `part_of` restart.
+FATAL retry timer, a stop on request, a start still in flight (its time left), and a pending
+`part_of` restart.
 
 `snapshot` and `restore` are pure (monotonic deadlines become "seconds left", counted again from
 the wall-clock time of the save, clamped so a clock step cannot stretch or skip a timer); `save`
@@ -37,6 +38,9 @@ def snapshot(states: Mapping[str, ProgramState], now: float, wall: float) -> dic
                               "host_problem": state.host_problem}
         if state.phase == Phase.STOPPED:
             entry["stopped"] = True
+        if state.phase == Phase.STARTING and state.instance is None and state.deadline is not None:
+            # a start in flight (a wrapper that execs late): the next zelador waits for it
+            entry["starting"] = {"left": max(0.0, state.deadline - now)}
         programs[name] = entry
     return {"version": VERSION, "saved_at": wall, "programs": programs}
 
@@ -65,6 +69,11 @@ def restore(data: Mapping[str, Any], states: Mapping[str, ProgramState], now: fl
                                             deadline=now + min(left, float(fatal.get("left", 0.0))),
                                             reason=str(fatal.get("reason", "")),
                                             host_problem=str(fatal.get("host_problem", "")))
+            elif isinstance(entry.get("starting"), dict):
+                left = max(0.0, float(entry["starting"].get("left", 0.0)) - away)
+                state = dataclasses.replace(state, phase=Phase.STARTING, since=now,
+                                            deadline=now + left, script_running=False,
+                                            reason="a start begun before zelador restarted")
             elif entry.get("stopped"):
                 state = dataclasses.replace(state, phase=Phase.STOPPED, since=now,
                                             reason="stopped on request (before zelador restarted)")

@@ -1,0 +1,253 @@
+"""Random faults against zelador's invariants, for about half a minute (longer with
+ZELADOR_FAULT_SECONDS; reproduce a run with ZELADOR_FAULT_SEED).
+
+The world is the adverse one: Comunicador's launcher never reaps (killed daemons stay zombies),
+the shipped `stable: 10s`, `duplicates: stop`, a program that is a family (a parent and two
+children of the same name, like nginx), a wrapper that becomes its program 1.5 s late, and a start
+script whose daemon setsid()s and which then hangs. Faults: kill -9 of a program, of a family's
+parent or child, of zelador itself (started again, as systemd would), SIGHUP, a copy started by
+hand. A sampler watches /proc every few milliseconds all along.
+
+Invariants: never two instances that zelador started of any program; every program back and
+single after the storm; zelador's CPU low once quiet (no spinning loop); the restart counters
+never go back across zelador's own deaths (the state file).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import pids_named, wait_for, with_suppress_kill
+
+SECONDS = float(os.environ.get("ZELADOR_FAULT_SECONDS", "30"))
+
+
+class ProcSampler(threading.Thread):
+    """Counts live (non-zombie) processes per name, cheaply: /proc/PID/stat of new pids only."""
+
+    def __init__(self, names: dict[str, str], every: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.names = names  # comm -> label
+        self.every = every
+        self.stop = threading.Event()
+        self.excluded: set[int] = set()  # copies started by hand: not zelador's
+        self.worst: dict[str, int] = dict.fromkeys(names.values(), 0)
+        self.seen_two: list[str] = []
+        self._lock = threading.Lock()
+        self._cache: dict[int, tuple[str, int]] = {}  # pid -> (comm, ppid) of processes we watch
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.sample()
+            time.sleep(self.every)
+
+    def sample(self) -> None:
+        live: dict[str, list[tuple[int, int]]] = {}
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as stat:
+                    data = stat.read()
+            except OSError:
+                continue
+            comm = data[data.index(b"(") + 1:data.rindex(b")")].decode(errors="replace")
+            if comm not in self.names:
+                continue
+            fields = data[data.rindex(b")") + 2:].split()
+            if fields[0] == b"Z":
+                continue
+            live.setdefault(comm, []).append((pid, int(fields[1])))
+        with self._lock:
+            for comm, label in self.names.items():
+                procs = [(p, pp) for p, pp in live.get(comm, []) if p not in self.excluded]
+                mine = {p for p, _ in procs}
+                tops = [p for p, pp in procs if pp not in mine]  # family members do not count
+                self.worst[label] = max(self.worst[label], len(tops))
+                if len(tops) > 1:
+                    self.seen_two.append(f"{label}: {sorted(tops)}")
+
+    def exclude(self, pid: int) -> None:
+        with self._lock:
+            self.excluded.add(pid)
+
+
+def lay_out_family(folder: Path, name: str, child: str) -> Path:
+    """A family program: `name` (a copy of sh) runs two children of the same name, like nginx's
+    master and workers; each child runs a sleep named `child`."""
+    shutil.copy("/bin/sh", folder / name)
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", folder / child)
+    script = folder / f"run-{name}.sh"
+    body = f"./{name} -c './{child} infinity' & ./{name} -c './{child} infinity' & wait"
+    script.write_text(f"#!/bin/sh\ncd {folder}\nnohup ./{name} -c \"{body}\" > /dev/null 2>&1 &\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_random_faults_never_break_the_invariants(stubborn_mfe, zelador_factory, tmp_path):
+    mfe = stubborn_mfe
+    seed = int(os.environ.get("ZELADOR_FAULT_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    print(f"fault injection: seed {seed}, {SECONDS}s")
+    tag = mfe.com[2:]
+    fam, fam_child = f"Fa{tag}", f"Fc{tag}"
+    late, hung = f"La{tag}", f"Hu{tag}"
+    family_script = lay_out_family(mfe.bin, fam, fam_child)
+    for name in (late, hung):
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", mfe.bin / name)
+    late_script = mfe.bin / "run-late.sh"
+    late_script.write_text(f"#!/bin/sh\ncd {mfe.bin}\n"
+                           f"nohup sh -c 'sleep 1.5; exec ./{late} infinity' > /dev/null 2>&1 &\n")
+    hung_script = mfe.bin / "run-hung.sh"
+    hung_script.write_text(f"#!/bin/sh\ncd {mfe.bin}\nsetsid ./{hung} infinity > /dev/null 2>&1 &\n"
+                           "exec sleep 1000\n")
+    for script in (late_script, hung_script):
+        script.chmod(0o755)
+    policy = "    restart: {max_delay: 2s, burst: 1000 in 1m}\n"  # stable: the shipped 10s
+    config = mfe.config(defaults=True, extra_com=policy + "    duplicates: stop\n",
+                        extra_mon=policy) + f"""  family:
+    match: {{name: {fam}}}
+    start: {family_script}
+    stop: {{timeout: 1s}}
+{policy}  late:
+    match: {{name: {late}}}
+    start: {late_script}
+{policy}  hung:
+    match: {{name: {hung}}}
+    start: {hung_script}
+    start_timeout: 1s
+{policy}"""
+    programs = {"comunicador": mfe.com, "monitor": mfe.mon, "family": fam, "late": late,
+                "hung": hung}
+    sampler = ProcSampler({v: k for k, v in programs.items()})
+    z = zelador_factory(config).start()
+    by_hand: list[subprocess.Popen[bytes]] = []
+    restarts_seen: dict[str, int] = {}
+    try:
+        wait_for(lambda: all_running(z, programs), 20, "every program up")
+        sampler.start()
+        deadline = time.monotonic() + SECONDS
+        faults: list[str] = []
+        while time.monotonic() < deadline:
+            fault = rng.choice(["kill", "kill", "kill", "family", "zelador", "hup", "by_hand"])
+            faults.append(fault)
+            if fault in ("kill", "family"):
+                victim = rng.choice(list(programs.values())) if fault == "kill" else fam
+                members = pids_named(victim)
+                if members:
+                    pid = rng.choice(members) if fault == "family" else members[0]
+                    for orphan in below(pid, members):  # its leftovers: not a new instance
+                        sampler.exclude(orphan)
+                    with_suppress_kill(pid)
+            elif fault == "zelador":
+                before = counters(z)
+                z.proc.kill()
+                z.proc.wait()
+                z.start(wait_ready=False)
+                wait_for(lambda: alive_socket(z), 10, "zelador back")
+                after = counters(z)
+                for name, count in before.items():
+                    assert after.get(name, 0) >= count, f"{name}: restarts {count} -> {after}"
+            elif fault == "hup":
+                z.signal(signal.SIGHUP)
+            elif fault == "by_hand":
+                copy = subprocess.Popen([str(mfe.bin / mfe.com), "1000"], start_new_session=True)
+                sampler.exclude(copy.pid)
+                by_hand.append(copy)
+            assert z.proc.poll() is None, z.log.read_text()[-3000:]
+            time.sleep(rng.uniform(0.2, 0.8))
+        print("faults:", {f: faults.count(f) for f in set(faults)})
+        for copy in by_hand:
+            copy.kill()
+            copy.wait()
+        # back within policy: max_delay 2s, start_timeout <= 5s, the late wrapper 1.5s
+        try:
+            wait_for(lambda: all_running(z, programs) and all(
+                len(tops(name)) == 1 for name in programs.values()), 30, "every program back")
+        except AssertionError:
+            print({n: tops(c) for n, c in programs.items()}, z.status())
+            print(z.log.read_text()[-6000:])
+            raise
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        for copy in by_hand:
+            copy.kill()
+            copy.wait()
+        for name in (fam, fam_child, late, hung):
+            for pid in pids_named(name):
+                with_suppress_kill(pid)
+    assert not sampler.seen_two, sampler.seen_two[:5]
+    assert all(n <= 1 for n in sampler.worst.values()), sampler.worst
+    cpu_before = cpu(z.proc.pid)
+    quiet = time.monotonic() + 1.0
+    wait_for(lambda: time.monotonic() > quiet, 2, "a quiet second")
+    assert cpu(z.proc.pid) - cpu_before < 0.1, "zelador spins when nothing happens"
+    restarts_seen.update(counters(z))
+    assert restarts_seen["comunicador"] >= 1
+
+
+def tops(name: str) -> list[int]:
+    """Live processes named `name` whose parent is not named `name` (family members excluded)."""
+    live = pids_named(name)
+    out = []
+    for pid in live:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if ppid not in live:
+            out.append(pid)
+    return out
+
+
+def below(pid: int, candidates: list[int]) -> list[int]:
+    """Which of `candidates` are children of `pid` (they will be orphans once it dies)."""
+    out = []
+    for child in candidates:
+        try:
+            with open(f"/proc/{child}/stat", "rb") as stat:
+                if int(stat.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                    out.append(child)
+        except OSError:
+            continue
+    return out
+
+
+def all_running(z, programs: dict[str, str]) -> bool:
+    try:
+        states = {p["name"]: p["state"] for p in z.status()["programs"]}
+    except Exception:
+        return False
+    return all(states.get(name) == "RUNNING" for name in programs)
+
+
+def alive_socket(z) -> bool:
+    try:
+        z.status()
+    except Exception:
+        return False
+    return True
+
+
+def counters(z) -> dict[str, int]:
+    return {p["name"]: int(p["restarts"]) for p in z.status()["programs"]}
+
+
+def cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the faults include kill -9 of "
+                                "processes started by root")
