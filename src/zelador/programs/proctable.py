@@ -148,13 +148,17 @@ class ProcessTable:
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
         """Read just these pids again (they exec'd: the proc connector said so); the verdicts.
 
-        No listing of /proc: an exec anywhere on the machine costs one read of that pid."""
+        No listing of /proc: an exec anywhere on the machine costs one read of that pid, and the
+        verdicts are worked out again only when one of them matches (or matched) a program."""
         now = self._clock()
+        changed = False
         for pid in pids:
+            changed = changed or pid in self._hits
             self._young.pop(pid, None)
             self._known.pop(pid, None)
             self._inspect(pid, now)
-        return self._verdicts()
+            changed = changed or pid in self._hits
+        return self._verdicts() if changed else {}
 
     def forget(self, instance: Instance) -> None:
         """`instance` died: drop it from every cache now, so no scan can match it again.

@@ -35,6 +35,8 @@ MESSAGE_IDS: dict[str, str] = {
     "shutdown": "f20c77a007cf4fbfa43c706373da6b66",
     "script_failed": "0f739be21fe94a889d20dc761c8c95a7",
     "degraded": "e94efdb41fea4377917b7135ee7861e9",
+    "host_problem": "1ccc9bbf64684dac82d2046f365e7f1a",
+    "state_ignored": "cbbb08d8ad2640dcb658f701d7020303",
 }
 
 _LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info",
