@@ -130,9 +130,12 @@ def test_random_faults_never_break_the_invariants(stubborn_mfe, zelador_factory,
     sampler = ProcSampler({v: k for k, v in programs.items()})
     z = zelador_factory(config).start()
     by_hand: list[subprocess.Popen[bytes]] = []
-    restarts_seen: dict[str, int] = {}
     try:
-        wait_for(lambda: all_running(z, programs), 20, "every program up")
+        try:
+            wait_for(lambda: all_running(z, programs), 20, "every program up")
+        except AssertionError:
+            print(z.status(), z.log.read_text()[-5000:])
+            raise
         sampler.start()
         deadline = time.monotonic() + SECONDS
         faults: list[str] = []
@@ -178,7 +181,8 @@ def test_random_faults_never_break_the_invariants(stubborn_mfe, zelador_factory,
             raise
     finally:
         sampler.stop.set()
-        sampler.join()
+        if sampler.is_alive():
+            sampler.join()
         for copy in by_hand:
             copy.kill()
             copy.wait()
@@ -191,8 +195,7 @@ def test_random_faults_never_break_the_invariants(stubborn_mfe, zelador_factory,
     quiet = time.monotonic() + 1.0
     wait_for(lambda: time.monotonic() > quiet, 2, "a quiet second")
     assert cpu(z.proc.pid) - cpu_before < 0.1, "zelador spins when nothing happens"
-    restarts_seen.update(counters(z))
-    assert restarts_seen["comunicador"] >= 1
+    assert sum(counters(z).values()) >= 1  # the faults did happen
 
 
 def tops(name: str) -> list[int]:

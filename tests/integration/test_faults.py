@@ -255,11 +255,12 @@ def test_counters_and_a_stop_survive_kill_9_of_zelador(mfe, zelador_factory):
              "the state file to say monitor is stopped")
     z.proc.kill()  # as the watchdog or the OOM killer would
     z.proc.wait()
-    z.log.unlink()
+    z.log.rename(z.tmp / "zelador.log.1")
     z.start()
     wait_for(lambda: z.program("comunicador")["state"] == "RUNNING", 5, "comunicador adopted")
     assert z.program("comunicador")["restarts"] == 1
-    assert z.program("monitor")["state"] == "STOPPED" and not pids_named(mfe.mon)
+    assert z.program("monitor")["state"] == "STOPPED" and not pids_named(mfe.mon), \
+        z.log.read_text() + (z.tmp / "zelador.log.1").read_text()
 
 
 def test_an_unreadable_state_file_is_journaled_and_ignored(mfe, zelador_factory):

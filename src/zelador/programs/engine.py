@@ -173,7 +173,8 @@ def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tupl
     assert isinstance(e, Command)
     if e.verb != "stop":
         return s, []
-    actions: list[Action] = [KillScript(s.name)] if s.script_running else []
+    # the script may be gone and its daemon not seen yet: kill what the start left, whatever it is
+    actions: list[Action] = [KillScript(s.name)]
     new, more = stop(p, dataclasses.replace(s, script_running=False), now, then_start=False,
                       why="stop requested while starting")
     return new, actions + more

@@ -198,15 +198,26 @@ class Launcher:
         pids signalled.
         """
         spared = family_pids(spare) if spare is not None else set()
-        victims = {child.pid} | session_members(child.pid) | descendant_pids(child.pid)
-        if child.unit:
-            victims |= cgroup_pids(child.unit)
-        victims -= spared
-        victims.discard(os.getpid())
-        for pid in sorted(victims):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        return sorted(victims)
+        killed: set[int] = set()
+        if child.popen.poll() is None and child.pid not in spared:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGKILL)  # first, so it forks nothing more meanwhile
+            killed.add(child.pid)
+        for _ in range(3):  # again, for what was being forked while we looked
+            victims = session_members(child.pid) | descendant_pids(child.pid)
+            if child.unit:
+                victims |= cgroup_pids(child.unit)
+            # only our descendants (we are their subreaper): an ended script's pid, reused by a
+            # stranger as its session id, must not make us kill the stranger's session
+            victims &= descendant_pids(os.getpid())
+            victims -= spared | killed
+            if not victims:
+                break
+            for pid in sorted(victims):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            killed |= victims
+        return sorted(killed)
 
     def reap(self, child: Child) -> int | None:
         """The script's exit status once it has exited (then forgotten), else None."""

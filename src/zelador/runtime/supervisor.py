@@ -104,6 +104,7 @@ class Supervisor:
             loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
         self.starting: dict[str, Child] = {}  # program -> its running start script
+        self.last_start: dict[str, Child] = {}  # program -> its latest start script, even ended
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
         self._ended: list[Child] = []  # scripts that exited since the last settle
         self._scan_wanted = True
@@ -240,7 +241,7 @@ class Supervisor:
         elif isinstance(action, Launch):
             self._launch(action.program, now)
         elif isinstance(action, KillScript):
-            child = self.starting.get(action.program)
+            child = self.starting.get(action.program) or self.last_start.get(action.program)
             if child is not None:
                 self.launcher.kill_script(child, action.spare)
         elif isinstance(action, StopInstance):
@@ -270,6 +271,7 @@ class Supervisor:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
             return
         self.starting[name] = child
+        self.last_start[name] = child
         self._watch_script(child)
 
     def _watch_script(self, child: Child) -> None:
@@ -327,6 +329,8 @@ class Supervisor:
         self.table.configure(config.programs)
         for name in [n for n in self.starting if n not in self.group.states]:
             self.launcher.kill_script(self.starting.pop(name), None)
+        for name in [n for n in self.last_start if n not in self.group.states]:
+            del self.last_start[name]
         self._scan_wanted = True
         now = self.loop.clock()
         for name in list(self.group.states):
