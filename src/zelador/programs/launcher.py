@@ -13,7 +13,6 @@ time, so a pid reused by another process is never signalled.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pwd
 import signal
@@ -21,8 +20,6 @@ import subprocess
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import psutil
 
 from zelador.config.host import host_problem
 from zelador.config.model import Program
@@ -59,33 +56,6 @@ def _devnull_output(program: str) -> int:
     return os.open(os.devnull, os.O_WRONLY)
 
 
-@dataclass(frozen=True)
-class Reaped:
-    """A process we reaped that was not one of our scripts: an orphan that came to us."""
-
-    instance: Instance
-    name: str  # read from the zombie before reaping it
-    status: int | None  # exit status, or
-    signal: int | None  # the signal that killed it
-
-    @property
-    def abnormal(self) -> bool:
-        return self.signal is not None or self.status != 0
-
-
-PR_SET_CHILD_SUBREAPER = 36
-
-
-def become_subreaper() -> bool:
-    """Make orphans of our descendants our children (prctl), so we reap them and learn how
-    they died. They still outlive us: when we exit they go to PID 1 as before."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
-    except (OSError, AttributeError):
-        return False
-
-
 def _no_output_place(program: str) -> str:
     return ""
 
@@ -96,36 +66,6 @@ class Launcher:
     output_where: Callable[[str], str] = _no_output_place  # where a script's output goes
     use_scopes: bool = False  # run each script in its own transient systemd scope
     children: dict[int, Child] = field(default_factory=dict)  # pid -> child
-
-    def reap_orphans(self) -> list[Reaped]:
-        """Reap every child that has exited. Our scripts are reaped through their Popen (which
-        keeps their status for `reap`); any other child (an orphaned daemon that came to us as
-        subreaper) is identified from its zombie, reaped, and returned with how it died."""
-        out: list[Reaped] = []
-        seen: set[int] = set()
-        while True:
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return out
-            if info is None or info.si_pid in seen:
-                return out
-            pid = info.si_pid
-            seen.add(pid)
-            child = self.children.get(pid)
-            if child is not None:
-                child.popen.poll()
-                continue
-            try:
-                zombie = psutil.Process(pid)
-                instance, name = Instance(pid, zombie.create_time()), zombie.name()
-            except psutil.Error:
-                instance, name = Instance(pid, 0.0), ""
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            killed = info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
-            out.append(Reaped(instance, name, None if killed else info.si_status,
-                              info.si_status if killed else None))
 
     def output_tail(self, program: str, lines: int = 3) -> str:
         """The script's last output lines when they are in a file, else where they went."""

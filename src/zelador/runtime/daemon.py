@@ -17,11 +17,12 @@ from zelador.config.model import Config
 from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event
-from zelador.programs.launcher import Launcher, become_subreaper
+from zelador.programs.launcher import Launcher
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
 from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
+from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.loop import Loop

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import math
-import signal
 from collections.abc import Collection, Iterable, Sequence
 from typing import Callable, Protocol
 
@@ -28,10 +27,10 @@ from zelador.errors import LaunchError
 from zelador.events import Event, Sink
 from zelador.programs.family import leftovers
 from zelador.programs.group import Group
-from zelador.programs.launcher import Child, Launcher, Reaped
+from zelador.programs.launcher import Child, Launcher
 from zelador.programs.policy import next_scan
 from zelador.programs.procevents import ProcEvents
-from zelador.programs.proctable import alive
+from zelador.programs.reaper import Reaped, reap_orphans
 from zelador.programs.states import (
     Action,
     Command,
@@ -50,6 +49,7 @@ from zelador.programs.states import (
     Tick,
 )
 from zelador.runtime.loop import Loop, Timer
+from zelador.runtime.scripts import Scripts
 
 NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
 CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against lost ones
@@ -103,10 +103,8 @@ class Supervisor:
         if proc_events is not None:
             loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
-        self.starting: dict[str, Child] = {}  # program -> its running start script
-        self.last_start: dict[str, Child] = {}  # program -> its latest start script, even ended
+        self.scripts = Scripts(loop, launcher, self.emit, pidfd)
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
-        self._ended: list[Child] = []  # scripts that exited since the last settle
         self._scan_wanted = True
         self._last_scan = -math.inf
         self._wake: Timer | None = None
@@ -143,9 +141,7 @@ class Supervisor:
         families = {instance: self.table.family(instance) for instance in deaths}
         for instance in deaths:
             self.table.forget(instance)
-        if not self.pidfd:
-            self._poll_scripts()
-        ended, self._ended = self._ended, []
+        ended = self.scripts.take_ended()
         verdicts: dict[str, Observed] = {}
         due = next_scan(self.group.states.values(), self._last_scan, self.backstop)
         execs, self._execs = self._execs, set()
@@ -194,7 +190,7 @@ class Supervisor:
         self._execs |= batch.execs
 
     def _collect_orphans(self) -> None:
-        for reaped in self.launcher.reap_orphans():
+        for reaped in reap_orphans(self.launcher.children):
             if self._owners(reaped.instance):
                 self.died(reaped.instance, reaped.status, reaped.signal)
             elif reaped.abnormal:
@@ -241,53 +237,19 @@ class Supervisor:
         elif isinstance(action, Launch):
             self._launch(action.program, now)
         elif isinstance(action, KillScript):
-            child = self.starting.get(action.program) or self.last_start.get(action.program)
-            if child is not None:
-                self.launcher.kill_script(child, action.spare)
+            self.scripts.kill(action.program, action.spare)
         elif isinstance(action, StopInstance):
-            program = self.config.program(action.program)
-            if action.kill_after is not None:
-                self.loop.at(now + action.kill_after,
-                             functools.partial(self._kill_if_alive, action.program, action.instance))
             try:
-                child = self.launcher.stop(program, action.instance, action.force, action.duplicate)
+                self.scripts.stop(self.config.program(action.program), action, now)
             except LaunchError as exc:
                 self.emit(Event("script_failed", f"{action.program}: {exc}", action.program,
                                 priority=3))
-                return
-            if child is not None:
-                self._watch_script(child)
-
-    def _kill_if_alive(self, name: str, instance: Instance) -> None:
-        if alive(instance) and self.launcher.signal(instance, signal.SIGKILL):
-            self.emit(Event("stop_timeout", f"{name}: pid {instance.pid} was still there after "
-                            "its stop signal; sent SIGKILL", name, priority=4,
-                            fields=(("pid", str(instance.pid)),)))
 
     def _launch(self, name: str, now: float) -> None:
         try:
-            child = self.launcher.start(self.config.program(name))
+            self.scripts.start(self.config.program(name))
         except LaunchError as exc:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
-            return
-        self.starting[name] = child
-        self.last_start[name] = child
-        self._watch_script(child)
-
-    def _watch_script(self, child: Child) -> None:
-        if child.fd >= 0:
-            self.loop.watch(child.fd, lambda: self._script_exited(child))
-
-    def _script_exited(self, child: Child) -> None:
-        if child.popen.poll() is not None:
-            if child.fd >= 0:
-                self.loop.unwatch(child.fd)
-            self._ended.append(child)
-
-    def _poll_scripts(self) -> None:
-        for child in list(self.launcher.children.values()):
-            if child.popen.poll() is not None:
-                self._ended.append(child)
 
     def _script_ended(self, child: Child, now: float) -> None:
         code = self.launcher.reap(child)
@@ -298,8 +260,8 @@ class Supervisor:
                 self.emit(Event("script_failed", f"{child.program}: stop command exited with "
                                 f"status {code}", child.program, priority=4))
             return
-        if self.starting.get(child.program) is child:
-            del self.starting[child.program]
+        if self.scripts.starting.get(child.program) is child:
+            del self.scripts.starting[child.program]
             if child.program in self.group.states:
                 output = self.launcher.output_tail(child.program) if code != 0 else ""
                 self._apply(child.program, ScriptExited(code, output), now)
@@ -327,10 +289,7 @@ class Supervisor:
         self.config = config
         self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if self.proc_events else config.interval
         self.table.configure(config.programs)
-        for name in [n for n in self.starting if n not in self.group.states]:
-            self.launcher.kill_script(self.starting.pop(name), None)
-        for name in [n for n in self.last_start if n not in self.group.states]:
-            del self.last_start[name]
+        self.scripts.forget(set(self.scripts.last_start) - set(self.group.states))
         self._scan_wanted = True
         now = self.loop.clock()
         for name in list(self.group.states):
