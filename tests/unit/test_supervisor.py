@@ -255,3 +255,12 @@ def test_loop_timers_fire_in_order_and_a_cancelled_one_never_does():
     loop.turn(max_wait=0)
     assert fired == ["a", "b"]
     loop.close()
+
+
+def test_an_exec_reported_in_a_turn_with_a_full_scan_is_still_read():
+    sup, clock, table, _, _ = running_after_first_look()
+    table.calls.clear()
+    sup._execs = {4321}  # the connector said pid 4321 exec'd ...
+    sup.look()  # ... in a turn that also scans everything (which re-reads only new pids)
+    sup.settle()
+    assert table.calls[:2] == ["refresh [4321]", "scan"]

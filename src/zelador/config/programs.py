@@ -6,7 +6,6 @@ the file (a missing script, an unknown user) is a warning instead when `host_che
 
 from __future__ import annotations
 
-import difflib
 import grp
 import os
 import pwd
@@ -20,7 +19,7 @@ import yaml
 from zelador.config.durations import parse_duration
 from zelador.config.host import check_root_only, running_as_root
 from zelador.config.model import Match, Program, Restart, Stop
-from zelador.config.yamlnodes import NodeReader
+from zelador.config.yamlnodes import NodeReader, close_matches
 from zelador.errors import UnsafeFileError
 
 PROGRAM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -237,7 +236,7 @@ class ProgramReader(NodeReader):
             if dep == name:
                 raise self.error(node, key, "a program cannot depend on itself")
             if dep not in self._all_names:
-                hint = difflib.get_close_matches(dep, self._all_names, n=1)
+                hint = close_matches(dep, self._all_names, n=1)
                 fix = f" (did you mean {hint[0]!r}?)" if hint else ""
                 raise self.error(node, key, f"{dep!r} is not a program in this file{fix}")
         return deps
@@ -249,5 +248,6 @@ def _did_you_mean(path: str) -> str:
         siblings = os.listdir(folder or ".")
     except OSError:
         return f" (nor does its folder {folder!r})" if folder else ""
-    hint = difflib.get_close_matches(base, siblings, n=1)
+    hint = close_matches(base, siblings, n=1)
     return f" (did you mean {hint[0]}?)" if hint else ""
+

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Iterable
 
 import yaml
 
@@ -35,7 +35,7 @@ class NodeReader:
             name = key_node.value if isinstance(key_node, yaml.ScalarNode) else ""
             where = f"{key}.{name}" if key else name
             if allowed and name not in allowed:
-                hint = difflib.get_close_matches(name, allowed, n=1)
+                hint = close_matches(name, allowed, n=1)
                 fix = f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(allowed)})"
                 raise self.error(key_node, where, f"unknown key{fix}")
             if name in entries:
@@ -86,3 +86,10 @@ def kind_of(node: yaml.Node) -> str:
     if isinstance(node, yaml.SequenceNode):
         return "a list"
     return repr(node.value)
+
+
+def close_matches(word: str, candidates: Iterable[str], n: int = 1) -> list[str]:
+    """Did-you-mean candidates (difflib is imported only when an error needs it)."""
+    import difflib
+
+    return difflib.get_close_matches(word, list(candidates), n=n)

@@ -17,7 +17,6 @@ import os
 import pwd
 import signal
 import subprocess
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -181,7 +180,7 @@ class Launcher:
         unit = ""
         command = list(argv)
         if self.use_scopes:
-            unit = f"zelador-{program.name}-{kind}-{uuid.uuid4().hex[:8]}.scope"
+            unit = f"zelador-{program.name}-{kind}-{os.urandom(4).hex()}.scope"
             command = ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={unit}",
                        f"--description=zelador: {kind} {program.name}"]
             command += [f"--uid={program.user}"] if program.user else []

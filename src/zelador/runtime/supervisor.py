@@ -145,12 +145,12 @@ class Supervisor:
         verdicts: dict[str, Observed] = {}
         due = next_scan(self.group.states.values(), self._last_scan, self.backstop)
         execs, self._execs = self._execs, set()
+        if execs:  # read what exec'd first: a full scan re-reads only pids it has not seen
+            verdicts = self.table.refresh(execs)
         if deaths or ended or self._scan_wanted or now >= due:
             self._scan_wanted = False
             self._last_scan = now
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
-        elif execs:
-            verdicts = self.table.refresh(execs)
         live = self.table.live() if any(families.values()) else set()
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
@@ -185,8 +185,9 @@ class Supervisor:
     def _on_proc_events(self) -> None:
         assert self.proc_events is not None
         batch = self.proc_events.read()
-        if batch.overflow:
-            self._scan_wanted = True  # events were lost: look at everything
+        if batch.overflow:  # events were lost: read every process again, not just new pids
+            self.table.configure(self.config.programs)
+            self._scan_wanted = True
         self._execs |= batch.execs
 
     def _collect_orphans(self) -> None:
