@@ -30,7 +30,8 @@ CACHE = Path(os.environ.get("ZELADOR_SYSTEST_CACHE", "/var/cache/zelador-systest
 MIRROR = os.environ.get("ZELADOR_SYSTEST_MIRROR")  # unset: debootstrap's own default
 # What the .deb depends on is preinstalled, so installing it needs no network.
 PACKAGES = ("systemd,systemd-sysv,dbus,procps,python3,python3-psutil,python3-yaml,"
-            "python3-systemd,python3-sdnotify")
+            "python3-systemd,python3-sdnotify,"
+            "libpam-systemd,xvfb,x11-utils")  # a real logind login and X display (session tests)
 INSIDE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "SYSTEMD_PAGER": "",
               "SYSTEMD_COLORS": "0", "TERM": "dumb"}
 
@@ -209,14 +210,28 @@ def newer_deb(deb: Path) -> Path:
 
 
 @contextlib.contextmanager
-def installed(release: str, deb: Path, workdir: Path) -> Iterator[Machine]:
-    """`release` booted, the stand-in MFE laid out, and the .deb installed with apt."""
+def installed(release: str, deb: Path, workdir: Path, session_monitor: bool = False
+              ) -> Iterator[Machine]:
+    """`release` booted, the stand-in MFE laid out, and the .deb installed with apt.
+
+    The shipped config runs Monitor in the desktop session (`user: session`); these containers
+    have none, so unless `session_monitor` the config is edited to run it as root, as before,
+    and the tests that are not about sessions see it run."""
     machine = Machine(release, workdir)
     try:
         lay_out_mfe(str(machine.root), sleep=str(machine.root / "bin" / "sleep"))
         (machine.root / "var" / "tmp").mkdir(exist_ok=True)  # nspawn mounts a tmpfs on /tmp
         shutil.copy(deb, machine.root / "var" / "tmp" / deb.name)
         machine.sh(f"apt-get install -y -q /var/tmp/{deb.name}", timeout=180)
+        if not session_monitor:
+            config = machine.root / "etc" / "zelador" / "zelador.yaml"
+            lines = config.read_text().splitlines(keepends=True)
+            kept = [line for line in lines if "user: session" not in line
+                    and "that user, with its DISPLAY" not in line]
+            assert len(kept) == len(lines) - 2, "the shipped config changed: adapt this"
+            config.write_text("".join(kept))
+            machine.sh("systemctl reload zelador")
+            wait_for(lambda: machine.pids("Monitor"), 20, "Monitor as root")
         yield machine
     finally:
         machine.close()

@@ -82,7 +82,7 @@ class FakeLauncher(Launcher):
         self.started: list[str] = []
         self.killed: list[tuple[str, Instance | None]] = []
 
-    def start(self, program: Program) -> Child:
+    def start(self, program: Program, session: object = None, env: object = None) -> Child:
         self.started.append(program.name)
         child = Child(program.name, "start", FakePopen(5000 + len(self.started)))  # type: ignore[arg-type]
         self.children[child.pid] = child
@@ -258,7 +258,7 @@ def test_loop_timers_fire_in_order_and_a_cancelled_one_never_does():
 
 
 def test_an_exec_reported_in_a_turn_with_a_full_scan_is_still_read():
-    sup, clock, table, _, _ = running_after_first_look()
+    sup, _, table, _, _ = running_after_first_look()
     table.calls.clear()
     sup._execs = {4321}  # the connector said pid 4321 exec'd ...
     sup.look()  # ... in a turn that also scans everything (which re-reads only new pids)

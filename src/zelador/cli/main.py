@@ -121,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             print(f"{state.name}: {state.phase.value}"
                   + (f" (pid {state.instance.pid})" if state.instance else "")
                   + (f": {state.reason}" if state.reason else ""))
-        return EX_OK if all(s.phase.value == "RUNNING" for s in states) else EX_DOWN
+        return EX_OK if all(s.phase.value in ("RUNNING", "WAITING") for s in states) else EX_DOWN
     finally:
         lock.close()
 

@@ -61,7 +61,7 @@ def host_problem(program: Program, path: str, what: str = "start") -> str:
     Checked before every launch and by `zelador validate`: the script exists, is an executable
     file, and (as root) no non-root user can modify it; the program's user and group exist.
     """
-    if program.user is not None and not _exists(pwd.getpwnam, program.user):
+    if program.user not in (None, "session") and not _exists(pwd.getpwnam, program.user):
         return f"user {program.user!r} does not exist"
     if program.group is not None and not _exists(grp.getgrnam, program.group):
         return f"group {program.group!r} does not exist"

@@ -61,7 +61,14 @@ class ProgramReader(NodeReader):
                 values[dep] = self.dependencies(name, entries[dep], f"{key}.{dep}")
         if "user" in entries:
             values["user"] = self.string(entries["user"], f"{key}.user")
-            self.known(entries["user"], f"{key}.user", str(values["user"]), pwd.getpwnam, "user")
+            if values["user"] == "session":
+                if "group" in entries:
+                    raise self.error(entries["group"], f"{key}.group", "cannot be combined with "
+                                     "`user: session`: the program runs as the desktop session's "
+                                     "user, with that user's own groups")
+            else:
+                self.known(entries["user"], f"{key}.user", str(values["user"]), pwd.getpwnam,
+                           "user")
         if "group" in entries:
             values["group"] = self.string(entries["group"], f"{key}.group")
             self.known(entries["group"], f"{key}.group", str(values["group"]), grp.getgrnam, "group")

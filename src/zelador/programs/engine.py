@@ -40,6 +40,7 @@ from zelador.programs.states import (
     ProgramState,
     Reloaded,
     ScriptExited,
+    SessionChanged,
     StopInstance,
     Tick,
 )
@@ -60,6 +61,7 @@ from zelador.programs.steps import (
     replace,
     started,
     stop,
+    wait_for_desktop,
     without_dead,
 )
 
@@ -72,6 +74,8 @@ def step(program: Program, state: ProgramState, event: Input, now: float,
     if isinstance(event, Tick) and (state.deadline is None or now < state.deadline):
         return state, []
     actions: list[Action] = []
+    if isinstance(event, SessionChanged):
+        return desktop_changed(program, state, event, now, waiting_for)
     if isinstance(event, Observed):
         event = without_dead(state, event)
         state, actions = duplicates(program, state, event)
@@ -89,6 +93,26 @@ def step(program: Program, state: ProgramState, event: Input, now: float,
 
 
 # --- the transitions ---------------------------------------------------------------------
+
+
+def desktop_changed(p: Program, s: ProgramState, e: SessionChanged, now: float,
+                    w: tuple[str, ...]) -> Result:
+    """`user: session`: the session came, went, or another one became active."""
+    before = s.desktop
+    s = dataclasses.replace(s, desktop=e.session, desktop_missing=e.reason or s.desktop_missing)
+    if p.user != "session" or e.session == before:
+        return s, []
+    if s.phase == Phase.WAITING and e.session:  # look first (the session's autostart may have
+        # started it already): the next verdict adopts it or launches
+        return replace(s, Phase.UNKNOWN, now, reason=f"graphical session {e.session}: looking"), []
+    if not e.session:  # logged out: its instance went with the session; never a restart storm
+        actions: list[Action] = [KillScript(s.name)] if s.phase == Phase.STARTING else []
+        gone = s if s.instance is None else remember_dead(s, s.instance)
+        new, more = wait_for_desktop(gone, now)
+        return new, actions + more
+    if s.phase == Phase.RUNNING and before:  # another session is active now: move to it
+        return stop(p, s, now, then_start=True, why=f"the active session is now {e.session}")
+    return s, []
 
 
 def _fatal_reloaded(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -270,6 +294,11 @@ def _waiting_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[st
     return launch(p, s, now, w, restart=s.restarting, why=why)
 
 
+def _desktop_waiting_observed(p: Program, s: ProgramState, e: Input, now: float,
+                              w: tuple[str, ...]) -> Result:
+    return s, []  # without a session, a process of that name is not ours to adopt
+
+
 def _waiting_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance is None:
@@ -323,6 +352,8 @@ TABLE: dict[tuple[Phase, type], Handler] = {
     (P.STARTING, LaunchFailed): _starting_launch_failed,
     (P.STARTING, EarlyExit): _starting_early_exit,
     (P.FATAL, Reloaded): _fatal_reloaded,
+    (P.WAITING, Command): _waiting_command,
+    (P.WAITING, Observed): _desktop_waiting_observed,
     (P.STARTING, Tick): _starting_timeout,
     (P.STARTING, Command): _starting_command,
     (P.RUNNING, Exited): _running_exited,

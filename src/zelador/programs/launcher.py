@@ -13,10 +13,12 @@ time, so a pid reused by another process is never signalled.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -26,6 +28,7 @@ from zelador.errors import LaunchError
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import open_pidfd
 from zelador.programs.proctree import cgroup_pids, descendant_pids, family_pids, session_members
+from zelador.programs.session import Session
 from zelador.programs.states import Instance
 
 # Variables that belong to zelador's own service and must not leak to what it starts.
@@ -80,9 +83,18 @@ class Launcher:
         tail = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
         return (" | ".join(tail)[-400:] + f" (in {where})") if tail else f"nothing (in {where})"
 
-    def start(self, program: Program) -> Child:
-        """Spawn the program's start script. Raises LaunchError with a one-line reason."""
-        return self._spawn(program, "start", program.start)
+    def start(self, program: Program, session: Session | None = None,
+              session_env: Mapping[str, str] | None = None) -> Child:
+        """Spawn the program's start script. Raises LaunchError with a one-line reason.
+
+        With a desktop `session` (`user: session`): as that session's user, with its DISPLAY,
+        XAUTHORITY, XDG_RUNTIME_DIR and session bus, and (under systemd) in a scope in that
+        user's slice, beside the rest of the desktop."""
+        if session is None:
+            return self._spawn(program, "start", program.start)
+        program = dataclasses.replace(program, user=session.user, environment=(
+            *sorted((session_env or {}).items()), *program.environment))
+        return self._spawn(program, "start", program.start, f"user-{session.uid}.slice")
 
     def stop(self, program: Program, instance: Instance, force: bool,
              duplicate: bool = False) -> Child | None:
@@ -172,7 +184,7 @@ class Launcher:
     def children_of(self, program: str, kind: str) -> list[Child]:
         return [c for c in self.children.values() if c.program == program and c.kind == kind]
 
-    def _spawn(self, program: Program, kind: str, argv: tuple[str, ...]) -> Child:
+    def _spawn(self, program: Program, kind: str, argv: tuple[str, ...], slice_: str = "") -> Child:
         problem = host_problem(program, argv[0], kind)
         if problem:
             raise LaunchError(problem, host=True)
@@ -185,6 +197,7 @@ class Launcher:
                        f"--description=zelador: {kind} {program.name}"]
             command += [f"--uid={program.user}"] if program.user else []
             command += [f"--gid={program.group}"] if program.group else []
+            command += [f"--slice={slice_}"] if slice_ else []
             command += ["--", *argv]
         out = self.output_for(program.name)
         try:

@@ -20,6 +20,7 @@ class Phase(str, enum.Enum):
     FATAL = "FATAL"  # gave up for now; retried on the slow timer
     STOPPING = "STOPPING"
     STOPPED = "STOPPED"  # stopped on request; not restarted until asked
+    WAITING = "WAITING"  # `user: session` and no graphical session to run in: nothing counted
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,14 @@ class EarlyExit:
 
 
 @dataclass(frozen=True)
+class SessionChanged:
+    """For `user: session` programs: the graphical session to run in (its id), or none and why."""
+
+    session: str  # "" when there is none
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Reloaded:
     """The config was reloaded: a program held back by a host problem looks again at once."""
 
@@ -118,7 +127,7 @@ class PeerRestarted:
 
 
 Input = Union[Observed, Exited, ScriptExited, EarlyExit, LaunchFailed, Tick, Command, PeerRestarted,
-              Reloaded]
+              Reloaded, SessionChanged]
 
 
 # --- actions: what the shell must do -------------------------------------------------------
@@ -177,6 +186,8 @@ class ProgramState:
     dead: tuple[Instance, ...] = ()  # seen to die, or left over from a dead instance: never adopted
     leftovers: tuple[Instance, ...] = ()  # STOPPING after an exit: the family still to go
     family_size: int = 0
+    desktop: str = ""  # `user: session`: the session to run in ("" none) ...
+    desktop_missing: str = "no graphical session yet"  # ... and why there is none
     last_exit: str = ""  # how the last instance ended, for `zelador status`
     host_problem: str = ""  # FATAL because of this machine: re-checked quietly, and on reload
     reason: str = ""  # the last thing worth showing in `zelador status`

@@ -43,6 +43,8 @@ def emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Eve
 def launch(program: Program, state: ProgramState, now: float, waiting_for: tuple[str, ...],
             *, restart: bool, why: str) -> Result:
     assert state.instance is None, "never start a second instance"
+    if program.user == "session" and not state.desktop:
+        return wait_for_desktop(state, now, restart)
     if waiting_for:
         reason = f"waiting for {', '.join(waiting_for)} to start first"
         return replace(state, Phase.BACKOFF, now, deadline=now + WAIT_POLL, reason=reason,
@@ -54,6 +56,16 @@ def launch(program: Program, state: ProgramState, now: float, waiting_for: tuple
                    reason=why)
     kind = "restarting" if restart else "starting"
     return new, [emit(new, kind, f"{kind} ({why}): {' '.join(program.start)}"), Launch(state.name)]
+
+
+def wait_for_desktop(state: ProgramState, now: float, restart: bool = False) -> Result:
+    """No graphical session: WAITING, with no failure, backoff or alert counted."""
+    reason = f"waiting for a graphical session: {state.desktop_missing}"
+    new = replace(state, Phase.WAITING, now, instance=None, script_running=False, reason=reason,
+                  restarting=state.restarting or restart, failures=0, starts=())
+    if state.phase == Phase.WAITING:
+        return new, []
+    return new, [emit(new, "waiting", reason, 5)]
 
 
 def started(program: Program, state: ProgramState, now: float) -> Result:
@@ -139,6 +151,8 @@ def after_exit(program: Program, state: ProgramState, now: float,
 def restart_after_exit(program: Program, gone: ProgramState, now: float,
                         waiting_for: tuple[str, ...], why: str) -> Result:
     """The instance is gone (and its leftovers): start again now, after a backoff, or give up."""
+    if program.user == "session" and not gone.desktop:  # no desktop to restart it in
+        return wait_for_desktop(gone, now, restart=True)
     if burst_exceeded(program.restart, gone.starts, now):
         return give_up(program, gone, now, why)
     delay = restart_delay(program.restart, gone.failures)

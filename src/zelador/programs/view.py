@@ -50,4 +50,7 @@ def render(reply: dict[str, Any]) -> str:
 
 
 def all_running(reply: dict[str, Any]) -> bool:
-    return all(p["state"] == Phase.RUNNING.value for p in reply.get("programs", []))
+    """Everything watched runs (a `user: session` program WAITING for a desktop counts: with
+    nobody logged in there is nothing for it to show)."""
+    fine = (Phase.RUNNING.value, Phase.WAITING.value)
+    return all(p["state"] in fine for p in reply.get("programs", []))

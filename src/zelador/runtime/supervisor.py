@@ -31,6 +31,8 @@ from zelador.programs.launcher import Child, Launcher
 from zelador.programs.policy import next_scan
 from zelador.programs.procevents import ProcEvents
 from zelador.programs.reaper import Reaped, reap_orphans
+from zelador.programs.session import Session
+from zelador.programs.session import current as current_session
 from zelador.programs.states import (
     Action,
     Command,
@@ -45,9 +47,11 @@ from zelador.programs.states import (
     Phase,
     Reloaded,
     ScriptExited,
+    SessionChanged,
     StopInstance,
     Tick,
 )
+from zelador.runtime.desktop import DesktopWatch
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.scripts import Scripts
 
@@ -105,6 +109,10 @@ class Supervisor:
         self.group = Group(config)
         self.scripts = Scripts(loop, launcher, self.emit, pidfd)
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
+        self.desktop: Session | None = None  # for `user: session` programs
+        self._desktop_watch: DesktopWatch | None = None
+        self._desktop_dirty = False
+        self._watch_desktop(config)
         self._scan_wanted = True
         self._last_scan = -math.inf
         self._wake: Timer | None = None
@@ -137,6 +145,8 @@ class Supervisor:
         now = self.loop.clock()
         if self.subreaper:
             self._collect_orphans()
+        if self._desktop_dirty:
+            self._refresh_desktop(now)
         deaths, self._deaths = self._deaths, {}
         families = {instance: self.table.family(instance) for instance in deaths}
         for instance in deaths:
@@ -177,10 +187,30 @@ class Supervisor:
 
     def settled(self) -> bool:
         """Check mode: done when every program runs or has failed a start."""
-        return all(s.phase in (Phase.RUNNING, Phase.FATAL) or s.failures > 0
+        return all(s.phase in (Phase.RUNNING, Phase.FATAL, Phase.WAITING) or s.failures > 0
                    for s in self.group.states.values())
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _watch_desktop(self, config: Config) -> None:
+        if self._desktop_watch is None and any(p.user == "session" for p in config.programs):
+            self._desktop_watch = DesktopWatch(self.loop, self._desktop_changed)
+            self._desktop_dirty = True
+
+    def _desktop_changed(self) -> None:
+        self._desktop_dirty = True
+
+    def _refresh_desktop(self, now: float) -> None:
+        """Tell each `user: session` program the session to run in (or why there is none)."""
+        self._desktop_dirty = False
+        found = current_session()
+        self.desktop = found if isinstance(found, Session) else None
+        change = SessionChanged(self.desktop.id if self.desktop else "",
+                                found if isinstance(found, str) else "")
+        for program in self.config.programs:
+            if program.user == "session":
+                self._apply(program.name, change, now)
+        self._scan_wanted = True
 
     def _on_proc_events(self) -> None:
         assert self.proc_events is not None
@@ -248,7 +278,8 @@ class Supervisor:
 
     def _launch(self, name: str, now: float) -> None:
         try:
-            self.scripts.start(self.config.program(name))
+            program = self.config.program(name)
+            self.scripts.start(program, self.desktop if program.user == "session" else None)
         except LaunchError as exc:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
 
@@ -290,6 +321,8 @@ class Supervisor:
         self.config = config
         self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if self.proc_events else config.interval
         self.table.configure(config.programs)
+        self._watch_desktop(config)
+        self._desktop_dirty = self._desktop_watch is not None
         self.scripts.forget(set(self.scripts.last_start) - set(self.group.states))
         self._scan_wanted = True
         now = self.loop.clock()

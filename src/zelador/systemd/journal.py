@@ -36,6 +36,7 @@ MESSAGE_IDS: dict[str, str] = {
     "script_failed": "0f739be21fe94a889d20dc761c8c95a7",
     "degraded": "e94efdb41fea4377917b7135ee7861e9",
     "host_problem": "1ccc9bbf64684dac82d2046f365e7f1a",
+    "waiting": "071eb6f03b8f498e9a49452dc34e7ca0",
     "state_ignored": "cbbb08d8ad2640dcb658f701d7020303",
 }
 
