@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,14 @@ def test_monitor_waits_for_a_login_runs_in_it_and_waits_again_after_logout(mfe, 
     assert "nobody is logged in" in waiting["message"]
     assert z.program("monitor")["state"] == "WAITING" and not pids_named(mfe.mon)
 
-    leader = os.getpid()  # a process "of the session" whose environment holds XAUTHORITY
-    os.environ["XAUTHORITY"] = "/home/caixa/.Xauthority-test"
+    # the session's leader (a display manager's session process) holds XAUTHORITY
+    leader = subprocess.Popen(["sleep", "1000"], env={"XAUTHORITY": "/home/caixa/.Xauthority-test"})
     try:
-        logind.login("3", "nobody", ":5", leader)
+        logind.login("3", "nobody", ":5", leader.pid)
         pid = int(z.wait_event("started", "monitor", timeout=10)["pid"])
     finally:
-        del os.environ["XAUTHORITY"]
+        leader.kill()
+        leader.wait()
     assert wait_for(lambda: record.exists() and record.read_text(), 5, "the record")
     assert record.read_text().splitlines()[-1] == (
         "nobody DISPLAY=:5 XAUTHORITY=/home/caixa/.Xauthority-test XDG_SESSION_ID=3")
