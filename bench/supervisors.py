@@ -137,6 +137,8 @@ def latencies(name: str, kills: int, timeout: float, gap: float) -> list[float]:
         if back is None:
             print(f"  {name} (pid {pid}) did not come back within {timeout}s (counted as "
                   f"{timeout}s); running now: {find(name)}")
+            for candidate in Path(tempfile.gettempdir()).glob("zelador-bench-*/zelador.log"):
+                print(candidate.read_text(errors="replace")[-6000:], flush=True)
             back = killed + timeout
         out.append(back - killed)
     return out
@@ -146,6 +148,8 @@ def settle_one(name: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while len(find(name)) != 1:
         if time.monotonic() > deadline:
+            for candidate in Path(tempfile.gettempdir()).glob("zelador-bench-*/zelador.log"):
+                print(candidate.read_text(errors="replace")[-6000:], flush=True)
             raise SystemExit(f"{name}: {len(find(name))} instances after {timeout}s")
         time.sleep(0.01)
 

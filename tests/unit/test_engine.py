@@ -387,3 +387,36 @@ def test_running_follows_a_pidfile_that_names_a_new_master():
     assert state.phase == Phase.RUNNING and state.instance == B
     assert kinds(actions) == ["found"] and "following it" in actions[0].message
     assert not any(isinstance(a, (Launch, PeersRestart)) for a in actions)
+
+
+def run_again(state: ProgramState, now: float, n: int) -> tuple[ProgramState, float]:
+    """From STARTING or BACKOFF to RUNNING with a fresh instance (as the shell would feed it)."""
+    if state.phase == Phase.BACKOFF:
+        now = state.deadline or now
+        state, _ = step(PROG, state, Tick(), now)
+    if state.phase != Phase.STARTING:
+        return state, now
+    state, _ = step(PROG, state, Observed(Instance(1000 + n, float(n))), now + 0.01)
+    state, _ = step(PROG, state, ScriptExited(0), now + 0.02)
+    return state, now + 0.02
+
+
+def test_a_healthy_program_that_dies_often_is_never_given_up_on():
+    state, now = running(at=0.0), 0.0
+    for n in range(3 * PROG.restart.burst):  # far more than burst, each after a stable run
+        now += PROG.restart.stable + 0.5
+        state, actions = step(PROG, state, Exited(state.instance), now)
+        assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+        state, now = run_again(state, now, n)
+        assert state.phase == Phase.RUNNING
+
+
+def test_a_crash_loop_still_hits_the_burst_limit():
+    state, now = running(at=0.0), 100.0
+    for n in range(PROG.restart.burst + 2):
+        state, _ = step(PROG, state, Exited(state.instance), now)
+        state, now = run_again(state, now, n)
+        if state.phase == Phase.FATAL:
+            break
+        now += 0.5  # dies young every time
+    assert state.phase == Phase.FATAL

@@ -123,7 +123,10 @@ def after_exit(program: Program, state: ProgramState, now: float,
     young = lived < program.restart.stable
     failures = state.failures + 1 if young else 0
     left = exited.leftovers if exited is not None else ()
+    # A run longer than `stable` proves the program healthy: its failures and its burst window
+    # start afresh, so a healthy program's occasional death is always restarted at once.
     gone = replace(state, state.phase, state.since, instance=None, failures=failures,
+                    starts=state.starts if young else (),
                     last_exit=f"pid {pid} {how} after {format_duration(lived)}",
                     dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
     exit_event = emit(gone, "exited", gone.last_exit, 4).with_fields(
