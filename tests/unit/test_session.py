@@ -22,6 +22,7 @@ from zelador.programs.states import (
     PeerRestarted,
     Phase,
     ProgramState,
+    Reloaded,
     SessionChanged,
     StopInstance,
 )
@@ -157,3 +158,11 @@ def test_user_session_cannot_be_combined_with_group():
     assert str(caught.value).startswith("z.yaml:6: programs.monitor.group: cannot be combined")
     ok = parse_config(text.replace("    group: adm\n", ""), "z.yaml")
     assert ok.programs[0].user == "session"
+
+
+def test_waiting_program_no_longer_session_after_reload_looks_and_starts():
+    plain = Program("monitor", Match(name="Monitor"), ("/opt/sefaz/cco/bin/runcco-mon.sh",))
+    state, _ = step(plain, waiting(), Reloaded(), 3.0)
+    assert state.phase == Phase.UNKNOWN
+    state, actions = step(plain, state, Observed(None), 3.1)
+    assert state.phase == Phase.STARTING and Launch("monitor") in actions

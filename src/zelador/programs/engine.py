@@ -294,6 +294,14 @@ def _waiting_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[st
     return launch(p, s, now, w, restart=s.restarting, why=why)
 
 
+def _waiting_reloaded(p: Program, s: ProgramState, e: Input, now: float,
+                      w: tuple[str, ...]) -> Result:
+    if p.user == "session":
+        return s, []
+    # no longer `user: session`: nothing to wait for; the next look adopts it or starts it
+    return replace(s, Phase.UNKNOWN, now, reason="reloaded: no longer waits for a session"), []
+
+
 def _desktop_waiting_observed(p: Program, s: ProgramState, e: Input, now: float,
                               w: tuple[str, ...]) -> Result:
     return s, []  # without a session, a process of that name is not ours to adopt
@@ -353,6 +361,7 @@ TABLE: dict[tuple[Phase, type], Handler] = {
     (P.STARTING, EarlyExit): _starting_early_exit,
     (P.FATAL, Reloaded): _fatal_reloaded,
     (P.WAITING, Command): _waiting_command,
+    (P.WAITING, Reloaded): _waiting_reloaded,
     (P.WAITING, Observed): _desktop_waiting_observed,
     (P.STARTING, Tick): _starting_timeout,
     (P.STARTING, Command): _starting_command,

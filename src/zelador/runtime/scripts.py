@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from zelador.config.model import Program
 from zelador.events import Event
 from zelador.programs.launcher import Child, Launcher
 from zelador.programs.proctable import alive
-from zelador.programs.session import Session, environment_of
+from zelador.programs.session import Session
 from zelador.programs.states import Instance, StopInstance
 from zelador.runtime.loop import Loop
 
@@ -29,11 +29,11 @@ class Scripts:
         self.last_start: dict[str, Child] = {}  # program -> its latest start script, even ended
         self._ended: list[Child] = []  # scripts that exited since the last take_ended()
 
-    def start(self, program: Program, session: Session | None = None) -> None:
-        """Spawn the program's start script (LaunchError if it cannot be run); in `session`
-        for a `user: session` program."""
-        env = environment_of(session) if session is not None else None
-        child = self.launcher.start(program, session, env)
+    def start(self, program: Program, session: Session | None = None,
+              session_env: Mapping[str, str] | None = None) -> None:
+        """Spawn the program's start script (LaunchError if it cannot be run); in `session`,
+        with its environment, for a `user: session` program."""
+        child = self.launcher.start(program, session, session_env)
         self.starting[program.name] = child
         self.last_start[program.name] = child
         self._watch(child)

@@ -31,7 +31,7 @@ from zelador.programs.launcher import Child, Launcher
 from zelador.programs.policy import next_scan
 from zelador.programs.procevents import ProcEvents
 from zelador.programs.reaper import Reaped, reap_orphans
-from zelador.programs.session import Session
+from zelador.programs.session import Session, environment_of
 from zelador.programs.session import current as current_session
 from zelador.programs.states import (
     Action,
@@ -56,6 +56,7 @@ from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.scripts import Scripts
 
 NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
+DESKTOP_SETTLE = 0.5  # a session that has no DISPLAY yet is looked at again this soon
 CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against lost ones
 
 
@@ -109,7 +110,8 @@ class Supervisor:
         self.group = Group(config)
         self.scripts = Scripts(loop, launcher, self.emit, pidfd)
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
-        self.desktop: Session | None = None  # for `user: session` programs
+        self.desktop: Session | None = None  # for `user: session` programs ...
+        self.desktop_env: dict[str, str] = {}  # ... and what they need of it (DISPLAY ...)
         self._desktop_watch: DesktopWatch | None = None
         self._desktop_dirty = False
         self._watch_desktop(config)
@@ -204,7 +206,15 @@ class Supervisor:
         """Tell each `user: session` program the session to run in (or why there is none)."""
         self._desktop_dirty = False
         found = current_session()
-        self.desktop = found if isinstance(found, Session) else None
+        self.desktop, self.desktop_env = None, {}
+        if isinstance(found, Session):
+            env = environment_of(found)
+            if found.type == "x11" and not env.get("DISPLAY"):
+                # just opened: its processes have not exec'd with their environment yet
+                found = f"session {found.id} ({found.user}) has no DISPLAY yet"
+                self.loop.at(now + DESKTOP_SETTLE, self._desktop_changed)
+            else:
+                self.desktop, self.desktop_env = found, env
         change = SessionChanged(self.desktop.id if self.desktop else "",
                                 found if isinstance(found, str) else "")
         for program in self.config.programs:
@@ -279,7 +289,10 @@ class Supervisor:
     def _launch(self, name: str, now: float) -> None:
         try:
             program = self.config.program(name)
-            self.scripts.start(program, self.desktop if program.user == "session" else None)
+            if program.user == "session":
+                self.scripts.start(program, self.desktop, self.desktop_env)
+            else:
+                self.scripts.start(program)
         except LaunchError as exc:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
 
