@@ -213,12 +213,14 @@ def test_check_asks_the_running_daemon_and_returns_without_waiting(mfe, zelador_
     assert done.returncode == 0 and "comunicador: RUNNING" in done.stdout, done.stderr
 
 
-def test_wrapper_that_execs_into_the_program_late_is_seen_and_not_doubled(mfe, zelador_factory):
+@pytest.mark.parametrize("events", ["auto", "no"], ids=["exec-events", "scan-only"])
+def test_wrapper_that_execs_into_the_program_late_is_seen_and_not_doubled(mfe, zelador_factory,
+                                                                           events):
     script = mfe.script(mfe.com)
     script.write_text(f"#!/bin/sh\ncd {mfe.bin}\n"
                       f"nohup sh -c 'sleep 3; exec ./{mfe.com} infinity' > /dev/null 2>&1 &\n")
     text = mfe.config(defaults=True, monitor=False).replace("start_timeout: 5s", "start_timeout: 20s")
-    z = zelador_factory(text).start()
+    z = zelador_factory(text, "--proc-events", events).start()
     started = z.wait_event("started", "comunicador", timeout=10)
     assert pids_named(mfe.com) == [int(started["pid"])]
     assert z.program("comunicador")["attempts"] == 1 and not z.matching("start_failed")

@@ -44,7 +44,8 @@ class FakeTable:
     world: dict[str, Observed] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
-    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]:
+    def scan(self, watched: Collection[int] = (), sessions: Collection[int] = ()
+             ) -> dict[str, Observed]:
         self.calls.append("scan")
         return dict(self.world)
 

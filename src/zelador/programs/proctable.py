@@ -31,6 +31,7 @@ class Proc:
     create_time: float
     name: str
     ppid: int = 0
+    sid: int = 0  # its session: a start script's, for a wrapper that execs late
     exe: str | None = None
     cmdline: str | None = None
     user: str | None = None
@@ -64,6 +65,7 @@ def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
             create_time = process.create_time()
             name = process.name()
             ppid = process.ppid()
+            sid = _session_of(pid)
             exe = _tolerant(process.exe) if "exe" in fields else None
             argv = _tolerant(process.cmdline) if "cmdline" in fields else None
             user = _tolerant(process.username) if "user" in fields else None
@@ -72,8 +74,15 @@ def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
     except psutil.AccessDenied:
         return None
     cmdline = " ".join(argv) if isinstance(argv, list) else None
-    return Proc(pid, create_time, name, ppid, exe if isinstance(exe, str) else None, cmdline,
+    return Proc(pid, create_time, name, ppid, sid, exe if isinstance(exe, str) else None, cmdline,
                 user if isinstance(user, str) else None)
+
+
+def _session_of(pid: int) -> int:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return 0
 
 
 def _tolerant(getter: Callable[[], object]) -> object:
@@ -123,11 +132,14 @@ class ProcessTable:
         self._hits.clear()
         self._young.clear()
 
-    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]:
-        """What each program looks like now: its oldest live match, and any others.
+    def scan(self, watched: Collection[int] = (), sessions: Collection[int] = ()
+             ) -> dict[str, Observed]:
+        """What each program looks like now: its top-most live match, and any others.
 
         `watched` pids have a pidfd on them, so their exit arrives on its own: they are not
-        read again, which keeps an idle scan to one listing of /proc.
+        read again, which keeps an idle scan to one listing of /proc. Processes in `sessions`
+        (those of start scripts whose program has not appeared) are read again each time: a
+        wrapper there may exec into the program late (without exec events, the only way).
         """
         pids = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
         for pid in list(self._known):
@@ -139,7 +151,11 @@ class ProcessTable:
             self._refreshed = now
             self._known.clear()
             self._hits.clear()
-        for pid in pids - self._known.keys() | self._young.keys() | {i.pid for i in self._dead}:
+        again = {i.pid for i in self._dead}
+        if sessions:
+            again |= {pid for pid, p in self._known.items()
+                      if p is not None and p.sid in sessions and pid not in self._hits}
+        for pid in pids - self._known.keys() | self._young.keys() | again:
             self._inspect(pid, now)
         for pid in [p for p in self._hits if p not in self._young and p not in watched]:
             self._recheck(pid, now)

@@ -63,7 +63,8 @@ CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against
 class Table(Protocol):
     """The process table (programs/proctable.py; a fake in unit tests)."""
 
-    def scan(self, watched: Collection[int] = ()) -> dict[str, Observed]: ...
+    def scan(self, watched: Collection[int] = (), sessions: Collection[int] = ()
+             ) -> dict[str, Observed]: ...
 
     def configure(self, programs: Iterable[Program]) -> None: ...
 
@@ -162,7 +163,8 @@ class Supervisor:
         if deaths or ended or self._scan_wanted or now >= due:
             self._scan_wanted = False
             self._last_scan = now
-            verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()})
+            verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()},
+                                       self._starting_sessions())
         live = self.table.live() if any(families.values()) else set()
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
@@ -193,6 +195,14 @@ class Supervisor:
                    for s in self.group.states.values())
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _starting_sessions(self) -> set[int]:
+        """Without exec events: the sessions of the starts still waiting for their program."""
+        if self.proc_events is not None:
+            return set()
+        return {child.pid for name, child in self.scripts.last_start.items()
+                if (s := self.group.states.get(name)) is not None
+                and s.phase == Phase.STARTING and s.instance is None}
 
     def _watch_desktop(self, config: Config) -> None:
         if self._desktop_watch is None and any(p.user == "session" for p in config.programs):
