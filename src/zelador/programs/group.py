@@ -57,9 +57,6 @@ class Group:
             out.update(state.leftovers)
         return out
 
-    def owner(self, instance: Instance) -> list[str]:
-        return [s.name for s in self.states.values() if s.instance == instance]
-
     def summary(self) -> str:
         """One line for systemd's STATUS=."""
         up = [s for s in self.states.values() if s.phase == Phase.RUNNING]
