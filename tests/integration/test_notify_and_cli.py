@@ -213,3 +213,17 @@ def test_reused_pid_is_not_mistaken_for_the_program(mfe):
         if stranger is not None:
             stranger.kill()
             stranger.wait()
+
+
+def test_validate_warns_when_two_matches_can_select_one_process(tmp_path):
+    config = tmp_path / "overlap.yaml"
+    config.write_text("programs:\n"
+                      "  a: {match: {name: java}, start: /bin/true}\n"
+                      "  b: {match: {name: java, cmdline: 'pdv\\.jar'}, start: /bin/true}\n"
+                      "  c: {match: {name: Other}, start: /bin/true}\n")
+    done = run_cli("validate", "-c", str(config))
+    assert done.returncode == 0
+    assert done.stderr == (f"zelador: warning: {config}: programs.a and programs.b: their `match:` "
+                           "can select the same process (make them differ by name, exe, pidfile "
+                           "or user)\n")
+    assert run_cli("validate", "--strict", "-c", str(config)).returncode == 78
