@@ -21,6 +21,7 @@ from zelador.config.model import Match, Program
 from zelador.programs.family import Node, children_index, descendants, top_most
 from zelador.programs.states import Instance, Observed
 
+Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
 YOUNG = 1.0
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
 
@@ -115,6 +116,7 @@ class ProcessTable:
         self._young: dict[int, float] = {}  # pid -> when we first read it (monotonic)
         self._dead: set[Instance] = set()  # seen to die; a lingering zombie is never a match
         self._families: dict[Instance, frozenset[Instance]] = {}  # instance -> its family
+        self._tree: Tree | None = None  # parents, children, live: see _process_tree
         self._refreshed = clock()
         # psutil's create_time is boot time + start ticks, with boot time read once and cached;
         # this reads the same value (and nothing here reads it again, so identities stay put).
@@ -131,6 +133,7 @@ class ProcessTable:
         self._known.clear()
         self._hits.clear()
         self._young.clear()
+        self._tree = None
 
     def scan(self, watched: Collection[int] = (), sessions: Collection[int] = ()
              ) -> dict[str, Observed]:
@@ -150,6 +153,7 @@ class ProcessTable:
         if now - self._refreshed >= FULL_REFRESH:
             self._refreshed = now
             self._known.clear()
+            self._tree = None
             self._hits.clear()
         again = {i.pid for i in self._dead}
         if sessions:
@@ -186,8 +190,10 @@ class ProcessTable:
         self._hits.pop(instance.pid, None)
         self._young.pop(instance.pid, None)
         self._known[instance.pid] = None
+        self._tree = None
 
     def _inspect(self, pid: int, now: float) -> None:
+        self._tree = None
         if pid in self._exclude:
             self._known[pid] = None
             return
@@ -224,6 +230,7 @@ class ProcessTable:
             self._inspect(pid, now)
 
     def _forget(self, pid: int) -> None:
+        self._tree = None
         self._known.pop(pid, None)
         self._hits.pop(pid, None)
         self._young.pop(pid, None)
@@ -238,10 +245,7 @@ class ProcessTable:
                 continue
             for name in names:
                 found[name].append(proc)
-        nodes = [Node(p.instance, p.ppid) for p in self._known.values() if p is not None]
-        parent_of = {n.instance.pid: n.ppid for n in nodes}
-        children = children_index(nodes)
-        live = {n.instance for n in nodes}
+        parent_of, children, live = self._process_tree()
         verdicts = {}
         for name, procs in found.items():
             match = self._programs[name]
@@ -261,6 +265,15 @@ class ProcessTable:
         for old in [i for i in self._families if i not in current and i not in live]:
             del self._families[old]  # died and handled: its family was taken at the death
         return verdicts
+
+    def _process_tree(self) -> Tree:
+        """Parents, children and live identities of every known process, rebuilt only when what
+        the table knows has changed (an idle look re-reads nothing and rebuilds nothing)."""
+        if self._tree is None:
+            nodes = [Node(p.instance, p.ppid) for p in self._known.values() if p is not None]
+            self._tree = ({n.instance.pid: n.ppid for n in nodes}, children_index(nodes),
+                          {n.instance for n in nodes})
+        return self._tree
 
     def family(self, instance: Instance) -> frozenset[Instance]:
         """The processes remembered below `instance` while it lived (workers, helpers)."""
