@@ -207,8 +207,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 In another terminal, try:
   pkill -9 -x Comunicador        # comes back within milliseconds; Monitor is restarted once
-                                 # (killed again within restart.stable, 10s, it backs off:
-                                 #  1s, 2s, 4s ... a crash loop is not restarted flat out)
+                                 # (a process killed less than restart.stable, 10s, after
+                                 #  its start counts as a failing start and backs off 1s,
+                                 #  2s, 4s ...: a crash loop is not restarted flat out)
   zelador status --socket {args.runtime_dir}/control.sock
   zelador restart monitor --socket {args.runtime_dir}/control.sock
 Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are
