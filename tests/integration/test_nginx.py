@@ -59,6 +59,17 @@ http {{
     finally:
         for pid in pids_named("nginx"):
             with_suppress_kill(pid)
+        wait_for(lambda: not pids_named("nginx"), 10, "nginx gone after the test")
+
+
+def read_pid(pidfile: Path) -> int | None:
+    """The pid in nginx's pidfile, None while it is missing or half written (nginx renames the
+    old one to .oldbin before the new master writes its own)."""
+    try:
+        text = pidfile.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def get(port: int) -> bytes:
@@ -112,8 +123,7 @@ def test_binary_upgrade_is_followed_through_the_pidfile(nginx_conf, zelador_fact
     z = zelador_factory(config(conf, f"{{pidfile: {pidfile}}}")).start()
     old = int(z.wait_event("started", "web")["pid"])
     os.kill(old, signal.SIGUSR2)  # start a new master from the (same) binary
-    new = wait_for(lambda: pidfile.exists() and pidfile.read_text().strip().isdigit()
-                   and int(pidfile.read_text()) != old and int(pidfile.read_text()), 10,
+    new = wait_for(lambda: (pid := read_pid(pidfile)) != old and pid, 10,
                    "the new master's pidfile")
     rescan(z)
     wait_for(lambda: z.program("web")["pid"] == new, 5, "zelador to follow the pidfile")
