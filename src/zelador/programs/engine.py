@@ -137,7 +137,7 @@ def _starting_script_exited(p: Program, s: ProgramState, e: Input, now: float,
     if e.returncode != 0:  # the shell looked once more just before telling us: nothing there
         output = f"; its output: {e.output}" if e.output else ""
         return failed(p, s, now, f"start script exited with status {e.returncode} and no process "
-                       f"matching {match_text(p)} is running{output}")
+                      f"matching {match_text(p)} is running{output}")
     return s, []
 
 
@@ -148,7 +148,7 @@ def _starting_early_exit(p: Program, s: ProgramState, e: Input, now: float,
         return s, []
     actions: list[Action] = [KillScript(s.name)] if s.script_running else []
     new, more = failed(p, s, now, f"pid {e.pid} {e.how} right after it started, before zelador "
-                        "saw it run")
+                       "saw it run")
     return new, actions + more
 
 
@@ -183,14 +183,14 @@ def _starting_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tupl
     if s.script_running and s.instance is not None:  # the program runs; its script hangs
         new, actions = started(p, dataclasses.replace(s, script_running=False), now)
         note = emit(new, "script_failed", f"start script still running after {limit}; killed it "
-                     f"and what else it started, kept pid {s.instance.pid}", 4)
+                    f"and what else it started, kept pid {s.instance.pid}", 4)
         return new, [KillScript(s.name, spare=s.instance), note, *actions]
     if s.script_running:
         new, actions = failed(p, s, now, f"start script still running after {limit}; killed it "
-                               "and everything it started")
+                              "and everything it started")
         return new, [KillScript(s.name), *actions]
     return failed(p, s, now, f"start script exited with status {s.script_status} but no process "
-                   f"matching {match_text(p)} appeared within {limit}")
+                  f"matching {match_text(p)} appeared within {limit}")
 
 
 def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -200,7 +200,7 @@ def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tupl
     # the script may be gone and its daemon not seen yet: kill what the start left, whatever it is
     actions: list[Action] = [KillScript(s.name)]
     new, more = stop(p, dataclasses.replace(s, script_running=False), now, then_start=False,
-                      why="stop requested while starting")
+                     why="stop requested while starting")
     return new, actions + more
 
 
@@ -223,7 +223,7 @@ def _running_observed(p: Program, s: ProgramState, e: Input, now: float, w: tupl
         old = s.instance.pid if s.instance else None
         new = replace(s, Phase.RUNNING, now, instance=e.instance, reason="")
         return new, [emit(new, "found", f"{p.match.pidfile} now names pid {e.instance.pid} (was "
-                           f"{old}): following it", 5)]
+                          f"{old}): following it", 5)]
     assert s.instance is not None
     return after_exit(p, s, now, w, "is gone (found by scan)", Exited(s.instance, successor=e.instance))
 
@@ -233,13 +233,13 @@ def _running_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple
     if e.verb == "start":
         return s, []
     return stop(p, dataclasses.replace(s, failures=0), now, then_start=e.verb == "restart",
-                 why=f"{e.verb} requested")
+                why=f"{e.verb} requested")
 
 
 def _running_peer(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, PeerRestarted)
     return stop(p, s, now, then_start=True, why=f"restarting because {e.peer} was restarted "
-                 "(part_of)")
+                "(part_of)")
 
 
 def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -272,7 +272,7 @@ def _stopping_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tupl
         return new, [emit(new, "stop_failed", "still alive after SIGKILL (stuck in the kernel?)", 2)]
     new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
     return new, [emit(new, "stop_timeout", f"did not stop within {format_duration(p.stop.timeout)}; "
-                       "sending SIGKILL", 4), StopInstance(s.name, s.instance, True)]
+                      "sending SIGKILL", 4), StopInstance(s.name, s.instance, True)]
 
 
 def _stopping_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -283,7 +283,7 @@ def _stopping_command(p: Program, s: ProgramState, e: Input, now: float, w: tupl
 def _waiting_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     if s.host_problem:  # quietly: a still-missing script is not news every few seconds
         new, actions = launch(p, dataclasses.replace(s, starts=()), now, w,
-                               restart=s.restarting, why="host problem re-check")
+                              restart=s.restarting, why="host problem re-check")
         return new, [a for a in actions if not isinstance(a, Event)]
     if s.phase == Phase.FATAL:
         s = dataclasses.replace(s, retrying=True, starts=())

@@ -41,19 +41,19 @@ def emit(state: ProgramState, kind: str, message: str, priority: int = 6) -> Eve
 
 
 def launch(program: Program, state: ProgramState, now: float, waiting_for: tuple[str, ...],
-            *, restart: bool, why: str) -> Result:
+           *, restart: bool, why: str) -> Result:
     assert state.instance is None, "never start a second instance"
     if program.user == "session" and not state.desktop:
         return wait_for_desktop(state, now, restart)
     if waiting_for:
         reason = f"waiting for {', '.join(waiting_for)} to start first"
         return replace(state, Phase.BACKOFF, now, deadline=now + WAIT_POLL, reason=reason,
-                        restarting=state.restarting or restart), []
+                       restarting=state.restarting or restart), []
     starts = (*prune_starts(program.restart, state.starts, now), now)
     new = replace(state, Phase.STARTING, now, deadline=now + program.start_timeout,
-                   attempts=state.attempts + 1, starts=starts,
-                   script_running=True, script_status=None, restarting=state.restarting or restart,
-                   reason=why)
+                  attempts=state.attempts + 1, starts=starts,
+                  script_running=True, script_status=None, restarting=state.restarting or restart,
+                  reason=why)
     kind = "restarting" if restart else "starting"
     return new, [emit(new, kind, f"{kind} ({why}): {' '.join(program.start)}"), Launch(state.name)]
 
@@ -74,10 +74,10 @@ def started(program: Program, state: ProgramState, now: float) -> Result:
     note = f"; start script exited with status {status}" if status else ""
     restarts = state.restarts + 1 if state.restarting else state.restarts
     new = replace(state, Phase.RUNNING, now, reason="", host_problem="", retrying=False,
-                   restarting=False, restarts=restarts)
+                  restarting=False, restarts=restarts)
     pid = new.instance.pid if new.instance else "?"
     actions: list[Action] = [emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
-                                   5 if not status else 4)]
+                                  5 if not status else 4)]
     if state.restarting:
         actions.append(PeersRestart(state.name))
     return new, actions
@@ -86,8 +86,8 @@ def started(program: Program, state: ProgramState, now: float) -> Result:
 def adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
     came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
     new = replace(state, Phase.RUNNING, now, instance=instance, reason="", host_problem="",
-                   retrying=False, restarting=False, script_running=False,
-                   restarts=state.restarts + 1 if came_back else state.restarts)
+                  retrying=False, restarting=False, script_running=False,
+                  restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
     if came_back:  # part_of peers follow (also a restart pending when zelador itself restarted)
         actions.append(PeersRestart(state.name))
@@ -103,7 +103,7 @@ def failed(program: Program, state: ProgramState, now: float, reason: str) -> Re
     delay = restart_delay(policy, failures)
     new = replace(state, Phase.BACKOFF, now, deadline=now + delay, reason=reason)
     return new, [emit(new, "start_failed",
-                       f"start failed: {reason}; next try in {format_duration(delay)}", 3)]
+                      f"start failed: {reason}; next try in {format_duration(delay)}", 3)]
 
 
 def give_up(program: Program, state: ProgramState, now: float, reason: str) -> Result:
@@ -113,11 +113,11 @@ def give_up(program: Program, state: ProgramState, now: float, reason: str) -> R
            f"{count} starts within {format_duration(program.restart.window)}, last: {reason}")
     new = replace(state, Phase.FATAL, now, deadline=now + retry, reason=why)
     return new, [emit(new, "gave_up", f"giving up for {format_duration(retry)} ({why}); "
-                       f"`zelador restart {state.name}` tries at once", 2)]
+                      f"`zelador restart {state.name}` tries at once", 2)]
 
 
 def after_exit(program: Program, state: ProgramState, now: float,
-                waiting_for: tuple[str, ...], how: str, exited: Exited | None = None) -> Result:
+               waiting_for: tuple[str, ...], how: str, exited: Exited | None = None) -> Result:
     lived = now - state.since
     pid = state.instance.pid if state.instance else None
     young = lived < program.restart.stable
@@ -126,16 +126,16 @@ def after_exit(program: Program, state: ProgramState, now: float,
     # A run longer than `stable` proves the program healthy: its failures and its burst window
     # start afresh, so a healthy program's occasional death is always restarted at once.
     gone = replace(state, state.phase, state.since, instance=None, failures=failures,
-                    starts=state.starts if young else (),
-                    last_exit=f"pid {pid} {how} after {format_duration(lived)}",
-                    dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
+                   starts=state.starts if young else (),
+                   last_exit=f"pid {pid} {how} after {format_duration(lived)}",
+                   dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
     exit_event = emit(gone, "exited", gone.last_exit, 4).with_fields(
         pid=pid, exit_status=exited.exit_status if exited else None,
         exit_signal=exited.exit_signal if exited else None)
     stop_left = bool(left) and program.family == "stop"
     if exited is not None and exited.successor is not None:
         new, actions = adopt(dataclasses.replace(gone, restarting=True), exited.successor, now,
-                              "another instance took its place")
+                             "another instance took its place")
         stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
                                             kill_after=program.stop.timeout) for i in left
                                if stop_left]
@@ -143,8 +143,8 @@ def after_exit(program: Program, state: ProgramState, now: float,
     if stop_left:  # orphaned workers may hold its port: they go first, as a cgroup kill would
         pids = ", ".join(str(i.pid) for i in left)
         new = replace(gone, Phase.STOPPING, now, deadline=now + program.stop.timeout,
-                       then_start=True, forced=False, leftovers=left, restarting=True,
-                       reason=f"stopping what pid {pid} left behind (pid {pids}) before restarting")
+                      then_start=True, forced=False, leftovers=left, restarting=True,
+                      reason=f"stopping what pid {pid} left behind (pid {pids}) before restarting")
         return new, [exit_event, emit(new, "stopping", new.reason, 5),
                      *(StopInstance(state.name, i, False, duplicate=True) for i in left)]
     new, actions = restart_after_exit(program, gone, now, waiting_for, f"pid {pid} {how}")
@@ -152,7 +152,7 @@ def after_exit(program: Program, state: ProgramState, now: float,
 
 
 def restart_after_exit(program: Program, gone: ProgramState, now: float,
-                        waiting_for: tuple[str, ...], why: str) -> Result:
+                       waiting_for: tuple[str, ...], why: str) -> Result:
     """The instance is gone (and its leftovers): start again now, after a backoff, or give up."""
     if program.user == "session" and not gone.desktop:  # no desktop to restart it in
         return wait_for_desktop(gone, now, restart=True)
@@ -162,12 +162,12 @@ def restart_after_exit(program: Program, gone: ProgramState, now: float,
     if delay <= 0:
         return launch(program, gone, now, waiting_for, restart=True, why=why)
     new = replace(gone, Phase.BACKOFF, now, deadline=now + delay, restarting=True,
-                   reason=f"{why}; restarting in {format_duration(delay)}")
+                  reason=f"{why}; restarting in {format_duration(delay)}")
     return new, [emit(new, "backoff", f"restarting in {format_duration(delay)}")]
 
 
 def leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
-                        w: tuple[str, ...]) -> Result:
+                       w: tuple[str, ...]) -> Result:
     """STOPPING after an exit: wait for the leftover family to go, then restart (or stop)."""
     remaining = s.leftovers
     if isinstance(e, Exited):
@@ -176,7 +176,7 @@ def leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
         if not s.forced:
             new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
             return new, [emit(new, "stop_timeout", f"left-behind pids still there after "
-                               f"{format_duration(p.stop.timeout)}; sending SIGKILL", 4),
+                              f"{format_duration(p.stop.timeout)}; sending SIGKILL", 4),
                          *(StopInstance(s.name, i, True) for i in remaining)]
         remaining = ()  # will not die: start anyway, they are never taken for the program
     if remaining:
@@ -188,20 +188,18 @@ def leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
     return restart_after_exit(p, done, now, w, s.last_exit)
 
 
-
-
 def replace(state: ProgramState, phase: Phase, since: float, *,
-             deadline: float | None = None, **changes: object) -> ProgramState:
+            deadline: float | None = None, **changes: object) -> ProgramState:
     return dataclasses.replace(state, phase=phase, since=since, deadline=deadline,
                                **changes)  # type: ignore[arg-type]
 
 
 def stop(program: Program, state: ProgramState, now: float, *, then_start: bool,
-          why: str) -> Result:
+         why: str) -> Result:
     if state.instance is None:
         return replace(state, Phase.STOPPED, now, reason=why), [emit(state, "stopped", why)]
     new = replace(state, Phase.STOPPING, now, deadline=now + program.stop.timeout,
-                   then_start=then_start, forced=False, reason=why)
+                  then_start=then_start, forced=False, reason=why)
     return new, [emit(new, "stopping", why, 5), StopInstance(state.name, state.instance, False)]
 
 
@@ -210,19 +208,17 @@ def duplicates(program: Program, state: ProgramState, event: Observed) -> Result
     state = dataclasses.replace(state, duplicates=event.duplicates)
     actions: list[Action] = []
     for dup in sorted(fresh, key=lambda d: d.create_time, reverse=True):
-        stop = program.duplicates == "stop"
-        what = "stopping it" if stop else "left running (set duplicates: stop to stop it)"
+        stopping = program.duplicates == "stop"
+        what = "stopping it" if stopping else "left running (set duplicates: stop to stop it)"
         main = event.instance.pid if event.instance else "?"
         actions.append(make_event("duplicate", f"{state.name}: a second instance, pid {dup.pid}, "
                                   f"runs beside pid {main}; {what}", subject=state.name,
                                   priority=4,
                                   pid=dup.pid, restarts=state.restarts))
-        if stop:
+        if stopping:
             actions.append(StopInstance(state.name, dup, False, duplicate=True,
                                         kill_after=program.stop.timeout))
     return state, actions
-
-
 
 
 def remember_dead(state: ProgramState, instance: Instance) -> ProgramState:
@@ -243,7 +239,6 @@ def without_dead(state: ProgramState, seen: Observed) -> Observed:
     return dataclasses.replace(seen, instance=instance, duplicates=duplicates)
 
 
-
 def match_text(p: Program) -> str:
     return ", ".join(f"{k}={getattr(p.match, k)!r}" for k in ("name", "exe", "cmdline", "pidfile",
                                                               "user") if getattr(p.match, k))
@@ -254,8 +249,8 @@ def host_fatal(p: Program, s: ProgramState, now: float, problem: str) -> Result:
     looked at again every HOST_RECHECK and on reload, said once per distinct problem."""
     recheck = min(HOST_RECHECK, p.restart.retry_every)
     new = replace(s, Phase.FATAL, now, deadline=now + recheck, host_problem=problem,
-                   script_running=False, reason=f"cannot start: {problem} (checked again every "
-                   f"{format_duration(recheck)}, and on reload)")
+                  script_running=False, reason=f"cannot start: {problem} (checked again every "
+                  f"{format_duration(recheck)}, and on reload)")
     if problem == s.host_problem:
         return new, []
     return new, [emit(new, "host_problem", new.reason, 3)]
