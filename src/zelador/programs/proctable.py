@@ -130,6 +130,10 @@ class ProcessTable:
         for match in self._programs.values():
             fields |= match.fields()
         self._fields = frozenset(fields)
+        self._read_all_again()
+
+    def _read_all_again(self) -> None:
+        """Forget what was read, so the next scan reads every process afresh."""
         self._known.clear()
         self._hits.clear()
         self._young.clear()
@@ -152,9 +156,7 @@ class ProcessTable:
         now = self._clock()
         if now - self._refreshed >= FULL_REFRESH:
             self._refreshed = now
-            self._known.clear()
-            self._tree = None
-            self._hits.clear()
+            self._read_all_again()
         again = {i.pid for i in self._dead}
         if sessions:
             again |= {pid for pid, p in self._known.items()
@@ -281,7 +283,7 @@ class ProcessTable:
 
     def live(self) -> set[Instance]:
         """Every process the table knows to be alive."""
-        return {p.instance for p in self._known.values() if p is not None} - self._dead
+        return self._process_tree()[2] - self._dead
 
     def _by_pidfile(self, match: Match) -> list[Proc]:
         wanted = read_pidfile(match.pidfile or "")

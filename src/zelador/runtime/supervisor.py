@@ -104,8 +104,6 @@ class Supervisor:
         self._early: list[Reaped] = []  # reaped processes no program knew as its instance
         self.proc_events = proc_events  # exec events: a new process is read when it execs ...
         self._execs: set[int] = set()
-        # ... so the full scan is only the backstop against lost events, and can be rare
-        self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if proc_events else config.interval
         if proc_events is not None:
             loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
@@ -120,6 +118,14 @@ class Supervisor:
         self._last_scan = -math.inf
         self._wake: Timer | None = None
         loop.after_turn(self.settle)
+
+    @property
+    def backstop(self) -> float:
+        """Seconds between full scans: `interval`, or, with exec events (so the scan only guards
+        against lost ones), at least CONNECTOR_BACKSTOP."""
+        if self.proc_events is None:
+            return self.config.interval
+        return max(self.config.interval, CONNECTOR_BACKSTOP)
 
     # --- sources: note, then let settle() decide ----------------------------------------------
 
@@ -342,7 +348,6 @@ class Supervisor:
         """Take a new config; kill the start scripts of programs no longer watched."""
         added, removed = self.group.reconfigure(config)
         self.config = config
-        self.backstop = max(config.interval, CONNECTOR_BACKSTOP) if self.proc_events else config.interval
         self.table.configure(config.programs)
         self._watch_desktop(config)
         self._desktop_dirty = self._desktop_watch is not None
