@@ -23,6 +23,7 @@ from zelador.programs.pidfd import Watches
 from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
+from zelador.programs.states import ProgramState
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.loop import Loop
@@ -54,6 +55,7 @@ class Daemon:
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
+        self._seen: tuple[ProgramState, ...] = ()  # the states the last snapshot was taken of
         if state_file is not None:
             self._restore(state_file)
             self.loop.after_turn(self._persist)
@@ -107,6 +109,10 @@ class Daemon:
     def _persist(self) -> None:
         """Save what must survive our own restart, when it changed (a few hundred bytes)."""
         assert self.state_file is not None
+        states = tuple(self.supervisor.group.states.values())
+        if len(states) == len(self._seen) and all(a is b for a, b in zip(states, self._seen)):
+            return  # no program's state changed this turn (states are replaced, never mutated)
+        self._seen = states
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
         if _rounded(data["programs"]) == _rounded(self._saved):
             return
