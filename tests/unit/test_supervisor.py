@@ -265,3 +265,25 @@ def test_an_exec_reported_in_a_turn_with_a_full_scan_is_still_read():
     sup.look()  # ... in a turn that also scans everything (which re-reads only new pids)
     sup.settle()
     assert table.calls[:2] == ["refresh [4321]", "scan"]
+
+
+def test_a_start_command_seen_as_the_program_dies_with_its_exit():
+    # `start: [/usr/sbin/nginx, ...]`: the command launched is itself a match until it has
+    # daemonized; when it exits, that instance died, it is not "started"
+    sup, clock, table, launcher, sink = make()
+    sup.settle()
+    child = next(iter(launcher.children.values()))
+    itself = Instance(child.pid, 3000.0)
+    table.world = {"comunicador": Observed(itself)}
+    clock.jump(0.005)
+    sup.look()
+    sup.settle()
+    assert sup.group.states["comunicador"].instance == itself
+    child.popen.returncode = 1  # type: ignore[attr-defined]  # e.g. bind() failed
+    table.world = {"comunicador": Observed(None)}
+    clock.jump(0.005)
+    sup.settle()
+    assert f"forget {child.pid}" in table.calls
+    state = sup.group.states["comunicador"]
+    assert state.phase == Phase.BACKOFF and "started" not in sink.kinds()
+    assert "status 1" in next(e for e in sink.events if e.kind == "start_failed").message

@@ -156,11 +156,13 @@ class Supervisor:
             self._collect_orphans()
         if self._desktop_dirty:
             self._refresh_desktop(now)
+        ended = self.scripts.take_ended()
+        for child in ended:  # `start: [/usr/sbin/nginx, ...]`: the start command may itself have
+            self._start_was_instance(child)  # been seen as the program; its exit is a death
         deaths, self._deaths = self._deaths, {}
         families = {instance: self.table.family(instance) for instance in deaths}
         for instance in deaths:
             self.table.forget(instance)
-        ended = self.scripts.take_ended()
         verdicts: dict[str, Observed] = {}
         due = next_scan(self.group.states.values(), self._last_scan, self.backstop)
         execs, self._execs = self._execs, set()
@@ -201,6 +203,13 @@ class Supervisor:
                    for s in self.group.states.values())
 
     # --- helpers ------------------------------------------------------------------------------
+
+    def _start_was_instance(self, child: Child) -> None:
+        code = child.popen.returncode
+        for state in self.group.states.values():
+            if state.instance is not None and state.instance.pid == child.pid:
+                self.died(state.instance, code if code is not None and code >= 0 else None,
+                          -code if code is not None and code < 0 else None)
 
     def _starting_sessions(self) -> set[int]:
         """Without exec events: the sessions of the starts still waiting for their program."""
