@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import psutil
+
 from zelador.config.host import host_problem
 from zelador.config.model import Program
 from zelador.errors import LaunchError
@@ -45,6 +47,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     fd: int = -1  # pidfd: readable when the script exits (-1 without pidfd support)
     unit: str = ""  # the transient scope it runs in, if any
+    created: float = 0.0  # its start time, as psutil gives processes' (create_time)
 
     @property
     def pid(self) -> int:
@@ -56,6 +59,13 @@ OutputFor = Callable[[str], int]  # program name -> an fd for the script's stdou
 
 def _devnull_output(program: str) -> int:
     return os.open(os.devnull, os.O_WRONLY)
+
+
+def _create_time(pid: int) -> float:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return 0.0
 
 
 def _no_output_place(program: str) -> str:
@@ -216,7 +226,7 @@ class Launcher:
             raise LaunchError(f"cannot run {kind} script {command[0]!r}: {exc.strerror}") from None
         finally:
             os.close(out)
-        child = Child(program.name, kind, popen, unit=unit)
+        child = Child(program.name, kind, popen, unit=unit, created=_create_time(popen.pid))
         if PIDFD:
             try:
                 child.fd = os.pidfd_open(popen.pid)

@@ -268,8 +268,12 @@ class Supervisor:
         how = Exited(reaped.instance, reaped.status, reaped.signal).how
         for program in self.config.programs:
             state = self.group.states.get(program.name)
+            start = self.scripts.last_start.get(program.name)
             if (state is not None and state.phase == Phase.STARTING and state.instance is None
-                    and program.match.name == reaped.name and not program.match.fields() - {"name"}):
+                    and program.match.name == reaped.name and not program.match.fields() - {"name"}
+                    # born after this start began: a process of an earlier life (killed by
+                    # hand, reaped only now) is not this start's failure
+                    and start is not None and reaped.instance.create_time >= start.created):
                 self._apply(program.name, EarlyExit(reaped.instance.pid, how), now)
 
     def _owners(self, instance: Instance) -> list[str]:
