@@ -73,12 +73,50 @@ class Check:
 
 
 @dataclass(frozen=True)
+class Job:
+    """A scheduled job zelador expects reports from (and, with `run`, starts from a timer)."""
+
+    name: str
+    cron: str | None = None  # a five-field cron expression ...
+    every: float | None = None  # ... or a fixed interval between starts
+    timezone: str | None = None  # the cron's zone; None: the machine's local time
+    max_runtime: float = 3600.0  # started and not ended within it: TIMEOUT
+    grace: float = 600.0  # not started within it of the expected time: MISSED
+    id: int | None = None  # the numeric `id=` of the seed's report lines
+    run: tuple[str, ...] = ()  # what the rendered timer runs, through `zelador exec`
+    user: str | None = None  # who `run` runs as
+
+
+@dataclass(frozen=True)
+class Intake:
+    """The TCP report port (seed 002's line protocol)."""
+
+    host: str = "127.0.0.1"
+    port: int = 2020
+    enabled: bool = True  # `listen: off` turns it off; it is only opened when jobs exist
+    allow: tuple[str, ...] = ()  # networks allowed to report when `host` is not loopback
+    max_connections: int = 256
+    idle_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class History:
+    """The SQLite history's retention."""
+
+    keep: float = 90 * 86400.0  # rows older than this are deleted
+    max_rows: int = 1_000_000  # per table; the oldest go first
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
     programs: tuple[Program, ...] = ()
     control: Control = field(default_factory=Control)
     check: Check = field(default_factory=Check)
+    jobs: tuple[Job, ...] = ()
+    intake: Intake = field(default_factory=Intake)
+    history: History = field(default_factory=History)
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property
@@ -91,6 +129,12 @@ class Config:
         for prog in self.programs:
             if prog.name == name:
                 return prog
+        raise KeyError(name)
+
+    def job(self, name: str) -> Job:
+        for job in self.jobs:
+            if job.name == name:
+                return job
         raise KeyError(name)
 
     @property

@@ -12,8 +12,9 @@ import yaml
 
 from zelador.config.durations import format_duration
 from zelador.config.host import check_root_only, running_as_root
-from zelador.config.model import Check, Config, Control, Program
-from zelador.config.programs import PROGRAM_NAME, ProgramReader
+from zelador.config.jobs import JobReader
+from zelador.config.model import Check, Config, Control, History, Intake, Program
+from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
 
 # --- reading -------------------------------------------------------------------------------
@@ -64,17 +65,18 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
     return reader.config(root)
 
 
-class _Reader(ProgramReader):
-    """Reads the file-level sections; each program's is read by ProgramReader."""
+class _Reader(JobReader):
+    """Reads the file-level sections; each program's is read by ProgramReader, jobs by JobReader."""
 
     def config(self, root: yaml.Node) -> Config:
-        top = self.mapping(root, "", ("interval", "programs", "control", "check"))
+        top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
+                                      "history"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
-        if "programs" not in top:
-            raise self.error(root, "programs", "missing: list the programs to watch")
-        programs_node = top["programs"]
-        entries = self.mapping(programs_node, "programs", ())
-        if not entries:
+        if "programs" not in top and "jobs" not in top:
+            raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
+        programs_node = top.get("programs")
+        entries = self.mapping(programs_node, "programs", ()) if programs_node else {}
+        if programs_node and not entries:
             raise self.error(programs_node, "programs", "empty: list at least one program")
         self._all_names = tuple(entries)
         programs = []
@@ -86,8 +88,12 @@ class _Reader(ProgramReader):
         control = self.control(top["control"]) if "control" in top else Control()
         self.check_references(programs, entries)
         check = self.check(top["check"], programs) if "check" in top else Check()
+        jobs = self.jobs(top["jobs"]) if "jobs" in top else ()
+        intake = self.intake(top["intake"]) if "intake" in top else Intake()
+        history = self.history(top["history"]) if "history" in top else History()
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
-                      check=check, warnings=tuple(self.warnings))
+                      check=check, jobs=jobs, intake=intake, history=history,
+                      warnings=tuple(self.warnings))
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:
         entries = self.mapping(node, "check", ("every", "timeout"))

@@ -1,0 +1,349 @@
+"""What a job's reports and the passing of time mean: the pure job engine.
+
+States (`JobPhase`): NEW before the first expected run, RUNNING while a started run has not
+ended, OK and FAIL as the last run ended, TIMEOUT when a run outlived `max_runtime`, MISSED when
+no run started within `grace` of the expected time.
+
+Like the program engine this is plain data in, plain data out: `step(job, state, input, now)`
+returns the new state and what to do (events for the journal and history, run rows for the
+history). `now` is wall-clock seconds: a job's schedule is wall time by nature, and its deadlines
+must hold across a restart of zelador and of the machine; every deadline is a moment, so a clock
+step moves it with the schedule rather than stretching it.
+
+One table, `TABLE`, says which handler takes which input.
+
+Expected runs: a start (or an end nobody announced a start for) within `grace` before or after
+the expected moment is that moment's run, and the next moment becomes expected; a run started
+outside it (someone ran the job by hand) is kept in the history but expects nothing. Runs are
+paired with their ends by the run id the reporter gives (`zelador exec` always does); an end
+without one closes the oldest open run, so overlapping runs are not mixed up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Callable, Union
+
+from zelador.config.durations import format_duration
+from zelador.config.model import Job
+from zelador.events import Event, event
+from zelador.jobs.schedule import Cron, format_moment, next_after
+
+JOB = "job"
+MESSAGE_CAP = 200  # characters of a reporter's message in a journal line
+OUTPUT_CAP = 10 * 1024  # bytes of output kept per run
+TIMED_OUT_KEPT = 16  # run ids remembered after a TIMEOUT, so a late end is known for what it is
+
+
+class JobPhase(str, Enum):
+    NEW = "NEW"
+    RUNNING = "RUNNING"
+    OK = "OK"
+    FAIL = "FAIL"
+    TIMEOUT = "TIMEOUT"
+    MISSED = "MISSED"
+
+    @property
+    def problem(self) -> bool:
+        return self in (JobPhase.FAIL, JobPhase.TIMEOUT, JobPhase.MISSED)
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run that reported its start and not yet its end."""
+
+    run_id: str
+    started: float
+    deadline: float  # started + max_runtime
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """How the last run ended."""
+
+    run_id: str
+    result: JobPhase  # OK, FAIL or TIMEOUT
+    ended: float
+    started: float | None = None  # None: only its end was reported
+    exit_status: int | None = None
+    duration: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    phase: JobPhase = JobPhase.NEW
+    since: float = 0.0
+    expected: float | None = None  # the next moment a run should start
+    runs: tuple[Run, ...] = ()  # open runs, oldest first
+    last: Finished | None = None
+    last_ok: float | None = None  # when a run last ended OK
+    serial: int = 0  # numbers run ids for reporters that give none
+    timed_out: tuple[str, ...] = ()
+    reason: str = ""
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report from the TCP intake, `zelador report` or `zelador exec`."""
+
+    verb: str  # "start", "ok" or "fail"
+    run_id: str | None = None
+    exit_status: int | None = None
+    message: str = ""
+    output: str = ""  # the tail of the run's output (zelador exec)
+    duration: float | None = None  # measured by the reporter on its monotonic clock
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    """Time passed: deadlines may have come."""
+
+
+@dataclass(frozen=True)
+class Reconfigured:
+    """The job's settings changed (a reload): schedule and deadlines are worked out again."""
+
+    old: Job
+
+
+Input = Union[Report, Tick, Reconfigured]
+
+
+# --- outputs --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """A run as the history keeps it; written again (same job and run id) when it ends."""
+
+    job: str
+    run_id: str
+    state: JobPhase  # RUNNING, OK, FAIL or TIMEOUT
+    started: float | None
+    ended: float | None = None
+    exit_status: int | None = None
+    duration: float | None = None
+    message: str = ""
+    output: str = ""
+
+
+Action = Union[Event, RunRow]
+Outcome = tuple[JobState, list[Action]]
+
+
+# --- schedule arithmetic ----------------------------------------------------------------------
+
+
+def next_expected(job: Job, after: float) -> float | None:
+    """The first moment a run is expected after `after` (interval jobs: `every` after it)."""
+    if job.cron is not None:
+        return next_after(Cron(job.cron, job.timezone), after)
+    assert job.every is not None
+    return after + job.every
+
+
+def initial(job: Job, now: float) -> JobState:
+    return JobState(job.name, since=now, expected=next_expected(job, now))
+
+
+def deadline(job: Job, state: JobState) -> float | None:
+    """When `Tick` must next be given (the nearest run deadline or end of grace)."""
+    moments = [run.deadline for run in state.runs]
+    if state.expected is not None:
+        moments.append(state.expected + job.grace)
+    return min(moments, default=None)
+
+
+# --- transitions ------------------------------------------------------------------------------
+
+
+def step(job: Job, state: JobState, given: Input, now: float) -> Outcome:
+    handler: Callable[[Job, JobState, Input, float], Outcome] = TABLE[type(given)]
+    return handler(job, state, given, now)
+
+
+def _tick(job: Job, state: JobState, given: Input, now: float) -> Outcome:
+    actions: list[Action] = []
+    for run in state.runs:
+        if run.deadline <= now:
+            state, more = _timeout(job, state, run, now)
+            actions.extend(more)
+    if state.expected is not None and now >= state.expected + job.grace:
+        if state.runs:  # a run still going (max_runtime longer than the period) covers it
+            state = dataclasses.replace(state, expected=_after_window(job, state.expected, now))
+        else:
+            state, more = _missed(job, state, now)
+            actions.extend(more)
+    return state, actions
+
+
+def _timeout(job: Job, state: JobState, run: Run, now: float) -> Outcome:
+    ran = now - run.started
+    finished = Finished(run.run_id, JobPhase.TIMEOUT, now, run.started, None, ran)
+    runs = tuple(r for r in state.runs if r is not run)
+    state = dataclasses.replace(
+        state, phase=JobPhase.TIMEOUT, since=now, runs=runs, last=finished,
+        timed_out=(*state.timed_out, run.run_id)[-TIMED_OUT_KEPT:],
+        reason=f"run {run.run_id} started {format_moment(run.started)} has not ended within "
+               f"max_runtime {format_duration(job.max_runtime)}")
+    ev = event("job_timeout", f"job {job.name} TIMEOUT: {state.reason}", subject=job.name,
+               subject_kind=JOB, priority=3, run=run.run_id, duration_usec=_usec(ran),
+               max_runtime_usec=_usec(job.max_runtime))
+    return state, [ev, RunRow(job.name, run.run_id, JobPhase.TIMEOUT, run.started, now, None, ran,
+                              "no end reported within max_runtime")]
+
+
+def _missed(job: Job, state: JobState, now: float) -> Outcome:
+    assert state.expected is not None
+    expected = state.expected
+    state = dataclasses.replace(
+        state, phase=JobPhase.MISSED, since=now, expected=_after_window(job, expected, now),
+        reason=f"expected at {format_moment(expected, job.timezone)}, no run started within "
+               f"grace {format_duration(job.grace)}")
+    ev = event("job_missed", f"job {job.name} MISSED: {state.reason}", subject=job.name,
+               subject_kind=JOB, priority=3, expected=f"{expected:.0f}",
+               next=f"{state.expected:.0f}" if state.expected is not None else None)
+    return state, [ev]
+
+
+def _after_window(job: Job, expected: float, now: float) -> float | None:
+    """The next expected moment whose window is still open at `now`."""
+    if job.cron is not None:
+        return next_expected(job, max(expected, now - job.grace))
+    assert job.every is not None
+    periods = max(1, math.ceil((now - job.grace - expected) / job.every + 1e-9))
+    return expected + periods * job.every
+
+
+def _in_window(job: Job, state: JobState, moment: float) -> bool:
+    return state.expected is not None and moment >= state.expected - job.grace
+
+
+def _satisfied(job: Job, state: JobState, moment: float) -> JobState:
+    """`moment` (a start) is the expected run: expect the one after it."""
+    if not _in_window(job, state, moment):
+        return state
+    assert state.expected is not None
+    if job.cron is not None:
+        return dataclasses.replace(state, expected=next_expected(job, max(moment, state.expected)))
+    return dataclasses.replace(state, expected=next_expected(job, moment))
+
+
+def _report(job: Job, state: JobState, given: Input, now: float) -> Outcome:
+    assert isinstance(given, Report)
+    state, actions = _tick(job, state, Tick(), now)  # deadlines that passed come first
+    if given.verb == "start":
+        state, more = _start(job, state, given, now)
+    else:
+        state, more = _end(job, state, given, now)
+    return state, actions + more
+
+
+def _start(job: Job, state: JobState, report: Report, now: float) -> Outcome:
+    serial = state.serial + 1
+    run_id = report.run_id or str(serial)
+    if any(run.run_id == run_id for run in state.runs):
+        return state, []  # a repeated start of the same run (a client that retried)
+    was = state.phase
+    run = Run(run_id, now, now + job.max_runtime, report.source)
+    state = _satisfied(job, state, now)
+    state = dataclasses.replace(state, phase=JobPhase.RUNNING, since=now, serial=serial,
+                                runs=(*state.runs, run), reason="")
+    after = f" (it was {was.value})" if was.problem else ""
+    ev = event("job_started", f"job {job.name} started, run {run_id}{after}", subject=job.name,
+               subject_kind=JOB, priority=6, run=run_id, source=report.source or None)
+    return state, [ev, RunRow(job.name, run_id, JobPhase.RUNNING, now)]
+
+
+def _end(job: Job, state: JobState, report: Report, now: float) -> Outcome:
+    result = JobPhase.OK if report.verb == "ok" else JobPhase.FAIL
+    run = _pairing(state, report.run_id)
+    serial = state.serial
+    if run is not None:
+        run_id, started = run.run_id, run.started
+        runs = tuple(r for r in state.runs if r is not run)
+    else:  # an end whose start was not reported (the seed's clients report only the end)
+        if report.run_id is None:
+            serial += 1
+        run_id = report.run_id or str(serial)
+        started = now - report.duration if report.duration is not None else None
+        runs = state.runs
+        state = _satisfied(job, state, started if started is not None else now)
+    duration = report.duration
+    if duration is None and started is not None:
+        duration = max(0.0, now - started)
+    message = printable(report.message)
+    late = run is None and run_id in state.timed_out
+    finished = Finished(run_id, result, now, started, report.exit_status, duration, message)
+    was = state.phase
+    phase = JobPhase.RUNNING if runs else result
+    if late and result == JobPhase.FAIL and not runs:
+        phase = JobPhase.TIMEOUT  # the end of a run already reported TIMEOUT: still a timeout
+    state = dataclasses.replace(state, phase=phase, since=now if phase != was else state.since,
+                                runs=runs, last=finished, serial=serial,
+                                last_ok=now if result == JobPhase.OK else state.last_ok,
+                                reason=message if result == JobPhase.FAIL else "")
+    took = f" after {format_duration(round(duration, 1))}" if duration is not None else ""
+    fields = {"run": run_id, "exit_status": report.exit_status, "source": report.source or None,
+              "duration_usec": _usec(duration) if duration is not None else None}
+    if result == JobPhase.OK:
+        again = f" (it was {was.value})" if was.problem else ""
+        late_note = " (late: it had been reported TIMEOUT)" if late else ""
+        ev = event("job_ok", f"job {job.name} OK{took}, run {run_id}{again}{late_note}",
+                   subject=job.name, subject_kind=JOB, priority=5 if was.problem else 6, **fields)
+    else:
+        status = f" with exit status {report.exit_status}" if report.exit_status is not None else ""
+        why = f": {message}" if message else ""
+        ev = event("job_failed", f"job {job.name} FAILED{status}{took}, run {run_id}{why}",
+                   subject=job.name, subject_kind=JOB, priority=3, **fields)
+    row = RunRow(job.name, run_id, result, started, now, report.exit_status, duration,
+                 report.message[:OUTPUT_CAP], report.output[-OUTPUT_CAP:])
+    return state, [ev, row]
+
+
+def _pairing(state: JobState, run_id: str | None) -> Run | None:
+    if run_id is None:
+        return state.runs[0] if state.runs else None
+    for run in state.runs:
+        if run.run_id == run_id:
+            return run
+    return None
+
+
+def _reconfigured(job: Job, state: JobState, given: Input, now: float) -> Outcome:
+    assert isinstance(given, Reconfigured)
+    old = given.old
+    if (old.cron, old.every, old.timezone) != (job.cron, job.every, job.timezone):
+        state = dataclasses.replace(state, expected=next_expected(job, now))
+    if old.max_runtime != job.max_runtime:
+        runs = tuple(dataclasses.replace(r, deadline=r.started + job.max_runtime) for r in state.runs)
+        state = dataclasses.replace(state, runs=runs)
+    return _tick(job, state, Tick(), now)
+
+
+TABLE: dict[type, Callable[[Job, JobState, Input, float], Outcome]] = {
+    Report: _report,
+    Tick: _tick,
+    Reconfigured: _reconfigured,
+}
+
+
+def printable(text: str, cap: int = MESSAGE_CAP) -> str:
+    """A reporter's text made safe for one journal line: control characters escaped, capped."""
+    out = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                  for ch in text[: cap * 2])
+    return out if len(out) <= cap else out[: cap - 1] + "…"
+
+
+def _usec(seconds: float) -> int:
+    return int(round(seconds * 1_000_000))

@@ -1,0 +1,205 @@
+"""One test per transition of the pure job engine; `now` is passed in (wall seconds): no clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from zelador.config.model import Job
+from zelador.events import Event
+from zelador.jobs.engine import (
+    JobPhase,
+    Reconfigured,
+    Report,
+    RunRow,
+    Tick,
+    deadline,
+    initial,
+    printable,
+    step,
+)
+
+UTC = timezone.utc
+NIGHTLY = Job("fechamento", cron="30 2 * * *", timezone="UTC", max_runtime=1200.0, grace=900.0,
+              id=25)
+HOURLY = Job("import", every=3600.0, max_runtime=600.0, grace=300.0)
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+
+
+def kinds(actions: list) -> list[str]:
+    return [a.kind for a in actions if isinstance(a, Event)]
+
+
+def rows(actions: list) -> list[RunRow]:
+    return [a for a in actions if isinstance(a, RunRow)]
+
+
+def test_new_job_expects_the_first_scheduled_moment() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    assert state.phase == JobPhase.NEW
+    assert state.expected == at("2026-11-24 02:30")
+    assert deadline(NIGHTLY, state) == at("2026-11-24 02:45")
+
+
+def test_new_to_missed_when_no_start_within_grace() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    same, actions = step(NIGHTLY, state, Tick(), at("2026-11-24 02:44:59"))
+    assert same.phase == JobPhase.NEW and not actions
+    state, actions = step(NIGHTLY, state, Tick(), at("2026-11-24 02:45"))
+    assert state.phase == JobPhase.MISSED
+    assert kinds(actions) == ["job_missed"]
+    assert "02:30" in state.reason and "15m" in state.reason
+    assert state.expected == at("2026-11-25 02:30")
+
+
+def test_missed_to_running_on_a_late_start_says_it_recovers() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Tick(), at("2026-11-24 02:50"))
+    state, actions = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 03:00"))
+    assert state.phase == JobPhase.RUNNING
+    assert kinds(actions) == ["job_started"]
+    assert "it was MISSED" in actions[0].message
+
+
+def test_new_to_running_on_start_in_window_expects_the_next_day() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, actions = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:29"))
+    assert state.phase == JobPhase.RUNNING
+    assert state.expected == at("2026-11-25 02:30")
+    assert kinds(actions) == ["job_started"]
+    assert rows(actions)[0].state == JobPhase.RUNNING
+
+
+def test_start_by_hand_outside_the_window_expects_nothing_new() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "hand"), at("2026-11-23 14:00"))
+    assert state.expected == at("2026-11-24 02:30")
+    state, _ = step(NIGHTLY, state, Report("ok", "hand"), at("2026-11-23 14:01"))
+    state, actions = step(NIGHTLY, state, Tick(), at("2026-11-24 02:45"))
+    assert kinds(actions) == ["job_missed"]
+
+
+def test_running_to_ok_with_duration_and_exit_status() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:30"))
+    state, actions = step(NIGHTLY, state, Report("ok", "r1", exit_status=0), at("2026-11-24 02:31"))
+    assert state.phase == JobPhase.OK and not state.runs
+    assert state.last is not None and state.last.duration == 60.0
+    assert state.last_ok == at("2026-11-24 02:31")
+    ev = actions[0]
+    assert ev.kind == "job_ok" and ev.field("duration_usec") == "60000000"
+    assert ev.field("exit_status") == "0" and ev.subject_kind == "job"
+
+
+def test_running_to_fail_keeps_message_escaped_and_output() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:30"))
+    report = Report("fail", "r1", exit_status=2, message="disk full\n\x1b[31mred", output="x" * 20000)
+    state, actions = step(NIGHTLY, state, report, at("2026-11-24 02:32"))
+    assert state.phase == JobPhase.FAIL
+    assert kinds(actions) == ["job_failed"]
+    assert "\n" not in actions[0].message and "\x1b" not in actions[0].message
+    assert "exit status 2" in actions[0].message and actions[0].priority == 3
+    assert len(rows(actions)[0].output) == 10 * 1024
+
+
+def test_running_to_timeout_after_max_runtime() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:30"))
+    assert deadline(NIGHTLY, state) == at("2026-11-24 02:50")
+    state, actions = step(NIGHTLY, state, Tick(), at("2026-11-24 02:50"))
+    assert state.phase == JobPhase.TIMEOUT and not state.runs
+    assert kinds(actions) == ["job_timeout"]
+    assert rows(actions)[0].state == JobPhase.TIMEOUT
+
+
+def test_a_late_fail_of_a_timed_out_run_stays_timeout_a_late_ok_recovers() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:30"))
+    timed_out, _ = step(NIGHTLY, state, Tick(), at("2026-11-24 02:50"))
+    state, actions = step(NIGHTLY, timed_out, Report("fail", "r1", exit_status=143),
+                          at("2026-11-24 02:51"))
+    assert state.phase == JobPhase.TIMEOUT and kinds(actions) == ["job_failed"]
+    state, actions = step(NIGHTLY, timed_out, Report("ok", "r1"), at("2026-11-24 02:51"))
+    assert state.phase == JobPhase.OK and "late" in actions[0].message
+
+
+def test_overlapping_runs_are_paired_by_run_id() -> None:
+    job = Job("sync", every=60.0, max_runtime=600.0, grace=30.0)
+    state = initial(job, 0.0)
+    state, _ = step(job, state, Report("start", "a"), 60.0)
+    state, _ = step(job, state, Report("start", "b"), 120.0)
+    state, actions = step(job, state, Report("fail", "a", exit_status=1), 125.0)
+    assert state.phase == JobPhase.RUNNING  # b still runs
+    assert rows(actions)[0].run_id == "a" and rows(actions)[0].duration == 65.0
+    state, actions = step(job, state, Report("ok", "b"), 130.0)
+    assert state.phase == JobPhase.OK and rows(actions)[0].duration == 10.0
+
+
+def test_an_end_without_run_id_closes_the_oldest_open_run() -> None:
+    state = initial(HOURLY, 0.0)
+    state, _ = step(HOURLY, state, Report("start"), 3600.0)
+    state, _ = step(HOURLY, state, Report("start"), 3610.0)
+    state, actions = step(HOURLY, state, Report("ok"), 3620.0)
+    assert rows(actions)[0].run_id == "1" and [r.run_id for r in state.runs] == ["2"]
+
+
+def test_an_end_only_report_counts_as_the_expected_run() -> None:
+    """The seed's clients send only `state=OK` at the end."""
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, actions = step(NIGHTLY, state, Report("ok"), at("2026-11-24 02:40"))
+    assert state.phase == JobPhase.OK and kinds(actions) == ["job_ok"]
+    assert state.expected == at("2026-11-25 02:30")
+    assert rows(actions)[0].started is None
+
+
+def test_a_repeated_start_of_the_same_run_is_ignored() -> None:
+    state = initial(HOURLY, 0.0)
+    state, _ = step(HOURLY, state, Report("start", "x"), 3600.0)
+    again, actions = step(HOURLY, state, Report("start", "x"), 3601.0)
+    assert again == state and actions == []
+
+
+def test_interval_job_counts_from_the_last_start() -> None:
+    state = initial(HOURLY, 0.0)
+    assert state.expected == 3600.0
+    state, _ = step(HOURLY, state, Report("start"), 3400.0)  # within grace before it
+    assert state.expected == 7000.0
+
+
+def test_a_run_still_going_covers_the_next_expected_moment() -> None:
+    job = Job("slow", every=60.0, max_runtime=600.0, grace=10.0)
+    state = initial(job, 0.0)
+    state, _ = step(job, state, Report("start", "a"), 60.0)
+    state, actions = step(job, state, Tick(), 130.0)
+    assert state.phase == JobPhase.RUNNING and actions == []
+    assert state.expected is not None and state.expected > 130.0
+
+
+def test_missed_after_a_long_absence_is_one_event() -> None:
+    state = initial(NIGHTLY, at("2026-11-01 12:00"))
+    state, actions = step(NIGHTLY, state, Tick(), at("2026-11-23 12:00"))
+    assert kinds(actions) == ["job_missed"]
+    assert state.expected == at("2026-11-24 02:30")
+
+
+def test_reconfigured_schedule_expects_from_now() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    hourly = Job("fechamento", cron="0 * * * *", timezone="UTC", grace=300.0)
+    state, _ = step(hourly, state, Reconfigured(NIGHTLY), at("2026-11-23 12:10"))
+    assert state.expected == at("2026-11-23 13:00")
+
+
+def test_reconfigured_max_runtime_moves_open_deadlines() -> None:
+    state = initial(NIGHTLY, at("2026-11-23 12:00"))
+    state, _ = step(NIGHTLY, state, Report("start", "r"), at("2026-11-24 02:30"))
+    longer = Job("fechamento", cron="30 2 * * *", timezone="UTC", max_runtime=3600.0, grace=900.0)
+    state, _ = step(longer, state, Reconfigured(NIGHTLY), at("2026-11-24 02:35"))
+    assert state.runs[0].deadline == at("2026-11-24 03:30")
+
+
+def test_printable_escapes_control_characters_and_caps() -> None:
+    assert printable("a\nb\x00") == "a\\nb\\x00"
+    assert len(printable("é" * 1000)) == 200
