@@ -269,6 +269,7 @@ def _end(job: Job, state: JobState, report: Report, now: float) -> Outcome:
     result = JobPhase.OK if report.verb == "ok" else JobPhase.FAIL
     run = _pairing(state, report.run_id)
     serial = state.serial
+    started: float | None
     if run is not None:
         run_id, started = run.run_id, run.started
         runs = tuple(r for r in state.runs if r is not run)
@@ -346,4 +347,4 @@ def printable(text: str, cap: int = MESSAGE_CAP) -> str:
 
 
 def _usec(seconds: float) -> int:
-    return int(round(seconds * 1_000_000))
+    return round(seconds * 1_000_000)
