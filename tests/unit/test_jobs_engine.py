@@ -143,7 +143,7 @@ def test_an_end_without_run_id_closes_the_oldest_open_run() -> None:
     state, _ = step(HOURLY, state, Report("start"), 3600.0)
     state, _ = step(HOURLY, state, Report("start"), 3610.0)
     state, actions = step(HOURLY, state, Report("ok"), 3620.0)
-    assert rows(actions)[0].run_id == "1" and [r.run_id for r in state.runs] == ["2"]
+    assert rows(actions)[0].run_id == "3600.1" and [r.run_id for r in state.runs] == ["3610.2"]
 
 
 def test_an_end_only_report_counts_as_the_expected_run() -> None:

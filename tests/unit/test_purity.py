@@ -18,7 +18,12 @@ ALLOWED = {"__future__", "dataclasses", "enum", "typing", "collections", "collec
 PURE = ["zelador.programs.engine", "zelador.programs.states", "zelador.programs.policy",
         "zelador.programs.group", "zelador.programs.family", "zelador.programs.steps",
         "zelador.events",
-        "zelador.config.model"]
+        "zelador.config.model", "zelador.jobs.engine"]
+
+# The job engine does calendar arithmetic: croniter and zoneinfo read time-zone data files (data,
+# not effects), and schedule.py reads TZ from os.environ for the machine's local zone.
+CALENDAR = {"datetime", "zoneinfo", "croniter", "os"}
+EXTRA = {"zelador.jobs.engine": CALENDAR}
 
 
 def module_file(name: str) -> pathlib.Path | None:
@@ -74,7 +79,8 @@ def closure(start: str) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("module", [m for m in PURE if module_file(m)])
 def test_engine_modules_reach_nothing_with_side_effects(module: str) -> None:
     reached, outside = closure(module)
-    assert outside <= ALLOWED, f"{module} reaches {sorted(outside - ALLOWED)} via {sorted(reached)}"
+    allowed = ALLOWED | EXTRA.get(module, set())
+    assert outside <= allowed, f"{module} reaches {sorted(outside - allowed)} via {sorted(reached)}"
 
 
 def test_the_walk_sees_indirect_imports() -> None:

@@ -1,8 +1,8 @@
 """`zelador` subcommands: parse, call, print. Exit codes (sysexits style):
 
-    0   ok (status/check: every watched program is running)
+    0   ok (status/check: every watched program is running; jobs: none failed)
     1   runtime error
-    3   status/check: something watched is not running
+    3   status/check: something watched is not running; jobs: a job is FAIL, TIMEOUT or MISSED
     64  usage error
     69  the daemon cannot be reached, or another zelador holds the lock
     78  the config is wrong or unsafe
@@ -20,6 +20,8 @@ import time
 from typing import IO, NoReturn
 
 from zelador import __version__
+from zelador.cli.jobs import add_commands as add_job_commands
+from zelador.cli.jobs import state_dir
 from zelador.config.host import running_as_root
 from zelador.config.model import DEFAULT_PATH, Config
 from zelador.config.overlap import overlapping_matches
@@ -29,7 +31,7 @@ from zelador.programs.launcher import Launcher
 from zelador.programs.view import all_running, render
 from zelador.runtime.control import ControlServer, ask
 from zelador.runtime.daemon import Daemon
-from zelador.store import state
+from zelador.store import history, state
 from zelador.systemd.journal import open_journal
 from zelador.systemd.units import DEFAULT_EXE, render_units
 
@@ -78,11 +80,11 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
     launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
                         use_scopes=use_scopes(args.scopes))
     control = None if once else ControlServer(socket_path(args, config), config.control.group)
-    state_dir = (args.state_dir or os.environ.get("STATE_DIRECTORY", "").split(":")[0]
-                 or "/var/lib/zelador")
+    folder = state_dir(args)
     return Daemon(config, journal=journal, launcher=launcher, control=control, once=once,
                   proc_events=args.proc_events == "auto",
-                  state_file=None if once else os.path.join(state_dir, state.FILE))
+                  state_file=None if once else os.path.join(folder, state.FILE),
+                  history_file=None if once else os.path.join(folder, history.FILE))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -279,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--no-wait", action="store_true", help="return at once")
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
         cmd.set_defaults(func=cmd_control)
+    add_job_commands(sub, common, socket_path)
     demo = sub.add_parser("demo", parents=[common],
                           help="lay out a stand-in MFE and supervise it in the foreground")
     demo.add_argument("--dir", default="/tmp/zelador-demo")
@@ -288,7 +291,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command: list[str] = []
+    if "exec" in argv and "--" in argv and argv.index("exec") < argv.index("--"):
+        # `zelador exec JOB [--user U] -- COMMAND ARGS...`: the command's own options are not ours
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
     args = parser().parse_args(argv)
+    if command:
+        args.argv = command
     try:
         return int(args.func(args))
     except ZeladorError as exc:

@@ -251,7 +251,7 @@ def _report(job: Job, state: JobState, given: Input, now: float) -> Outcome:
 
 def _start(job: Job, state: JobState, report: Report, now: float) -> Outcome:
     serial = state.serial + 1
-    run_id = report.run_id or str(serial)
+    run_id = report.run_id or f"{now:.0f}.{serial}"
     if any(run.run_id == run_id for run in state.runs):
         return state, []  # a repeated start of the same run (a client that retried)
     was = state.phase
@@ -276,7 +276,7 @@ def _end(job: Job, state: JobState, report: Report, now: float) -> Outcome:
     else:  # an end whose start was not reported (the seed's clients report only the end)
         if report.run_id is None:
             serial += 1
-        run_id = report.run_id or str(serial)
+        run_id = report.run_id or f"{now:.0f}.{serial}"
         started = now - report.duration if report.duration is not None else None
         runs = state.runs
         state = _satisfied(job, state, started if started is not None else now)
@@ -294,7 +294,8 @@ def _end(job: Job, state: JobState, report: Report, now: float) -> Outcome:
                                 runs=runs, last=finished, serial=serial,
                                 last_ok=now if result == JobPhase.OK else state.last_ok,
                                 reason=message if result == JobPhase.FAIL else "")
-    took = f" after {format_duration(round(duration, 1))}" if duration is not None else ""
+    took = f" after {format_duration(duration if duration < 1 else round(duration, 1))}" \
+        if duration is not None else ""
     fields = {"run": run_id, "exit_status": report.exit_status, "source": report.source or None,
               "duration_usec": _usec(duration) if duration is not None else None}
     if result == JobPhase.OK:

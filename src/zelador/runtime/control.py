@@ -135,7 +135,7 @@ def ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, 
     if not isinstance(answer, dict):
         raise ControlError(f"garbled reply from zelador at {path}")
     if answer.get("error"):
-        if answer.get("code") == "unknown_program":
+        if answer.get("code") in ("unknown_program", "unknown_job", "usage"):
             raise UsageError(str(answer["error"]))
         raise ControlError(str(answer["error"]))
     return answer

@@ -16,19 +16,22 @@ from typing import Any
 from zelador.config.model import Config
 from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
-from zelador.events import Event
+from zelador.events import Event, Sink
+from zelador.jobs.engine import Report
+from zelador.jobs.intake import Accepted, IntakeServer, Outcome
 from zelador.programs.launcher import Launcher
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
 from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
-from zelador.programs.states import ProgramState
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
+from zelador.runtime.jobs import JobBook
 from zelador.runtime.loop import Loop
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
+from zelador.store.history import HistoryWriter, ReportRow
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
 
@@ -39,9 +42,16 @@ class Daemon:
                  loop: Loop | None = None, table: Table | None = None,
                  watches: Watcher | None = None, once: bool = False,
                  subreaper: bool | None = None, proc_events: bool = True,
-                 state_file: str | None = None) -> None:
+                 state_file: str | None = None, history_file: str | None = None,
+                 intake: bool = True) -> None:
         self.journal = journal
         self.loop = loop or Loop()
+        self.history: HistoryWriter | None = None
+        if history_file is not None:
+            self.history = HistoryWriter(history_file, keep=config.history.keep,
+                                         max_rows=config.history.max_rows,
+                                         on_problem=self._history_problem)
+        sinks: list[Sink] = [journal] if self.history is None else [journal, self.history]
         self.notifier = notifier or Notifier(
             lambda msg: journal.emit(Event("degraded", msg, priority=4)))
         self.control = control  # None in check mode
@@ -50,12 +60,16 @@ class Daemon:
         subreaper = become_subreaper() if subreaper is None else subreaper
         self.supervisor = Supervisor(
             config, loop=self.loop, table=table or ProcessTable(config.programs),
-            launcher=launcher, watches=watches or Watches(), sinks=[journal], pidfd=PIDFD,
+            launcher=launcher, watches=watches or Watches(), sinks=sinks, pidfd=PIDFD,
             subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
+        self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
+                            record_run=self.history.record_run if self.history else None)
+        self.want_intake = intake
+        self.intake: IntakeServer | None = None
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
-        self._seen: tuple[ProgramState, ...] = ()  # the states the last snapshot was taken of
+        self._seen: tuple[object, ...] = ()  # the states the last snapshot was taken of
         if state_file is not None:
             self._restore(state_file)
             self.loop.after_turn(self._persist)
@@ -76,6 +90,9 @@ class Daemon:
             loop.on_signal(signal.SIGCHLD, lambda: None)
         if self.control is not None:
             loop.watch(self.control.fileno(), self._accept)
+        if not self.once:
+            self.jobs.start()
+            self._open_intake()
         try:
             self.supervisor.settle()  # the first look: adopt what runs, start what does not
             if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
@@ -89,6 +106,10 @@ class Daemon:
             while not loop.stopped and not (self.once and self.supervisor.settled()):
                 loop.turn()
         finally:
+            if self.intake is not None:
+                self.intake.stop()
+            if self.history is not None:
+                self.history.close()
             self.supervisor.watches.close_all()
             if self.supervisor.proc_events is not None:
                 self.supervisor.proc_events.close()
@@ -101,7 +122,8 @@ class Daemon:
             data = state.load(path)
             if data is not None:
                 group.states = state.restore(data, group.states, self.loop.clock(), time.time())
-                self._saved = data["programs"]
+                self.jobs.states = state.jobs_restore(data, self.jobs.states)
+                self._saved = {"programs": _rounded(data["programs"]), "jobs": data.get("jobs")}
         except state.StateFileError as exc:
             self.journal.emit(Event("state_ignored", f"state file {path} ignored, starting "
                                     f"fresh: {exc}", priority=4))
@@ -109,20 +131,55 @@ class Daemon:
     def _persist(self) -> None:
         """Save what must survive our own restart, when it changed (a few hundred bytes)."""
         assert self.state_file is not None
-        states = tuple(self.supervisor.group.states.values())
+        states = (*self.supervisor.group.states.values(), *self.jobs.states.values())
         if len(states) == len(self._seen) and all(a is b for a, b in zip(states, self._seen)):
-            return  # no program's state changed this turn (states are replaced, never mutated)
+            return  # no state changed this turn (states are replaced, never mutated)
         self._seen = states
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
-        if _rounded(data["programs"]) == _rounded(self._saved):
+        data["jobs"] = state.jobs_snapshot(self.jobs.states)
+        kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
+        if kept == self._saved:
             return
         try:
             state.save(self.state_file, data)
-            self._saved = data["programs"]
+            self._saved = kept
         except OSError as exc:
-            self._saved = data["programs"]  # say it once per change, not every turn
+            self._saved = kept  # say it once per change, not every turn
             self.journal.emit(Event("degraded", f"cannot write state file {self.state_file}: "
                                     f"{exc.strerror}", priority=4))
+
+    # --- jobs: the history's complaints, the TCP intake -------------------------------------------
+
+    def _history_problem(self, message: str) -> None:
+        """Said by the history's thread: journaled on the loop thread."""
+        self.loop.post(lambda: self.journal.emit(Event("degraded", message, priority=4)))
+
+    def _open_intake(self) -> None:
+        settings = self.config.intake
+        if not (self.want_intake and settings.enabled and self.config.jobs):
+            return
+        try:
+            self.intake = IntakeServer(settings, self.jobs.directory, self._from_intake)
+        except OSError as exc:
+            self.journal.emit(Event("degraded", f"cannot listen for job reports on "
+                                    f"{settings.host}:{settings.port}: {exc.strerror}; jobs can "
+                                    "still report with `zelador report` and `zelador exec`",
+                                    priority=3))
+            return
+        self.intake.start()
+
+    def _from_intake(self, outcomes: list[Outcome]) -> None:
+        """Called on the intake's thread: the raw reports to the history, the rest to the loop."""
+        if self.history is not None:
+            now = time.time()
+            for got in outcomes:
+                if isinstance(got, Accepted):
+                    row = ReportRow(now, got.report.source, got.job, got.report.verb, True,
+                                    raw=got.raw)
+                else:
+                    row = ReportRow(now, got.source, got.job, None, False, got.reason, got.raw)
+                self.history.record_report(row)
+        self.loop.post(lambda: self.jobs.take(outcomes))
 
     def _ping(self) -> None:
         assert self._watchdog is not None
@@ -161,7 +218,12 @@ class Daemon:
         if cmd == "status":
             programs = [program_status(sup.group.states[p.name]) for p in self.config.programs]
             return {"pid": os.getpid(), "config": self.config.path, "started": self.started_at,
-                    "summary": sup.group.summary(), "programs": programs}
+                    "summary": sup.group.summary(), "programs": programs,
+                    "jobs": self.jobs.status(), "intake": self._intake_status()}
+        if cmd == "jobs":
+            return {"jobs": self.jobs.status(), "intake": self._intake_status()}
+        if cmd == "report":
+            return self._report(request)
         if cmd in ("start", "stop", "restart"):
             name = request.get("program")
             if not isinstance(name, str) or name not in sup.group.states:
@@ -170,7 +232,40 @@ class Daemon:
                         "code": "unknown_program"}
             sup.command(name, str(cmd))
             return {"ok": True, "program": program_status(sup.group.states[name])}
-        return {"error": f"unknown request {request!r} (try: status, start, stop, restart)"}
+        return {"error": f"unknown request {request!r} (try: status, start, stop, restart, jobs, "
+                         "report)"}
+
+    def _intake_status(self) -> dict[str, Any] | None:
+        if self.intake is None:
+            return None
+        counters = self.intake.counters
+        return {"listen": f"{self.intake.address[0]}:{self.intake.address[1]}",
+                "accepted": counters.accepted, "rejected": counters.rejected,
+                "refused": counters.refused, "busy": counters.busy}
+
+    def _report(self, request: dict[str, object]) -> dict[str, Any]:
+        """`zelador report` and `zelador exec`: one report through the control socket."""
+        name, verb = request.get("job"), request.get("verb")
+        if not isinstance(name, str) or name not in self.jobs.jobs:
+            known = ", ".join(self.jobs.jobs) or "none"
+            self.jobs.reject(f"unknown job {str(name)[:60]!r} (from zelador report)")
+            return {"error": f"no job {name!r} in {self.config.path} (known: {known})",
+                    "code": "unknown_job"}
+        if verb not in ("start", "ok", "fail"):
+            return {"error": f"{verb!r} is not start, ok or fail", "code": "usage"}
+        try:
+            report = Report(
+                str(verb), _text(request.get("run")) or None, _int(request.get("exit_status")),
+                _text(request.get("message")), _text(request.get("output")),
+                _float(request.get("duration")), _text(request.get("source")) or "control")
+        except (TypeError, ValueError) as exc:
+            return {"error": f"bad report: {exc}", "code": "usage"}
+        if self.history is not None:
+            self.history.record_report(ReportRow(time.time(), report.source, name, report.verb,
+                                                 True, "", ""))
+        self.jobs.report(name, report)
+        job = next(j for j in self.jobs.status() if j["name"] == name)
+        return {"ok": True, "job": job}
 
     # --- reload and shutdown ------------------------------------------------------------------
 
@@ -185,6 +280,14 @@ class Daemon:
             self.notifier.ready(self.supervisor.group.summary())
             return
         added, removed = self.supervisor.reconfigure(new)
+        self.jobs.reconfigure(new.jobs)
+        if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):
+            self.intake.stop()
+            self.intake = None
+        if self.intake is None:
+            self._open_intake()
+        else:
+            self.intake.directory = self.jobs.directory
         change = []
         if added:
             change.append("added " + ", ".join(added))
@@ -207,3 +310,27 @@ def _rounded(programs: dict[str, Any]) -> dict[str, Any]:
     """The saved entries without their seconds-left: a timer running down is no change."""
     return {name: {k: (bool(v) if k in ("fatal", "starting") else v) for k, v in entry.items()}
             for name, entry in programs.items()}
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
+def _int(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _float(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected seconds, got {value!r}")
+    return float(value)

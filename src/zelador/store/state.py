@@ -1,4 +1,6 @@
-"""What survives a restart of zelador itself: per program, its counters, how it last ended, a
+"""What survives a restart of zelador itself: per job, its whole state (runs in progress keep
+their deadlines, so a run started before `systemctl restart zelador` still goes TIMEOUT on time);
+per program, its counters, how it last ended, a
 FATAL retry timer, a stop on request, a start still in flight (its time left), and a pending
 `part_of` restart.
 
@@ -17,6 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from zelador.jobs.engine import Finished, JobPhase, JobState, Run
 from zelador.programs.states import Phase, ProgramState
 
 VERSION = 1
@@ -111,3 +114,52 @@ def save(path: str, data: Mapping[str, Any]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+# --- jobs: wall-clock moments already, saved as they are -----------------------------------------
+
+
+def jobs_snapshot(states: Mapping[str, JobState]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, job in states.items():
+        entry = dataclasses.asdict(job)
+        entry["phase"] = job.phase.value
+        if job.last is not None:
+            entry["last"]["result"] = job.last.result.value
+        entry["runs"] = [dataclasses.asdict(run) for run in job.runs]
+        entry["timed_out"] = list(job.timed_out)
+        del entry["name"]
+        out[name] = entry
+    return out
+
+
+def jobs_restore(data: Mapping[str, Any], states: Mapping[str, JobState]) -> dict[str, JobState]:
+    """The job states with what was saved put back (jobs no longer configured are dropped)."""
+    saved = data.get("jobs")
+    out = dict(states)
+    if not isinstance(saved, dict):
+        return out
+    for name, entry in saved.items():
+        if name not in out or not isinstance(entry, dict):
+            continue
+        try:
+            last = entry.get("last")
+            out[name] = JobState(
+                name=name, phase=JobPhase(entry["phase"]), since=float(entry["since"]),
+                expected=_maybe(entry.get("expected")),
+                runs=tuple(Run(str(r["run_id"]), float(r["started"]), float(r["deadline"]),
+                               str(r.get("source", ""))) for r in entry.get("runs", ())),
+                last=None if not isinstance(last, dict) else Finished(
+                    str(last["run_id"]), JobPhase(last["result"]), float(last["ended"]),
+                    _maybe(last.get("started")), last.get("exit_status"),
+                    _maybe(last.get("duration")), str(last.get("message", ""))),
+                last_ok=_maybe(entry.get("last_ok")), serial=int(entry.get("serial", 0)),
+                timed_out=tuple(str(r) for r in entry.get("timed_out", ())),
+                reason=str(entry.get("reason", "")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateFileError(f"jobs.{name}: {exc!r}") from None
+    return out
+
+
+def _maybe(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

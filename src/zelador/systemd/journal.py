@@ -38,6 +38,12 @@ MESSAGE_IDS: dict[str, str] = {
     "host_problem": "1ccc9bbf64684dac82d2046f365e7f1a",
     "waiting": "071eb6f03b8f498e9a49452dc34e7ca0",
     "state_ignored": "cbbb08d8ad2640dcb658f701d7020303",
+    "job_started": "da154316c36a4851b44a6e80bfe74962",
+    "job_ok": "cd1cd47852e44659a14cfb696747433c",
+    "job_failed": "ef4f261ca4fe4a60b6b7aee3abee79f5",
+    "job_timeout": "dc26fc07afeb4990b2b8f4ddef577a85",
+    "job_missed": "d6e73135024a4a859fa2aa16faafaccd",
+    "report_rejected": "059793d220d54a3880c6a0dc678af1f8",
 }
 
 _LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info",

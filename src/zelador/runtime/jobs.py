@@ -1,0 +1,180 @@
+"""The jobs, wired: their states, the reports that reach them, the timer for their deadlines.
+
+Runs on the loop thread. Reports come from the control socket (`zelador report`, `zelador exec`)
+and from the TCP intake's thread (posted to the loop in batches); each goes through the pure
+engine (jobs/engine.py), whose events go to every sink and whose run rows go to the history.
+
+Job deadlines are wall-clock moments. The loop's timers are monotonic, so the book sleeps at most
+a minute at a time and looks at the wall clock again: a clock step delays a TIMEOUT or MISSED by
+that minute at most.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Callable
+
+from zelador.config.model import Job
+from zelador.events import Event, Sink
+from zelador.jobs.engine import (
+    Input,
+    JobPhase,
+    JobState,
+    Reconfigured,
+    Report,
+    RunRow,
+    Tick,
+    deadline,
+    initial,
+    printable,
+    step,
+)
+from zelador.jobs.intake import Accepted, Directory, Outcome
+from zelador.jobs.schedule import format_moment
+from zelador.runtime.loop import Loop, Timer
+
+LONGEST_SLEEP = 60.0
+REJECTS_SAID_EVERY = 60.0  # a flood of bad reports is one journal line a minute
+
+
+class JobBook:
+    def __init__(self, jobs: Sequence[Job], *, loop: Loop, sinks: Sequence[Sink],
+                 record_run: Callable[[RunRow], None] | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        self.loop = loop
+        self.sinks = list(sinks)
+        self.record_run = record_run
+        self.wall = wall
+        self.jobs = {job.name: job for job in jobs}
+        now = wall()
+        self.states: dict[str, JobState] = {name: initial(job, now)
+                                            for name, job in self.jobs.items()}
+        self._timer: Timer | None = None
+        self.rejected = 0  # bad reports since zelador started
+        self._unsaid: list[str] = []  # rejections not journaled yet
+        self._said_at = -REJECTS_SAID_EVERY
+        self._say_timer: Timer | None = None
+
+    @property
+    def directory(self) -> Directory:
+        return Directory(frozenset(self.jobs),
+                         {job.id: job.name for job in self.jobs.values() if job.id is not None})
+
+    def start(self) -> None:
+        """The first look (deadlines that passed while zelador was away), then the timer."""
+        self.tick()
+
+    def report(self, name: str, report: Report) -> JobState:
+        self._feed(name, report)
+        self._arm()
+        return self.states[name]
+
+    def take(self, outcomes: Sequence[Outcome]) -> None:
+        """What the TCP intake got in one round: accepted reports in order, rejections counted."""
+        for outcome in outcomes:
+            if isinstance(outcome, Accepted):
+                if outcome.job in self.jobs:  # (a reload may have removed it meanwhile)
+                    self._feed(outcome.job, outcome.report)
+            else:
+                self.rejected += 1
+                self._unsaid.append(f"{outcome.reason} (from {outcome.source}: "
+                                    f"{printable(outcome.raw, 80)!r})")
+        self._arm()
+        self._say_rejects()
+
+    def reject(self, reason: str) -> None:
+        """A bad report from the control socket (an unknown job)."""
+        self.rejected += 1
+        self._unsaid.append(reason)
+        self._say_rejects()
+
+    def _say_rejects(self) -> None:
+        if not self._unsaid:
+            return
+        now = self.loop.clock()
+        if now - self._said_at < REJECTS_SAID_EVERY:
+            if self._say_timer is None:
+                self._say_timer = self.loop.at(self._said_at + REJECTS_SAID_EVERY, self._said_later)
+            return
+        count, last = len(self._unsaid), self._unsaid[-1]
+        self._unsaid = []
+        self._said_at = now
+        what = "a job report" if count == 1 else f"{count} job reports"
+        ev = Event("report_rejected", f"rejected {what} in the last minute; last: {last}",
+                   priority=4).with_fields(count=count, rejected_total=self.rejected)
+        for sink in self.sinks:
+            sink.emit(ev)
+
+    def _said_later(self) -> None:
+        self._say_timer = None
+        self._say_rejects()
+
+    def tick(self) -> None:
+        for name in self.jobs:
+            self._feed(name, Tick())
+        self._arm()
+
+    def reconfigure(self, jobs: Sequence[Job]) -> None:
+        old = self.jobs
+        self.jobs = {job.name: job for job in jobs}
+        now = self.wall()
+        for name, job in self.jobs.items():
+            if name not in old:
+                self.states[name] = initial(job, now)
+            elif old[name] != job:
+                self._feed(name, Reconfigured(old[name]))
+        for name in set(self.states) - set(self.jobs):
+            del self.states[name]
+        self._arm()
+
+    def _feed(self, name: str, given: Input) -> None:
+        state, actions = step(self.jobs[name], self.states[name], given, self.wall())
+        self.states[name] = state
+        for action in actions:
+            if isinstance(action, Event):
+                for sink in self.sinks:
+                    sink.emit(action)
+            elif self.record_run is not None:
+                self.record_run(action)
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        moments = [m for name, job in self.jobs.items()
+                   if (m := deadline(job, self.states[name])) is not None]
+        if not moments:
+            return
+        wait = min(max(0.0, min(moments) - self.wall()), LONGEST_SLEEP)
+        self._timer = self.loop.at(self.loop.clock() + wait, self.tick)
+
+    # --- what `zelador jobs` and `zelador status` show -------------------------------------------
+
+    def status(self) -> list[dict[str, Any]]:
+        return [job_status(job, self.states[name]) for name, job in self.jobs.items()]
+
+    def problems(self) -> list[str]:
+        return [name for name, state in self.states.items() if state.phase.problem]
+
+
+def job_status(job: Job, state: JobState) -> dict[str, Any]:
+    last = state.last
+    return {
+        "name": job.name,
+        "state": state.phase.value,
+        "since": state.since,
+        "schedule": job.cron if job.cron is not None else f"every {job.every:g}s",
+        "timezone": job.timezone,
+        "expected": state.expected,
+        "expected_text": format_moment(state.expected, job.timezone),
+        "running": [{"run": r.run_id, "started": r.started, "deadline": r.deadline}
+                    for r in state.runs],
+        "last": None if last is None else {
+            "run": last.run_id, "result": last.result.value, "started": last.started,
+            "ended": last.ended, "exit_status": last.exit_status, "duration": last.duration,
+            "message": last.message},
+        "last_ok": state.last_ok,
+        "reason": state.reason,
+        "problem": state.phase in (JobPhase.FAIL, JobPhase.TIMEOUT, JobPhase.MISSED),
+    }
