@@ -74,7 +74,7 @@ def test_on_calendar_words() -> None:
     assert on_calendar(parse_cron("30 2 * * *", "America/Fortaleza")) == \
         "*-*-* 02:30:00 America/Fortaleza"
     assert on_calendar(parse_cron("*/15 8-18 * * 1-5")) == \
-        "Mon,Tue,Wed,Thu,Fri *-*-* 08..18:00,15,30,45:00"
+        "Mon..Fri *-*-* 08..18:00,15,30,45:00"
     assert on_calendar(parse_cron("0 0 * * 0,6")) == "Sat,Sun *-*-* 00:00:00"
 
 

@@ -14,15 +14,12 @@ import pytest
 from zelador.cli import main
 from zelador.config.model import DEFAULT_PATH
 from zelador.config.reader import load_config
-from zelador.systemd.units import DEFAULT_EXE, JobTimer, quote, render_units, span
+from zelador.systemd.units import DEFAULT_EXE, quote, render_units, span
 
 HERE = pathlib.Path(__file__).parent
 REPO = HERE.parent.parent
 GOLDEN = HERE / "golden"
 CUSTOM = "/srv/terminal/zelador.yaml"  # where custom.yaml claims to live, in ExecStart=
-JOB = JobTimer(name="fechamento", command=("/bin/sh", "-c", 'echo "100% done" for $USER'),
-               on_calendar="Mon..Sat *-*-* 23:30:00", timeout=900.0, user="daemon",
-               randomized_delay=300.0)
 UPDATE = os.environ.get("ZELADOR_UPDATE_GOLDEN") == "1"  # rewrite the files instead of comparing
 
 
@@ -40,9 +37,20 @@ def test_shipped_units_are_rendered_from_the_shipped_config():
     compare(rendered, REPO / "units")
 
 
-def test_custom_config_path_check_cadence_and_a_job_timer_match_golden_files():
+def test_custom_config_path_check_cadence_and_job_timers_match_golden_files():
     config = load_config(str(GOLDEN / "custom.yaml"), check_files=False)
-    rendered = render_units(config, CUSTOM, DEFAULT_EXE, jobs=(JOB,))
+    rendered = render_units(config, CUSTOM, DEFAULT_EXE)
+    assert sorted(rendered) == [
+        "zelador-check.service", "zelador-check.timer", "zelador-job-fechamento.service",
+        "zelador-job-fechamento.timer", "zelador-job-sync.service", "zelador-job-sync.timer",
+        "zelador.service"]  # report-only has no run: no timer
+    timer = rendered["zelador-job-fechamento.timer"]
+    assert "OnCalendar=Mon..Sat *-*-* 23:30:00 America/Fortaleza" in timer
+    service = rendered["zelador-job-fechamento.service"]
+    assert ("ExecStart=/usr/bin/zelador exec fechamento --config /srv/terminal/zelador.yaml "
+            '--user daemon -- /bin/sh -c "echo \\"100%% done\\" for $$USER"') in service
+    assert "TimeoutStartSec=930s" in service
+    assert "OnUnitActiveSec=120min" in rendered["zelador-job-sync.timer"]
     assert "ExecStart=/usr/bin/zelador run --config /srv/terminal/zelador.yaml" in rendered[
         "zelador.service"]
     assert "TimeoutStartSec=150s" in rendered["zelador-check.service"]
@@ -81,15 +89,10 @@ def test_units_command_writes_files_that_systemd_analyze_verify_accepts(tmp_path
     out = tmp_path / "units"
     assert main(["units", "-c", str(GOLDEN / "custom.yaml"), "--output", str(out),
                  "--exe", exe]) == 0
-    written = sorted(p.name for p in out.iterdir())
-    assert written == ["zelador-check.service", "zelador-check.timer", "zelador.service"]
     assert f"wrote {out}/zelador.service" in capsys.readouterr().out
     assert (out / "zelador.service").stat().st_mode & 0o777 == 0o644
-    config = load_config(str(GOLDEN / "custom.yaml"), check_files=False)
-    for name, text in render_units(config, str(GOLDEN / "custom.yaml"), exe, jobs=(JOB,)).items():
-        (out / name).write_text(text)
     files = sorted(str(p) for p in out.iterdir())
-    assert len(files) == 5
+    assert len(files) == 7
     done = subprocess.run(["systemd-analyze", "verify", "--man=no", *files],
                           capture_output=True, text=True, cwd=out)
     assert (done.returncode, done.stdout + done.stderr) == (0, "")

@@ -80,7 +80,7 @@ def parse_line(line: bytes) -> Parsed | str:
     verb = _VERBS.get(values["state"].lower())
     if verb is None:
         return f"state={_short(values['state'])!r} is not OK, FAIL or START"
-    if "name" not in values and "id" not in values:
+    if not values.get("name") and "id" not in values:
         return "no name= or id= to say which job"
     numbers: dict[str, float] = {}
     for key in ("id", "exit", "duration"):
@@ -115,16 +115,15 @@ class Directory:
     def resolve(self, parsed: Parsed) -> str:
         """The job's name, or raise ValueError with the reason."""
         by_id = self.ids.get(parsed.ident) if parsed.ident is not None else None
-        if parsed.ident is not None and by_id is None and parsed.name is None:
-            raise ValueError(f"no job with id={parsed.ident}")
-        if parsed.name is not None:
-            if parsed.name not in self.names:
-                raise ValueError(f"unknown job {_short(parsed.name)!r}")
-            if parsed.ident is not None and by_id is not None and by_id != parsed.name:
-                raise ValueError(f"id={parsed.ident} is job {by_id!r}, not {parsed.name!r}")
-            return parsed.name
-        assert by_id is not None
-        return by_id
+        if parsed.name is None:
+            if by_id is None:
+                raise ValueError(f"no job with id={parsed.ident}")
+            return by_id
+        if parsed.name not in self.names:
+            raise ValueError(f"unknown job {_short(parsed.name)!r}")
+        if by_id is not None and by_id != parsed.name:
+            raise ValueError(f"id={parsed.ident} is job {by_id!r}, not {parsed.name!r}")
+        return parsed.name
 
 
 @dataclass(frozen=True)
@@ -303,7 +302,10 @@ class IntakeServer:
 
     def _line(self, client: _Client, line: bytes, outcomes: list[Outcome]) -> None:
         raw = line.rstrip(b"\r").decode("utf-8", "replace")
-        parsed = parse_line(line)
+        try:
+            parsed = parse_line(line)
+        except Exception as exc:  # a parser bug must cost this line, not the intake thread
+            parsed = f"cannot read this line ({type(exc).__name__}: {exc}); please report it"
         outcome: Outcome
         if isinstance(parsed, str):
             reply, outcome = f"ERR {parsed}", Rejected(client.source, parsed, raw)

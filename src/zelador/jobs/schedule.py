@@ -127,8 +127,10 @@ def on_calendar(cron: Cron) -> str:
     date = f"*-{month}-{dom}"
     weekday = ""
     if not dow_any:
-        days = sorted({int(d) % 7 for d in expanded[4]})
-        weekday = ",".join(_DAYS[d] for d in (days[1:] + days[:1] if days[0] == 0 else days)) + " "
+        monday_first = sorted({(int(d) + 6) % 7 for d in expanded[4]})  # Mon=0 .. Sun=6
+        weekday = ",".join(_DAYS[(int(d) + 1) % 7] if d.isdigit() else
+                           "..".join(_DAYS[(int(x) + 1) % 7] for x in d.split(".."))
+                           for d in _compact(monday_first, 1).split(",")) + " "
     clock = f"{_compact(expanded[1], 2)}:{_compact(expanded[0], 2)}:00"
     zone = f" {cron.zone}" if cron.zone else ""
     return f"{weekday}{date} {clock}{zone}"

@@ -16,7 +16,7 @@ from typing import Any
 
 from zelador.errors import ControlError, UsageError
 
-MAX_REQUEST = 4096
+MAX_REQUEST = 128 * 1024  # a `zelador exec` report carries up to 10 kB of output, JSON-escaped
 CLIENT_TIMEOUT = 2.0
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from zelador.config.model import DEFAULT_PATH, Config
+from zelador.config.model import DEFAULT_PATH, Config, Job
+from zelador.jobs.schedule import on_calendar, parse_cron
 
 DEFAULT_EXE = "/usr/bin/zelador"
 _PLAIN = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
@@ -22,8 +23,9 @@ class JobTimer:
 
     name: str
     command: tuple[str, ...]
-    on_calendar: str  # systemd's calendar words, e.g. `*-*-* 02:00:00` or `hourly`
+    on_calendar: str | None  # systemd's calendar words, e.g. `*-*-* 02:00:00 Europe/Prague` ...
     timeout: float  # TimeoutStartSec: a hung job is ended, and the next run can happen
+    every: float | None = None  # ... or an interval from the last start (`every:`)
     user: str | None = None
     persistent: bool = True  # run at boot if a run was missed while the terminal was off
     randomized_delay: float = 0.0  # spread a fleet's runs
@@ -140,13 +142,18 @@ ExecStart={command_line(job.command)}
 TimeoutStartSec={span(job.timeout)}
 """
     delay = f"RandomizedDelaySec={span(job.randomized_delay)}\n" if job.randomized_delay else ""
+    if job.on_calendar is not None:
+        when = (f"OnCalendar={job.on_calendar}\n"
+                f"Persistent={'true' if job.persistent else 'false'}\n")
+    else:
+        assert job.every is not None
+        when = f"OnBootSec={span(job.every)}\nOnUnitActiveSec={span(job.every)}\n"
     timer = f"""\
 [Unit]
 Description=Schedule of zelador job {job.name}
 
 [Timer]
-OnCalendar={job.on_calendar}
-Persistent={"true" if job.persistent else "false"}
+{when}AccuracySec=1s
 {delay}
 [Install]
 WantedBy=timers.target
@@ -155,11 +162,32 @@ WantedBy=timers.target
     return {f"{stem}.service": service, f"{stem}.timer": timer}
 
 
-def render_units(config: Config, config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE,
-                 jobs: tuple[JobTimer, ...] = ()) -> dict[str, str]:
-    """Every unit file for this config, by file name."""
+JOB_TIMEOUT_MARGIN = 30.0
+
+
+def job_timer(job: Job, config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE) -> JobTimer:
+    """The timer for a job with `run:`: `zelador exec JOB -- RUN` on the job's schedule.
+
+    TimeoutStartSec= is max_runtime plus 30 s: zelador says TIMEOUT at max_runtime (from the
+    report of the start), then systemd ends the hung run, which `zelador exec` reports as killed.
+    """
+    argv = [exe, "exec", job.name]
+    if config_path != DEFAULT_PATH:
+        argv += ["--config", config_path]
+    if job.user:
+        argv += ["--user", job.user]
+    argv += ["--", *job.run]
+    calendar = on_calendar(parse_cron(job.cron, job.timezone)) if job.cron is not None else None
+    return JobTimer(job.name, tuple(argv), calendar, job.max_runtime + JOB_TIMEOUT_MARGIN,
+                    every=job.every)
+
+
+def render_units(config: Config, config_path: str = DEFAULT_PATH,
+                 exe: str = DEFAULT_EXE) -> dict[str, str]:
+    """Every unit file for this config, by file name (a timer per job with `run:`)."""
     units = {"zelador.service": render_service(config_path, exe)}
     units.update(render_check(config, config_path, exe))
-    for job in jobs:
-        units.update(render_job(job))
+    for job in config.jobs:
+        if job.run:
+            units.update(render_job(job_timer(job, config_path, exe)))
     return units
