@@ -6,6 +6,7 @@ the shipped config and both stand-in programs running, except the last, which pu
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -232,6 +233,52 @@ def test_check_timer_fires_its_oneshot_finishes_and_a_hung_check_is_ended(
         bookworm.sh("rm -f /etc/systemd/system/zelador*.service /etc/systemd/system/zelador*.timer"
                     " && systemctl daemon-reload && systemctl stop zelador-check.timer"
                     " && systemctl restart zelador")
+
+
+JOBS = """
+jobs:
+  tick: {schedule: "* * * * *", max_runtime: 30s, grace: 2m, run: [/bin/sh, -c, "echo tick done"]}
+  hang: {schedule: "* * * * *", max_runtime: 5s, grace: 2m, run: [/bin/sleep, "600"]}
+"""
+
+
+def test_job_timers_run_jobs_that_go_ok_and_a_hung_one_goes_timeout(bookworm: Machine) -> None:
+    """Timers rendered by `zelador units` for cron jobs; their runs reported by `zelador exec`."""
+    good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    bookworm.write(CONFIG, good + JOBS)
+    try:
+        bookworm.sh("zelador units --output /etc/systemd/system && systemctl daemon-reload")
+        assert "OnCalendar=*-*-* *:*:00" in bookworm.sh("systemctl cat zelador-job-tick.timer")
+        bookworm.sh("systemctl reload zelador")
+        wait_for(lambda: "tick" in bookworm.run("zelador jobs").stdout, 10, "jobs known")
+        after = bookworm.cursor()
+        bookworm.sh("systemctl start zelador-job-tick.timer zelador-job-hang.timer")
+
+        def state(name: str) -> str:
+            out = bookworm.run("zelador jobs --json").stdout
+            return next(j["state"] for j in json.loads(out)["jobs"] if j["name"] == name)
+
+        wait_for(lambda: state("tick") == "OK", 75, "tick OK (from its timer)", every=1)
+        wait_for(lambda: state("hang") == "TIMEOUT", 20, "hang TIMEOUT", every=0.5)
+        jobs = bookworm.run("zelador jobs")
+        assert jobs.returncode == 3, jobs.stdout  # a job in TIMEOUT
+        ok = bookworm.journal(after, ZELADOR_JOB="tick", ZELADOR_EVENT="job_ok")
+        assert ok and ok[0]["MESSAGE_ID"] == MESSAGE_IDS["job_ok"]
+        timeout = bookworm.journal(after, ZELADOR_JOB="hang", ZELADOR_EVENT="job_timeout")
+        assert timeout and int(timeout[0]["ZELADOR_DURATION_USEC"]) >= 5_000_000
+        # the run's output tail is in the history, which `zelador history` reads
+        history = bookworm.sh("zelador history tick --kind job_ok")
+        assert "job tick OK" in history
+        # systemd ends the hung run at TimeoutStartSec (max_runtime + 30s): reported, still TIMEOUT
+        wait_for(lambda: bookworm.journal(after, ZELADOR_JOB="hang", ZELADOR_EVENT="job_failed"),
+                 60, "the hung run ended by systemd", every=1)
+        assert state("hang") == "TIMEOUT"
+    finally:
+        bookworm.sh("systemctl stop zelador-job-tick.timer zelador-job-hang.timer "
+                    "zelador-job-hang.service; true")
+        bookworm.write(CONFIG, good)
+        bookworm.sh("rm -f /etc/systemd/system/zelador*.service /etc/systemd/system/zelador*.timer"
+                    " && systemctl daemon-reload && systemctl reload zelador")
 
 
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:
