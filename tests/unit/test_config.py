@@ -84,3 +84,28 @@ def test_bad_durations_are_refused(text):
 def test_format_duration():
     assert [format_duration(s) for s in (0.25, 5, 65, 3600 + 120, 90000)] == [
         "250ms", "5s", "1m 5s", "1h 2m", "1d 1h"]
+
+
+def test_jobs_intake_and_history_sections():
+    config = parse_config("""
+jobs:
+  fechamento: {id: 25, schedule: "30 2 * * *", timezone: America/Fortaleza, max_runtime: 20m,
+               grace: 15m}
+  import: {every: 1h, run: "/usr/local/bin/import-prices --all", user: root}
+intake: {listen: "127.0.0.1:2021", allow: [127.0.0.0/8], max_connections: 50, idle_timeout: 5s}
+history: {keep: 30d, max_rows: 50000}
+""", check_files=False)
+    fechamento, prices = config.jobs
+    assert (fechamento.cron, fechamento.timezone, fechamento.max_runtime, fechamento.grace,
+            fechamento.id) == ("30 2 * * *", "America/Fortaleza", 1200.0, 900.0, 25)
+    assert prices.every == 3600.0 and prices.run == ("/usr/local/bin/import-prices", "--all")
+    assert (prices.max_runtime, prices.grace) == (3600.0, 600.0)  # the defaults
+    assert (config.intake.host, config.intake.port, config.intake.allow) == (
+        "127.0.0.1", 2021, ("127.0.0.0/8",))
+    assert (config.history.keep, config.history.max_rows) == (30 * 86400.0, 50000)
+    assert config.programs == ()
+
+
+def test_intake_can_be_turned_off():
+    config = parse_config("jobs:\n  a: {every: 1h}\nintake: {listen: off}\n")
+    assert not config.intake.enabled

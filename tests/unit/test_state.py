@@ -9,6 +9,7 @@ import pytest
 from zelador.config.model import Match, Program
 from zelador.programs.engine import step
 from zelador.programs.states import Instance, Observed, PeersRestart, Phase, ProgramState
+from zelador.store import state
 from zelador.store.state import StateFileError, load, restore, save, snapshot
 
 A = Instance(100, 1000.0)
@@ -72,3 +73,36 @@ def test_a_start_in_flight_is_waited_for_not_launched_again():
     assert state.phase == Phase.STARTING and actions == []
     state, actions = step(prog, state, Observed(A), 8.5)  # the wrapper became the program
     assert state.phase == Phase.RUNNING and state.instance == A
+
+
+def test_job_states_survive_a_save_and_load_whole(tmp_path):
+    from zelador.config.model import Job
+    from zelador.jobs.engine import Report, Tick, initial
+    from zelador.jobs.engine import step as job_step
+
+    job = Job("fechamento", cron="30 2 * * *", timezone="UTC", max_runtime=60.0, grace=60.0)
+    now = 1_795_000_000.0
+    running, _ = job_step(job, initial(job, now), Report("start", "r1", source="tcp"), now)
+    failed, _ = job_step(job, running, Report("fail", "r1", exit_status=2, message="x"), now + 5)
+    import dataclasses
+
+    states = {"fechamento": failed, "backup": dataclasses.replace(running, name="backup")}
+    path = str(tmp_path / "state.json")
+    data = state.snapshot({}, 0.0, now)
+    data["jobs"] = state.jobs_snapshot(states)
+    state.save(path, data)
+    fresh = {"fechamento": initial(job, now + 10), "backup": initial(job, now + 10)}
+    back = state.jobs_restore(state.load(path), fresh)
+    assert back == states
+    # the restored run still times out at its own deadline
+    timed_out, actions = job_step(job, back["backup"], Tick(), now + 60)
+    assert timed_out.phase.value == "TIMEOUT" and actions
+
+
+def test_a_garbled_job_entry_is_a_state_file_error():
+    from zelador.config.model import Job
+    from zelador.jobs.engine import initial
+
+    job = Job("x", every=60.0)
+    with pytest.raises(state.StateFileError, match=r"jobs\.x"):
+        state.jobs_restore({"jobs": {"x": {"phase": "SLEEPY"}}}, {"x": initial(job, 0.0)})
