@@ -203,3 +203,40 @@ def test_reconfigured_max_runtime_moves_open_deadlines() -> None:
 def test_printable_escapes_control_characters_and_caps() -> None:
     assert printable("a\nb\x00") == "a\\nb\\x00"
     assert len(printable("é" * 1000)) == 200
+
+
+def test_random_reports_and_ticks_keep_the_invariants() -> None:
+    """Random starts, ends (with and without run ids), ticks and clock jumps; after every step:
+    no open run is past its deadline once ticked, the expected moment is never overdue after a
+    tick, an open run means RUNNING or a result that came after it, and nothing raises."""
+    import os
+    import random
+
+    seed = int(os.environ.get("ZELADOR_FAULT_SEED", "0")) or random.randrange(1 << 30)
+    rng = random.Random(seed)
+    for job in (NIGHTLY, HOURLY, Job("fast", every=60.0, max_runtime=90.0, grace=10.0),
+                Job("prague", cron="*/30 1-3 * * *", timezone="Europe/Prague", max_runtime=600.0,
+                    grace=120.0)):
+        now = at("2026-10-24 20:00")
+        state = initial(job, now)
+        open_ids: list[str] = []
+        for _ in range(3000):
+            now += rng.choice((1.0, 30.0, 300.0, 3600.0, 7 * 3600.0))
+            roll = rng.random()
+            if roll < 0.3:
+                run_id = rng.choice((None, f"r{rng.randrange(50)}"))
+                given: object = Report("start", run_id)
+            elif roll < 0.6:
+                run_id = rng.choice((None, *open_ids[-3:])) if open_ids else None
+                given = Report(rng.choice(("ok", "fail")), run_id, rng.choice((None, 0, 1)))
+            else:
+                given = Tick()
+            state, actions = step(job, state, given, now)  # type: ignore[arg-type]
+            open_ids = [r.run_id for r in state.runs]
+            assert all(isinstance(a, (Event, RunRow)) for a in actions), seed
+            if isinstance(given, Tick):
+                assert all(r.deadline > now for r in state.runs), seed
+                assert state.expected is None or state.expected + job.grace > now, seed
+            if state.runs and isinstance(given, Report) and given.verb == "start":
+                assert state.phase == JobPhase.RUNNING, seed
+            assert len({r.run_id for r in state.runs}) == len(state.runs), seed

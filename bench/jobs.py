@@ -1,0 +1,206 @@
+"""Jobs: reports per second on loopback, `zelador history` on a big store, restarts under a flood.
+
+    .venv/bin/python -m bench.jobs [--seconds 10] [--clients 4] [--rows 1000000] [--kills 12]
+
+Run as root on an otherwise quiet machine. One zelador (the shipped restart policy) watches a
+stand-in Comunicador and has jobs; its intake listens on a free loopback port.
+
+1. Reports accepted per second: `--clients` processes each open a connection per report
+   (`name=...;state=OK`, wait for `OK`, close) for `--seconds`; then one connection pipelining
+   200,000 lines. The clients share the 2 cores with zelador, so this is a floor.
+2. `zelador history --since 1d` (the whole CLI process, median of 7) over a store of `--rows`
+   events spread over 90 days, and the query alone in-process.
+3. kill -> restart latency of Comunicador, idle and while the intake is flooded, interleaved
+   (idle, flooded, idle, ...) so both see the same machine; medians, p90 and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.supervisors import Layout, find, pct, settle, wait_new
+from zelador.events import event
+from zelador.store.history import SCHEMA, read_events, write_rows
+
+JOBS = "jobs:\n  nightly: {id: 25, schedule: \"30 2 * * *\"}\n  quick: {every: 1h}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start(root: Path, layout: Layout, port: int) -> subprocess.Popen[bytes]:
+    config = root / "zelador.yaml"
+    config.write_text(layout.zelador_config("10s") + JOBS + f'intake: {{listen: "127.0.0.1:{port}"}}\n')
+    return subprocess.Popen([sys.executable, "-m", "zelador", "run", "-c", str(config),
+                             "--runtime-dir", str(root / "run"), "--log-target", "stderr",
+                             "--logs-dir", str(root / "logs"), "--state-dir", str(root / "state"),
+                             "--scopes", "no"], stderr=open(root / "zelador.log", "wb"))
+
+
+def one_per_connection(port: int, until: float, counts: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    done = 0
+    line = b"#id=25;state=OK;name=nightly\n"
+    while time.monotonic() < until:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(line)
+                if conn.recv(16) == b"OK\n":
+                    done += 1
+        except OSError:
+            pass
+    counts.put(done)
+
+
+def connection_rate(port: int, clients: int, seconds: float) -> float:
+    counts: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    until = time.monotonic() + seconds
+    procs = [multiprocessing.Process(target=one_per_connection, args=(port, until, counts))
+             for _ in range(clients)]
+    for proc in procs:
+        proc.start()
+    total = sum(counts.get() for _ in procs)
+    for proc in procs:
+        proc.join()
+    return total / seconds
+
+
+def pipelined_rate(port: int, lines: int = 200_000) -> float:
+    payload = b"name=quick;state=OK\n" * lines
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        began = time.monotonic()
+        writer = threading.Thread(target=conn.sendall, args=(payload,))
+        writer.start()
+        got = 0
+        while got < lines:
+            chunk = conn.recv(1 << 20)
+            if not chunk:
+                break
+            got += chunk.count(b"\n")
+        writer.join()
+        took = time.monotonic() - began
+    return got / took
+
+
+def big_store(path: Path, rows: int) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    now = time.time()
+    rng = random.Random(1)
+    kinds = ("exited", "restarting", "started", "job_ok", "job_failed")
+    step = 100_000
+    for start in range(0, rows, step):
+        batch = []
+        for i in range(start, min(rows, start + step)):
+            ts = now - 90 * 86400 * (1 - i / rows)  # oldest first, the newest now
+            kind = rng.choice(kinds)
+            batch.append((ts, event(kind, f"comunicador {kind} (row {i})", subject="comunicador",
+                                    pid=1000 + i % 30000)))
+        write_rows(conn, batch)
+    conn.close()
+
+
+def history_times(state: Path, runs: int = 7) -> tuple[float, float, int]:
+    cli, query = [], []
+    for _ in range(runs):
+        began = time.monotonic()
+        subprocess.run([sys.executable, "-m", "zelador", "history", "--since", "1d", "--state-dir",
+                        str(state)], stdout=subprocess.DEVNULL, check=True)
+        cli.append(time.monotonic() - began)
+        began = time.monotonic()
+        found = read_events(str(state / "history.db"), since=time.time() - 86400)
+        query.append(time.monotonic() - began)
+    return statistics.median(cli), statistics.median(query), len(found)
+
+
+def flood(port: int, until: float) -> None:
+    line = b"name=quick;state=OK\n"
+    while time.monotonic() < until:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(line)
+                conn.recv(16)
+        except OSError:
+            pass
+
+
+def restart_latencies(name: str, port: int, kills: int, gap: float) -> tuple[list[float], list[float]]:
+    idle: list[float] = []
+    flooded: list[float] = []
+    jitter = random.Random(2026)
+    for i in range(2 * kills):
+        loud = i % 2 == 1
+        time.sleep(gap + jitter.random())
+        procs: list[multiprocessing.Process] = []
+        if loud:
+            until = time.monotonic() + 3.0
+            procs = [multiprocessing.Process(target=flood, args=(port, until)) for _ in range(3)]
+            for proc in procs:
+                proc.start()
+            time.sleep(1.0)  # the flood is under way
+        (pid,) = find(name)
+        before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+        killed = time.monotonic()
+        os.kill(pid, 9)
+        back = wait_new(name, pid, 30.0, before)
+        (flooded if loud else idle).append((back or killed + 30.0) - killed)
+        for proc in procs:
+            proc.join()
+    return idle, flooded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--gap", type=float, default=10.5)
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="zelador-bench-"))
+    layout = Layout(root / "mfe", 1)
+    port = free_port()
+    daemon = start(root, layout, port)
+    try:
+        settle(layout)
+        time.sleep(1.0)
+        rate = connection_rate(port, args.clients, args.seconds)
+        print(f"reports, one per connection ({args.clients} client processes): {rate:,.0f}/s")
+        print(f"reports, pipelined on one connection: {pipelined_rate(port):,.0f}/s")
+        idle, flooded = restart_latencies(layout.names[0], port, args.kills, args.gap)
+        for label, values in (("idle", idle), ("intake flooded", flooded)):
+            print(f"kill -> restart, {label}: p50 {statistics.median(values) * 1000:.1f} ms, "
+                  f"p90 {pct(values, 0.9) * 1000:.1f} ms (n={len(values)})")
+        print(f"  ratio flooded/idle: p50 {statistics.median(flooded) / statistics.median(idle):.2f}"
+              f", p90 {pct(flooded, 0.9) / pct(idle, 0.9):.2f}")
+    finally:
+        daemon.terminate()
+        daemon.wait()
+        layout.kill_all()
+    store = root / "big"
+    store.mkdir()
+    began = time.monotonic()
+    big_store(store / "history.db", args.rows)
+    print(f"history store of {args.rows:,} rows over 90 days built in {time.monotonic() - began:.0f}s")
+    cli, query, found = history_times(store)
+    print(f"zelador history --since 1d ({found:,} rows): CLI process {cli * 1000:.0f} ms median, "
+          f"the query alone {query * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    main()
