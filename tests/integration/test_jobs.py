@@ -130,7 +130,8 @@ def test_pipelined_reports_on_one_connection(seed_daemon) -> None:
 def test_a_100mb_line_costs_bounded_memory_and_its_connection(seed_daemon) -> None:
     z, port = seed_daemon
     assert z.proc is not None
-    before = psutil.Process(z.proc.pid).memory_info().rss
+    worker = psutil.Process(ask(z.socket, {"cmd": "jobs"})["intake"]["worker"])
+    before = worker.memory_info().rss + psutil.Process(z.proc.pid).memory_info().rss
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         chunk = b"x" * (1 << 20)
         sent = 0
@@ -146,7 +147,7 @@ def test_a_100mb_line_costs_bounded_memory_and_its_connection(seed_daemon) -> No
             reply = b""
     assert sent < 100 << 20, "a line without end was read on and on"
     assert reply in (b"", b"ERR line too long (more than 4096 bytes)\n")
-    growth = psutil.Process(z.proc.pid).memory_info().rss - before
+    growth = worker.memory_info().rss + psutil.Process(z.proc.pid).memory_info().rss - before
     assert growth < 16 << 20, f"RSS grew {growth >> 20} MiB"
     assert send_lines(port, b"name=quick;state=ok\n") == ["OK"]  # still serving
 
@@ -157,8 +158,8 @@ def test_connection_cap_says_busy_and_idle_clients_are_dropped(zelador_factory) 
     z.start()
     held = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
     try:
-        daemon = psutil.Process(z.proc.pid)
-        listing = getattr(daemon, "net_connections", None) or daemon.connections  # psutil < 6
+        worker = psutil.Process(ask(z.socket, {"cmd": "jobs"})["intake"]["worker"])
+        listing = getattr(worker, "net_connections", None) or worker.connections  # psutil < 6
         wait_for(lambda: len(listing("tcp")) >= 21, what="20 clients held")
         with socket.create_connection(("127.0.0.1", port), timeout=5) as extra:
             assert extra.recv(100).startswith(b"ERR busy")
@@ -175,7 +176,7 @@ def test_an_address_outside_allow_is_closed_unanswered(zelador_factory) -> None:
     port = free_port()
     z = zelador_factory(jobs_config(port, SEED_JOBS, ", allow: [10.0.0.0/8]")).start()
     assert send_lines(port, b"name=quick;state=ok\n") == []
-    assert ask(z.socket, {"cmd": "jobs"})["intake"]["refused"] == 1
+    wait_for(lambda: ask(z.socket, {"cmd": "jobs"})["intake"]["refused"] == 1, what="counted")
 
 
 def test_zelador_exec_passes_output_keeps_the_tail_and_returns_the_status(seed_daemon) -> None:
@@ -242,6 +243,36 @@ def test_a_run_started_before_a_restart_of_zelador_times_out_on_time(zelador_fac
     z.wait_event("job_timeout", timeout=10)
     assert time.monotonic() - started < 8  # on time, not reset by the restart
     assert job(z, "slow")["state"] == "TIMEOUT"
+
+
+def test_the_report_worker_is_not_root_and_is_replaced_when_it_dies(seed_daemon) -> None:
+    z, port = seed_daemon
+    first = ask(z.socket, {"cmd": "jobs"})["intake"]["worker"]
+    worker = psutil.Process(first)
+    assert worker.ppid() == z.proc.pid
+    if os.geteuid() == 0:
+        wait_for(lambda: worker.uids().effective != 0, what="the worker to give up root")
+        assert worker.nice() == 10
+    assert send_lines(port, b"name=quick;state=ok\n") == ["OK"]
+    worker.kill()
+    z.wait_event("degraded")
+    assert "worker exited" in z.matching("degraded")[0]["message"]
+    again = wait_for(lambda: ask(z.socket, {"cmd": "jobs"})["intake"]["worker"] not in (None, first)
+                     and ask(z.socket, {"cmd": "jobs"})["intake"]["worker"], timeout=15,
+                     what="a new worker")
+    assert psutil.Process(again).ppid() == z.proc.pid
+    assert send_lines(port, b"name=quick;state=ok\n") == ["OK"]
+    assert ask(z.socket, {"cmd": "jobs"})["intake"]["accepted"] == 2
+
+
+def test_a_reload_adding_a_job_reaches_the_worker(seed_daemon) -> None:
+    z, port = seed_daemon
+    assert send_lines(port, b"name=later;state=ok\n") == ["ERR unknown job 'later'"]
+    text = z.config_text.replace("intake:", "  later: {every: 1d}\nintake:")
+    z.write_config(text)
+    z.signal(signal.SIGHUP)
+    z.wait_event("reloaded")
+    wait_for(lambda: send_lines(port, b"name=later;state=ok\n") == ["OK"], what="the new job known")
 
 
 def test_a_damaged_history_is_moved_aside(zelador_factory) -> None:

@@ -227,3 +227,17 @@ def test_validate_warns_when_two_matches_can_select_one_process(tmp_path):
                            "can select the same process (make them differ by name, exe, pidfile "
                            "or user)\n")
     assert run_cli("validate", "--strict", "-c", str(config)).returncode == 78
+
+
+def test_control_clients_in_quick_succession_are_all_answered(mfe, zelador_factory):
+    """A client's 2 s deadline timer once dropped a later client given the same fd number
+    (found by a test polling `jobs` every 10 ms: 'Connection reset by peer')."""
+    from zelador.runtime.control import ask
+
+    z = zelador_factory(mfe.config()).start()
+    answered = 0
+    until = time.monotonic() + 3.0
+    while time.monotonic() < until:
+        assert ask(z.socket, {"cmd": "status"})["programs"]
+        answered += 1
+    assert answered > 50

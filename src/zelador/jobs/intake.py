@@ -7,31 +7,28 @@ hold `;`); our additions are `run=` (pairs a start with its end), `exit=` (the e
 `duration=` (seconds, as the reporter measured). Each report is answered with one line: `OK`, or
 `ERR <reason>`. A blank line is no report and gets no answer.
 
-The server runs on a thread of its own with its own selector, so a flood costs the supervision
-loop nothing but the batches of accepted reports it is handed (`deliver`, called on this thread;
-the daemon posts them to the loop). Bounded everywhere: `max_connections` open at once (more are
-told `ERR busy` and closed), 4 kB per line (a longer one is refused and its connection closed),
-64 kB of unread replies per client, an idle connection closed after `idle_timeout`. So memory
-stays under max_connections x 68 kB whatever is sent. Addresses outside `allow` are closed
-unanswered, and counted.
+`IntakeServer` is the accept/read/parse/answer loop over a listening socket it is given. It runs
+in a worker process of its own (jobs/intakeworker.py, started by runtime/intake.py), so a flood
+costs the supervision loop nothing but the batches of accepted reports it is handed. Bounded
+everywhere: `max_connections` open at once (more are told `ERR busy` and closed), 4 kB per line
+(a longer one is refused and its connection closed), 64 kB of unread replies per client, an idle
+connection closed after `idle_timeout`. So memory stays under max_connections x 68 kB whatever
+is sent. Addresses outside `allow` are closed unanswered, and counted.
+
+This module imports nothing of zelador's: the worker stays small.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import re
 import selectors
 import socket
-import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Union
-
-from zelador.config.model import Intake
-from zelador.jobs.engine import Report
 
 LINE_CAP = 4096
 OUT_CAP = 64 * 1024
@@ -129,7 +126,8 @@ class Directory:
 @dataclass(frozen=True)
 class Accepted:
     job: str
-    report: Report
+    parsed: Parsed
+    source: str
     raw: str
 
 
@@ -162,80 +160,72 @@ class _Client:
     closing: bool = False
 
 
-class IntakeServer:
-    """The listening socket and its thread. `deliver` gets each round's outcomes, in order."""
+@dataclass(frozen=True)
+class Limits:
+    allow: Sequence[str] = ()
+    max_connections: int = 256
+    idle_timeout: float = 10.0
 
-    def __init__(self, settings: Intake, directory: Directory,
-                 deliver: Callable[[list[Outcome]], None]) -> None:
-        self.settings = settings
+
+class IntakeServer:
+    """Serves `sock` until `stop()`; `deliver` gets each round's outcomes, in order. `channel`
+    (optional) is watched too: `on_channel` is called when it is readable."""
+
+    def __init__(self, sock: socket.socket, limits: Limits, directory: Directory,
+                 deliver: Callable[[list[Outcome]], None], channel: socket.socket | None = None,
+                 on_channel: Callable[[], None] | None = None) -> None:
+        self.sock = sock
+        self.limits = limits
         self.directory = directory
         self.counters = Counters()
         self._deliver = deliver
-        self._allow = [ipaddress.ip_network(net, strict=False) for net in settings.allow]
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((settings.host, settings.port))
-            self.sock.listen(1024)
-        except OSError:
-            self.sock.close()
-            raise
+        self._allow = [ipaddress.ip_network(net, strict=False) for net in limits.allow]
         self.sock.setblocking(False)
-        self.address = self.sock.getsockname()[:2]
         self._clients: dict[int, _Client] = {}
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._channel = channel
+        self._on_channel = on_channel
         self._stop = False
-        self._thread = threading.Thread(target=self._run, name="zelador-intake", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self) -> None:
         self._stop = True
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
-        if self._thread.is_alive():
-            self._thread.join(5.0)
-        for client in list(self._clients.values()):
-            client.sock.close()
-        self._clients.clear()
-        self.sock.close()
-        self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
-    # --- the thread ----------------------------------------------------------------------------
-
-    def _run(self) -> None:
+    def run(self) -> None:
         sel = self._selector
         sel.register(self.sock, selectors.EVENT_READ, None)
-        sel.register(self._wake_r, selectors.EVENT_READ, None)
+        if self._channel is not None:
+            sel.register(self._channel, selectors.EVENT_READ, None)
         swept = time.monotonic()
+        said = (0, 0)
         while not self._stop:
             ready = sel.select(1.0)
             outcomes: list[Outcome] = []
             for key, mask in ready:
                 if key.fileobj is self.sock:
                     self._accept()
-                elif key.fileobj == self._wake_r:
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 64)
+                elif key.fileobj is self._channel:
+                    if self._on_channel is not None:
+                        self._on_channel()
                 else:
                     client = key.data
                     if mask & selectors.EVENT_READ:
                         self._read(client, outcomes)
                     if mask & selectors.EVENT_WRITE and client.sock.fileno() in self._clients:
                         self._flush(client)
-            if outcomes:
+            counted = (self.counters.refused, self.counters.busy)
+            if outcomes or counted != said:  # (refusals and busy answers have no outcome)
+                said = counted
                 self._deliver(outcomes)
             now = time.monotonic()
             if now - swept >= 1.0:
                 swept = now
                 for client in list(self._clients.values()):
-                    if now - client.seen > self.settings.idle_timeout:
+                    if now - client.seen > self.limits.idle_timeout:
                         self._close(client)
+        for client in list(self._clients.values()):
+            client.sock.close()
+        self._clients.clear()
+        sel.close()
 
     def _accept(self) -> None:
         for _ in range(ACCEPTS_PER_ROUND):
@@ -250,7 +240,7 @@ class IntakeServer:
                 self.counters.refused += 1
                 conn.close()
                 continue
-            if len(self._clients) >= self.settings.max_connections:
+            if len(self._clients) >= self.limits.max_connections:
                 self.counters.busy += 1
                 with contextlib.suppress(OSError):
                     conn.setblocking(False)
@@ -317,9 +307,7 @@ class IntakeServer:
                 outcome = Rejected(client.source, str(exc), raw, parsed.name)
             else:
                 reply = "OK"
-                outcome = Accepted(job, Report(parsed.verb, parsed.run_id, parsed.exit_status,
-                                               parsed.message, "", parsed.duration, client.source),
-                                   raw)
+                outcome = Accepted(job, parsed, client.source, raw)
         if isinstance(outcome, Accepted):
             self.counters.accepted += 1
         else:

@@ -46,7 +46,13 @@ def render(reply: dict[str, Any]) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
              for row in rows]
     head = f"zelador pid {reply.get('pid')}, config {reply.get('config')}: {reply.get('summary')}"
-    return "\n".join([head, *[line.rstrip() for line in lines]])
+    out = [head, *[line.rstrip() for line in lines]]
+    jobs = reply.get("jobs") or []
+    if jobs:
+        bad = [f"{j['name']} {j['state']}" for j in jobs if j.get("problem")]
+        out.append(f"jobs: {len(jobs)}" + (f"; {', '.join(bad)} (see `zelador jobs`)" if bad
+                                           else ", none failed"))
+    return "\n".join(out)
 
 
 def all_running(reply: dict[str, Any]) -> bool:

@@ -80,11 +80,13 @@ class ControlServer:
         """When a client that has not sent its request by then is dropped."""
         return self.clients[fd][2] if fd in self.clients else 0.0
 
-    def drop(self, fd: int) -> bool:
-        """Drop a client that is still waiting (it was too slow); True if it was."""
-        entry = self.clients.pop(fd, None)
-        if entry is None:
+    def drop(self, fd: int, conn: object = None) -> bool:
+        """Drop a client that is still waiting (it was too slow); True if it was. With `conn`,
+        only if `fd` still is that connection."""
+        entry = self.clients.get(fd)
+        if entry is None or (conn is not None and entry[0] is not conn):
             return False
+        del self.clients[fd]
         entry[0].close()
         return True
 

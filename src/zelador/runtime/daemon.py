@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import time
 from typing import Any
 
@@ -18,7 +19,6 @@ from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event, Sink
 from zelador.jobs.engine import Report
-from zelador.jobs.intake import Accepted, IntakeServer, Outcome
 from zelador.programs.launcher import Launcher
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
@@ -27,6 +27,7 @@ from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
+from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook
 from zelador.runtime.loop import Loop
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
@@ -48,9 +49,13 @@ class Daemon:
         self.loop = loop or Loop()
         self.history: HistoryWriter | None = None
         if history_file is not None:
-            self.history = HistoryWriter(history_file, keep=config.history.keep,
-                                         max_rows=config.history.max_rows,
-                                         on_problem=self._history_problem)
+            try:
+                self.history = HistoryWriter(history_file, keep=config.history.keep,
+                                             max_rows=config.history.max_rows,
+                                             on_problem=self._history_problem)
+            except (OSError, sqlite3.Error) as exc:  # supervision goes on without a history
+                journal.emit(Event("degraded", f"no history: cannot open {history_file}: {exc}",
+                                   priority=3))
         sinks: list[Sink] = [journal] if self.history is None else [journal, self.history]
         self.notifier = notifier or Notifier(
             lambda msg: journal.emit(Event("degraded", msg, priority=4)))
@@ -66,7 +71,7 @@ class Daemon:
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
         self.want_intake = intake
-        self.intake: IntakeServer | None = None
+        self.intake: IntakeProcess | None = None
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
         self._seen: tuple[object, ...] = ()  # the states the last snapshot was taken of
@@ -107,7 +112,7 @@ class Daemon:
                 loop.turn()
         finally:
             if self.intake is not None:
-                self.intake.stop()
+                self.intake.close()
             if self.history is not None:
                 self.history.close()
             self.supervisor.watches.close_all()
@@ -159,27 +164,18 @@ class Daemon:
         if not (self.want_intake and settings.enabled and self.config.jobs):
             return
         try:
-            self.intake = IntakeServer(settings, self.jobs.directory, self._from_intake)
+            self.intake = IntakeProcess(settings, self.jobs, self.loop, emit=self.journal.emit,
+                                        raw_row=self._raw_report if self.history else None)
         except OSError as exc:
             self.journal.emit(Event("degraded", f"cannot listen for job reports on "
                                     f"{settings.host}:{settings.port}: {exc.strerror}; jobs can "
                                     "still report with `zelador report` and `zelador exec`",
                                     priority=3))
-            return
-        self.intake.start()
 
-    def _from_intake(self, outcomes: list[Outcome]) -> None:
-        """Called on the intake's thread: the raw reports to the history, the rest to the loop."""
-        if self.history is not None:
-            now = time.time()
-            for got in outcomes:
-                if isinstance(got, Accepted):
-                    row = ReportRow(now, got.report.source, got.job, got.report.verb, True,
-                                    raw=got.raw)
-                else:
-                    row = ReportRow(now, got.source, got.job, None, False, got.reason, got.raw)
-                self.history.record_report(row)
-        self.loop.post(lambda: self.jobs.take(outcomes))
+    def _raw_report(self, source: str, job: str | None, verb: str | None, accepted: bool,
+                    reason: str, raw: str) -> None:
+        assert self.history is not None
+        self.history.record_report(ReportRow(time.time(), source, job, verb, accepted, reason, raw))
 
     def _ping(self) -> None:
         assert self._watchdog is not None
@@ -194,12 +190,15 @@ class Daemon:
         fd = self.control.accept(now)
         if fd is None:
             return
+        conn = self.control.clients[fd][0]
         self.loop.watch(fd, lambda: self._serve(fd))
-        self.loop.at(self.control.deadline(fd), lambda: self._expire(fd))
+        self.loop.at(self.control.deadline(fd), lambda: self._expire(fd, conn))
 
-    def _expire(self, fd: int) -> None:
+    def _expire(self, fd: int, conn: object) -> None:
+        """Drop the client if it is still waiting: the same connection, not a later one that
+        was given the same fd number after this one was answered."""
         assert self.control is not None
-        if self.control.drop(fd):
+        if self.control.drop(fd, conn):
             self.loop.unwatch(fd)
 
     def _serve(self, fd: int) -> None:
@@ -236,12 +235,7 @@ class Daemon:
                          "report)"}
 
     def _intake_status(self) -> dict[str, Any] | None:
-        if self.intake is None:
-            return None
-        counters = self.intake.counters
-        return {"listen": f"{self.intake.address[0]}:{self.intake.address[1]}",
-                "accepted": counters.accepted, "rejected": counters.rejected,
-                "refused": counters.refused, "busy": counters.busy}
+        return None if self.intake is None else self.intake.status()
 
     def _report(self, request: dict[str, object]) -> dict[str, Any]:
         """`zelador report` and `zelador exec`: one report through the control socket."""
@@ -281,13 +275,15 @@ class Daemon:
             return
         added, removed = self.supervisor.reconfigure(new)
         self.jobs.reconfigure(new.jobs)
+        if self.history is not None:
+            self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows
         if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):
-            self.intake.stop()
+            self.intake.close()
             self.intake = None
         if self.intake is None:
             self._open_intake()
         else:
-            self.intake.directory = self.jobs.directory
+            self.intake.update(self.jobs.directory)
         change = []
         if added:
             change.append("added " + ", ".join(added))

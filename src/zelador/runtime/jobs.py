@@ -30,7 +30,7 @@ from zelador.jobs.engine import (
     printable,
     step,
 )
-from zelador.jobs.intake import Accepted, Directory, Outcome
+from zelador.jobs.intake import Directory
 from zelador.jobs.schedule import format_moment
 from zelador.runtime.loop import Loop, Timer
 
@@ -65,22 +65,17 @@ class JobBook:
         """The first look (deadlines that passed while zelador was away), then the timer."""
         self.tick()
 
-    def report(self, name: str, report: Report) -> JobState:
+    def report(self, name: str, report: Report, arm: bool = True) -> JobState:
         self._feed(name, report)
-        self._arm()
+        if arm:
+            self.arm()
         return self.states[name]
 
-    def take(self, outcomes: Sequence[Outcome]) -> None:
-        """What the TCP intake got in one round: accepted reports in order, rejections counted."""
-        for outcome in outcomes:
-            if isinstance(outcome, Accepted):
-                if outcome.job in self.jobs:  # (a reload may have removed it meanwhile)
-                    self._feed(outcome.job, outcome.report)
-            else:
-                self.rejected += 1
-                self._unsaid.append(f"{outcome.reason} (from {outcome.source}: "
-                                    f"{printable(outcome.raw, 80)!r})")
-        self._arm()
+    def rejections(self, rows: Sequence[tuple[str, str, str, str | None]]) -> None:
+        """Reports the TCP intake refused: (source, reason, raw line, job), counted and said."""
+        for source, reason, raw, _job in rows:
+            self.rejected += 1
+            self._unsaid.append(f"{reason} (from {source}: {printable(raw, 80)!r})")
         self._say_rejects()
 
     def reject(self, reason: str) -> None:
@@ -113,7 +108,7 @@ class JobBook:
     def tick(self) -> None:
         for name in self.jobs:
             self._feed(name, Tick())
-        self._arm()
+        self.arm()
 
     def reconfigure(self, jobs: Sequence[Job]) -> None:
         old = self.jobs
@@ -126,7 +121,7 @@ class JobBook:
                 self._feed(name, Reconfigured(old[name]))
         for name in set(self.states) - set(self.jobs):
             del self.states[name]
-        self._arm()
+        self.arm()
 
     def _feed(self, name: str, given: Input) -> None:
         state, actions = step(self.jobs[name], self.states[name], given, self.wall())
@@ -138,7 +133,7 @@ class JobBook:
             elif self.record_run is not None:
                 self.record_run(action)
 
-    def _arm(self) -> None:
+    def arm(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
