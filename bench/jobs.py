@@ -6,8 +6,10 @@ Run as root on an otherwise quiet machine. One zelador (the shipped restart poli
 stand-in Comunicador and has jobs; its intake listens on a free loopback port.
 
 1. Reports accepted per second: `--clients` processes each open a connection per report
-   (`name=...;state=OK`, wait for `OK`, close) for `--seconds`; then one connection pipelining
-   200,000 lines. The clients share the 2 cores with zelador, so this is a floor.
+   (`name=...;state=OK`, wait for `OK`, close) for `--seconds` (bench/flood.c, compiled with cc
+   if there is one; Python clients otherwise); then one connection pipelining 200,000 lines.
+   The clients share the machine's cores with zelador, so this is a floor; zelador's own CPU
+   per report (the daemon and its report worker) is printed too.
 2. `zelador history --since 1d` (the whole CLI process, median of 7) over a store of `--rows`
    events spread over 90 days, and the query alone in-process.
 3. kill -> restart latency of Comunicador, idle and while the intake is flooded, interleaved
@@ -20,6 +22,7 @@ import argparse
 import multiprocessing
 import os
 import random
+import shutil
 import socket
 import sqlite3
 import statistics
@@ -29,6 +32,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from bench.supervisors import Layout, find, pct, settle, wait_new
 from zelador.events import event
@@ -66,7 +71,22 @@ def one_per_connection(port: int, until: float, counts: multiprocessing.Queue) -
     counts.put(done)
 
 
-def connection_rate(port: int, clients: int, seconds: float) -> float:
+def flood_binary(root: Path) -> str | None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    out = root / "flood"
+    done = subprocess.run([cc, "-O2", "-o", str(out), str(Path(__file__).with_name("flood.c"))],
+                          capture_output=True)
+    return str(out) if done.returncode == 0 else None
+
+
+def connection_rate(port: int, clients: int, seconds: float, flood_exe: str | None) -> float:
+    if flood_exe is not None:
+        done = subprocess.run([flood_exe, str(port), str(seconds), str(clients),
+                               "#id=25;state=OK;name=nightly\n"], capture_output=True, text=True,
+                              check=True)
+        return int(done.stdout) / seconds
     counts: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     until = time.monotonic() + seconds
     procs = [multiprocessing.Process(target=one_per_connection, args=(port, until, counts))
@@ -123,7 +143,8 @@ def history_times(state: Path, runs: int = 7) -> tuple[float, float, int]:
                         str(state)], stdout=subprocess.DEVNULL, check=True)
         cli.append(time.monotonic() - began)
         began = time.monotonic()
-        found = read_events(str(state / "history.db"), since=time.time() - 86400)
+        found = read_events(str(state / "history.db"), since=time.time() - 86400, limit=None,
+                            fields=False)
         query.append(time.monotonic() - began)
     return statistics.median(cli), statistics.median(query), len(found)
 
@@ -179,8 +200,15 @@ def main() -> None:
     try:
         settle(layout)
         time.sleep(1.0)
-        rate = connection_rate(port, args.clients, args.seconds)
-        print(f"reports, one per connection ({args.clients} client processes): {rate:,.0f}/s")
+        exe = flood_binary(root)
+        family = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children()]
+        before = sum(sum(p.cpu_times()[:2]) for p in family)
+        rate = connection_rate(port, args.clients, args.seconds, exe)
+        used = sum(sum(p.cpu_times()[:2]) for p in family) - before
+        client = "C" if exe else "Python"
+        print(f"reports, one per connection ({args.clients} {client} client processes): "
+              f"{rate:,.0f}/s; zelador's CPU per report (daemon + report worker): "
+              f"{used / (rate * args.seconds) * 1e6:.0f} us")
         print(f"reports, pipelined on one connection: {pipelined_rate(port):,.0f}/s")
         idle, flooded = restart_latencies(layout.names[0], port, args.kills, args.gap)
         for label, values in (("idle", idle), ("intake flooded", flooded)):

@@ -52,7 +52,7 @@ def test_retention_by_age_and_by_rows(tmp_path: Path) -> None:
                            clock=lambda: now[0])
     conn = sqlite3.connect(path, isolation_level=None)
     write_rows(conn, [(now[0] - 7200, event("exited", "old"))])
-    write_rows(conn, [(now[0] - i, event("exited", f"new {i}")) for i in range(1500)])
+    write_rows(conn, [(now[0] - 1500 + i, event("exited", f"new {i}")) for i in range(1500)])
     writer.prune()
     rows = read_events(path, limit=5000)
     assert len(rows) == 1000 and all(r["message"] != "old" for r in rows)

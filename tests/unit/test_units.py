@@ -112,3 +112,9 @@ def test_units_command_prints_every_file_without_output(capsys):
     for name in ("zelador.service", "zelador-check.service", "zelador-check.timer"):
         assert f"# ---- {name} ----" in out
     assert f"ExecStart=/usr/bin/zelador run --config {REPO}/config/zelador.yaml" in out
+
+
+def test_the_cli_names_the_same_default_exe():
+    import importlib
+
+    assert importlib.import_module("zelador.cli.main").DEFAULT_EXE == DEFAULT_EXE

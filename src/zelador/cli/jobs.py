@@ -98,14 +98,14 @@ def cmd_history(args: argparse.Namespace) -> int:
             raise UsageError(f"--since: {exc}") from None
     path = os.path.join(state_dir(args), HISTORY_FILE)
     kinds = [k for given in args.kind for k in given.split(",") if k]
-    events = read_events(path, since=since, name=args.name, kinds=kinds, limit=args.limit)
+    limit = args.limit if args.limit is not None else (None if since is not None else 1000)
+    events = read_events(path, since=since, name=args.name, kinds=kinds, limit=limit,
+                         fields=args.json)
     if args.json:
         print(json.dumps(events, ensure_ascii=False))
         return EX_OK
-    out = sys.stdout
-    for ev in events:
-        subject = ev["subject"] or "zelador"
-        out.write(f"{_local(ev['time'])}  {subject:<14} {ev['kind']:<14} {ev['message']}\n")
+    sys.stdout.write("".join(f"{_local(ev['time'])}  {ev['subject'] or 'zelador':<14} "
+                             f"{ev['kind']:<14} {ev['message']}\n" for ev in events))
     if not events and not os.path.exists(path):
         print(f"zelador: no history at {path} yet", file=sys.stderr)
     return EX_OK
@@ -140,7 +140,8 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, socket_path: SocketP
     history.add_argument("--since", default=None, help="e.g. 1d, 2h, 30m (default: all)")
     history.add_argument("--kind", action="append", default=[],
                          help="only these event kinds (e.g. exited,job_failed); repeatable")
-    history.add_argument("--limit", type=int, default=1000, help="newest N events (1000)")
+    history.add_argument("--limit", type=int, default=None,
+                         help="only the newest N events (default: all since --since, else 1000)")
     history.add_argument("--json", action="store_true")
     history.add_argument("--state-dir", default=None,
                          help="where history.db is ($STATE_DIRECTORY or /var/lib/zelador)")

@@ -24,31 +24,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Callable, Union
 
 from zelador.config.durations import format_duration
 from zelador.config.model import Job
 from zelador.events import Event, event
 from zelador.jobs.schedule import Cron, format_moment, next_after
+from zelador.jobs.states import JobPhase, RunRow
+
+__all__ = ["JobPhase", "RunRow"]  # re-exported: they live in states.py so readers stay light
 
 JOB = "job"
 MESSAGE_CAP = 200  # characters of a reporter's message in a journal line
 OUTPUT_CAP = 10 * 1024  # bytes of output kept per run
 TIMED_OUT_KEPT = 16  # run ids remembered after a TIMEOUT, so a late end is known for what it is
-
-
-class JobPhase(str, Enum):
-    NEW = "NEW"
-    RUNNING = "RUNNING"
-    OK = "OK"
-    FAIL = "FAIL"
-    TIMEOUT = "TIMEOUT"
-    MISSED = "MISSED"
-
-    @property
-    def problem(self) -> bool:
-        return self in (JobPhase.FAIL, JobPhase.TIMEOUT, JobPhase.MISSED)
 
 
 @dataclass(frozen=True)
@@ -120,21 +109,6 @@ Input = Union[Report, Tick, Reconfigured]
 
 
 # --- outputs --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """A run as the history keeps it; written again (same job and run id) when it ends."""
-
-    job: str
-    run_id: str
-    state: JobPhase  # RUNNING, OK, FAIL or TIMEOUT
-    started: float | None
-    ended: float | None = None
-    exit_status: int | None = None
-    duration: float | None = None
-    message: str = ""
-    output: str = ""
 
 
 Action = Union[Event, RunRow]

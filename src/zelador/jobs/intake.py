@@ -158,6 +158,7 @@ class _Client:
     buffer: bytes = b""
     out: bytes = b""
     closing: bool = False
+    mask: int = selectors.EVENT_READ  # what the selector waits for on it now
 
 
 @dataclass(frozen=True)
@@ -334,8 +335,10 @@ class IntakeServer:
         want = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.out else 0)
         if client.closing:
             want = selectors.EVENT_WRITE
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.modify(client.sock, want, client)
+        if want != client.mask:  # (an epoll_ctl saved per report when the answer went out)
+            client.mask = want
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.modify(client.sock, want, client)
 
     def _close(self, client: _Client) -> None:
         fd = client.sock.fileno()

@@ -29,12 +29,14 @@ from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook
-from zelador.runtime.loop import Loop
+from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
 from zelador.store.history import HistoryWriter, ReportRow
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
+
+JOBS_SAVED_EVERY = 1.0  # job-only changes reach state.json at most this often
 
 
 class Daemon:
@@ -75,6 +77,8 @@ class Daemon:
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
         self._seen: tuple[object, ...] = ()  # the states the last snapshot was taken of
+        self._saved_at = -JOBS_SAVED_EVERY
+        self._save_timer: Timer | None = None
         if state_file is not None:
             self._restore(state_file)
             self.loop.after_turn(self._persist)
@@ -112,7 +116,9 @@ class Daemon:
                 loop.turn()
         finally:
             if self.intake is not None:
-                self.intake.close()
+                self.intake.close()  # (applies what it had received)
+            if self.state_file is not None:
+                self._persist(force=True)  # a job report of the last second is not lost
             if self.history is not None:
                 self.history.close()
             self.supervisor.watches.close_all()
@@ -133,13 +139,24 @@ class Daemon:
             self.journal.emit(Event("state_ignored", f"state file {path} ignored, starting "
                                     f"fresh: {exc}", priority=4))
 
-    def _persist(self) -> None:
+    def _persist(self, force: bool = False) -> None:
         """Save what must survive our own restart, when it changed (a few hundred bytes)."""
         assert self.state_file is not None
-        states = (*self.supervisor.group.states.values(), *self.jobs.states.values())
-        if len(states) == len(self._seen) and all(a is b for a, b in zip(states, self._seen)):
+        programs = tuple(self.supervisor.group.states.values())
+        states = (*programs, *self.jobs.states.values())
+        if _same(states, self._seen):
             return  # no state changed this turn (states are replaced, never mutated)
+        now = self.loop.clock()
+        if (not force and _same(programs, self._seen[:len(programs)])
+                and now - self._saved_at < JOBS_SAVED_EVERY):
+            # only jobs changed (a burst of reports): once a second is enough, and saves a
+            # write and an fsync per report
+            if self._save_timer is None:
+                self._save_timer = self.loop.at(self._saved_at + JOBS_SAVED_EVERY,
+                                                self._persist_later)
+            return
         self._seen = states
+        self._saved_at = now
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
         data["jobs"] = state.jobs_snapshot(self.jobs.states)
         kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
@@ -152,6 +169,10 @@ class Daemon:
             self._saved = kept  # say it once per change, not every turn
             self.journal.emit(Event("degraded", f"cannot write state file {self.state_file}: "
                                     f"{exc.strerror}", priority=4))
+
+    def _persist_later(self) -> None:
+        self._save_timer = None
+        self._persist()
 
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 
@@ -300,6 +321,10 @@ class Daemon:
         if not self.once:
             self.journal.emit(Event("shutdown", f"stopping on {why}; watched programs are left "
                                     "running", priority=5))
+
+
+def _same(states: tuple[object, ...], seen: tuple[object, ...]) -> bool:
+    return len(states) == len(seen) and all(a is b for a, b in zip(states, seen))
 
 
 def _rounded(programs: dict[str, Any]) -> dict[str, Any]:

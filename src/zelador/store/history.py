@@ -1,8 +1,8 @@
 """The history: every event, job run and raw report, in SQLite (`history.db`, WAL) in the state dir.
 
 Writing never blocks the supervision loop. `HistoryWriter` is a sink: `emit`, `record_run` and
-`record_report` put a row on a bounded queue and return; one thread of its own takes rows off in
-batches (up to 2,000 or 0.5 s) and writes each batch in one transaction. When the queue is full
+`record_report` append a row to a bounded queue and return; one thread of its own looks every
+0.5 s and writes what is there in batches of up to 2,000 rows, one transaction each. When the queue is full
 (a disk too slow for the rate of events) a row is dropped and counted; when a write fails (disk
 full, the file locked) the batch is dropped and counted. Either way the loop goes on: history
 rows are what a slow or full disk costs, never a restart. Problems are said through `on_problem`
@@ -18,10 +18,10 @@ while the writer writes.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
-import queue
 import sqlite3
 import threading
 import time
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Union
 
 from zelador.events import Event
-from zelador.jobs.engine import RunRow
+from zelador.jobs.states import RunRow
 
 FILE = "history.db"
 QUEUE_SIZE = 20_000
@@ -121,7 +121,10 @@ class HistoryWriter:
         self.max_rows = max_rows
         self._on_problem = on_problem
         self._clock = clock
-        self._queue: queue.Queue[Row | None] = queue.Queue(QUEUE_SIZE)
+        # a deque, not a queue.Queue: an append is a fraction of a put (no lock, no condition);
+        # the writer looks every BATCH_WAIT instead of being woken per row
+        self._rows: collections.deque[Row] = collections.deque()
+        self._stopping = threading.Event()
         self.dropped = 0  # rows lost to a full queue or a failed write
         self.written = 0
         self._said = 0.0
@@ -141,17 +144,16 @@ class HistoryWriter:
         self._put(row)
 
     def _put(self, row: Row) -> None:
-        try:
-            self._queue.put_nowait(row)
-        except queue.Full:
-            self.dropped += 1
-            self._problem(f"history queue full ({QUEUE_SIZE} rows): {self.dropped} rows dropped "
-                          f"so far; the disk under {self.path} is too slow")
+        if len(self._rows) < QUEUE_SIZE:
+            self._rows.append(row)
+            return
+        self.dropped += 1
+        self._problem(f"history queue full ({QUEUE_SIZE} rows): {self.dropped} rows dropped "
+                      f"so far; the disk under {self.path} is too slow")
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (for up to `timeout`) and stop the thread."""
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=timeout)
+        self._stopping.set()
         self._thread.join(timeout)
 
     # --- the writer thread ---------------------------------------------------------------------
@@ -159,27 +161,18 @@ class HistoryWriter:
     def _run(self) -> None:
         pruned = time.monotonic()
         while True:
-            batch: list[Row] = []
-            first = self._queue.get()
-            stop = first is None
-            if first is not None:
-                batch.append(first)
-                deadline = time.monotonic() + BATCH_WAIT
-                while len(batch) < BATCH:
-                    try:
-                        item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        stop = True
-                        break
-                    batch.append(item)
-            if batch:
+            stopping = (self._stopping.is_set() if self._rows
+                        else self._stopping.wait(max(BATCH_WAIT, 0.01)))
+            while self._rows:
+                rows = self._rows
+                batch = [rows.popleft() for _ in range(min(BATCH, len(rows)))]
                 self._write(batch)
+                if not stopping:
+                    break  # one batch, then look at the clock and the stop flag again
             if time.monotonic() - pruned >= PRUNE_EVERY:
                 pruned = time.monotonic()
                 self.prune()
-            if stop:
+            if stopping and not self._rows:
                 self._conn.close()
                 return
 
@@ -258,8 +251,10 @@ def write_rows(conn: sqlite3.Connection, batch: Iterable[Row]) -> None:
 
 
 def read_events(path: str, *, since: float | None = None, name: str | None = None,
-                kinds: Sequence[str] = (), limit: int = 1000) -> list[dict[str, Any]]:
-    """Events, oldest first: the newest `limit` of those matching."""
+                kinds: Sequence[str] = (), limit: int | None = 1000,
+                fields: bool = True) -> list[dict[str, Any]]:
+    """Events, oldest first: the newest `limit` of those matching (None: all of them); without
+    their extra fields (`fields=False`, faster) they come as an empty dict."""
     if not os.path.exists(path):
         return []
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
@@ -277,15 +272,15 @@ def read_events(path: str, *, since: float | None = None, name: str | None = Non
             args.extend(kinds)
         sql = ("SELECT ts, kind, subject_kind, subject, priority, message, fields FROM events"
                + (" WHERE " + " AND ".join(where) if where else "")
-               + " ORDER BY id DESC LIMIT ?")
-        rows = conn.execute(sql, (*args, limit)).fetchall()
+               + " ORDER BY ts DESC, id DESC LIMIT ?")  # ts: the index, not a scan
+        rows = conn.execute(sql, (*args, -1 if limit is None else limit)).fetchall()
     finally:
         conn.close()
     out = []
-    for ts, kind, subject_kind, subject, priority, message, fields in reversed(rows):
+    for ts, kind, subject_kind, subject, priority, message, extra in reversed(rows):
         out.append({"time": ts, "kind": kind, "subject_kind": subject_kind, "subject": subject,
                     "priority": priority, "message": message,
-                    "fields": json.loads(fields) if fields else {}})
+                    "fields": json.loads(extra) if extra and fields else {}})
     return out
 
 
