@@ -3,7 +3,7 @@
 The port is bound here (as root: any port, and a port in use is an error at once, not in a
 child); the accept/parse/answer loop runs in a worker process (jobs/intakeworker.py) that gives
 up root and runs at a lower priority. Its batches arrive on a socketpair the loop watches, and
-are fed to the job book at most `SLICE` reports per loop turn, so a flood cannot make a turn
+are fed to the job book at most `SLICE` (64) reports per loop turn, so a flood cannot make a turn
 long: a dying Comunicador is seen on the next turn however many reports are queued. A worker
 that dies is started again after 5 s (journaled); the port stays bound meanwhile, so clients
 only wait.
@@ -26,7 +26,7 @@ from zelador.jobs.intake import Directory
 from zelador.runtime.jobs import JobBook
 from zelador.runtime.loop import Loop
 
-SLICE = 200  # reports handed to the job book per loop turn
+SLICE = 64  # reports handed to the job book per loop turn (~3 ms of work at most)
 RESPAWN_AFTER = 5.0
 RawRow = Callable[[str, Optional[str], Optional[str], bool, str, str], None]  # 3.9: no `|` here
 
