@@ -338,3 +338,14 @@ def test_a_flood_of_connections_does_not_delay_a_restart(zelador_factory, mfe) -
         for t in threads:
             t.join()
     assert ask(z.socket, {"cmd": "jobs"})["intake"]["accepted"] > 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root")
+def test_zelador_exec_runs_the_command_as_the_jobs_user(seed_daemon) -> None:
+    z, _ = seed_daemon
+    out = subprocess.run([*ZELADOR, "exec", "quick", "--user", "nobody", "--socket", z.socket,
+                          "--", "sh", "-c", "id -un; echo $HOME"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["nobody", "/nonexistent"]
+    assert job(z, "quick")["state"] == "OK"  # reported by zelador exec, which stayed root
