@@ -349,3 +349,44 @@ def test_zelador_exec_runs_the_command_as_the_jobs_user(seed_daemon) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["nobody", "/nonexistent"]
     assert job(z, "quick")["state"] == "OK"  # reported by zelador exec, which stayed root
+
+
+def test_reports_of_a_run_while_zelador_is_down_are_spooled_and_applied_at_start(
+        zelador_factory) -> None:
+    port = free_port()
+    z = zelador_factory(jobs_config(port, SEED_JOBS))
+    state = z.tmp / "state"
+    out = subprocess.run([*ZELADOR, "exec", "quick", "--socket", z.socket, "--state-dir",
+                          str(state), "--", "sh", "-c", "echo done; exit 4"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 4
+    assert "reports kept in" in out.stderr
+    assert len(list((state / "spool").glob("*.json"))) == 1
+    z.start()
+    z.wait_event("reports_replayed")
+    quick = job(z, "quick")
+    assert quick["state"] == "FAIL" and quick["last"]["exit_status"] == 4
+    assert quick["last"]["duration"] is not None
+    assert not list((state / "spool").glob("*.json"))
+
+
+def test_reports_held_while_zelador_was_down_are_sent_when_it_is_back(zelador_factory,
+                                                                       tmp_path: Path) -> None:
+    port = free_port()
+    z = zelador_factory(jobs_config(port, SEED_JOBS))
+    go = tmp_path / "go"
+    proc = subprocess.Popen([*ZELADOR, "exec", "quick", "--socket", z.socket, "--state-dir",
+                             str(z.tmp / "state"), "--", "sh", "-c",
+                             f"while [ ! -e {go} ]; do sleep 0.05; done"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "kept for zelador" in proc.stderr.readline()  # the start could not be sent
+        z.start()  # zelador comes back while the job runs
+        go.touch()
+        assert proc.wait(30) == 0
+    finally:
+        proc.kill()
+    assert job(z, "quick")["state"] == "OK"
+    assert len(job_events(z, "job_started", "quick")) == 1
+    assert not list((z.tmp / "state").glob("spool/*.json"))

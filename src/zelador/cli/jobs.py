@@ -52,7 +52,7 @@ def cmd_exec(args: argparse.Namespace, socket_path: SocketPath) -> int:
         raise UsageError("give the command to run after --: zelador exec JOB -- COMMAND ARGS...")
     path = socket_path(args)
     return run_wrapped(args.job, argv, lambda request: _send(path, request), user=args.user,
-                       err=sys.stderr)
+                       err=sys.stderr, spool=os.path.join(state_dir(args), "spool"))
 
 
 def _send(path: str, request: dict[str, Any]) -> None:
@@ -128,6 +128,9 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, socket_path: SocketP
                           help="run a job's command and report its start, end and output")
     wrap.add_argument("job")
     wrap.add_argument("--user", help="run the command as this user (zelador exec runs as root)")
+    wrap.add_argument("--state-dir", default=None,
+                      help="whose spool/ keeps reports while zelador is down "
+                           "($STATE_DIRECTORY or /var/lib/zelador)")
     wrap.add_argument("argv", nargs="*", metavar="-- COMMAND ARGS")
     wrap.set_defaults(func=lambda args: cmd_exec(args, socket_path))
     jobs = sub.add_parser("jobs", parents=[common],

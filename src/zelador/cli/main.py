@@ -96,7 +96,8 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
     return Daemon(config, journal=journal, launcher=launcher, control=control, once=once,
                   proc_events=args.proc_events == "auto",
                   state_file=None if once else os.path.join(folder, state.FILE),
-                  history_file=None if once else os.path.join(folder, history.FILE))
+                  history_file=None if once else os.path.join(folder, history.FILE),
+                  spool_dir=None if once else os.path.join(folder, "spool"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:

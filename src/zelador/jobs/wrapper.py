@@ -7,11 +7,14 @@ with the command's own status (128+N for a signal, 127 not found, 126 not execut
 SIGINT and SIGHUP are passed on to the command (systemd's TimeoutStartSec= sends SIGTERM).
 
 The job always runs: when zelador cannot be reached (or does not know the job) that is said once
-on stderr and the command runs anyway.
+on stderr and the command runs anyway. Reports that could not be sent are kept, with their
+times: sent at the end if zelador is back by then, else written to the spool folder
+($STATE_DIRECTORY/spool), which zelador replays when it starts. Nothing of the run is lost.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import selectors
@@ -22,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from typing import IO, Any, Callable
 
-from zelador.errors import ZeladorError
+from zelador.errors import UsageError, ZeladorError
 from zelador.jobs.engine import OUTPUT_CAP
 
 Send = Callable[[dict[str, Any]], None]
@@ -45,9 +48,17 @@ class Tail:
 
 
 def run_wrapped(job: str, argv: Sequence[str], send: Send, *, user: str | None = None,
-                err: IO[str], out_fd: int = 1, err_fd: int = 2) -> int:
+                err: IO[str], out_fd: int = 1, err_fd: int = 2, spool: str | None = None) -> int:
     run_id = uuid.uuid4().hex[:12]
-    reporter = _Reporter(job, run_id, send, err)
+    reporter = _Reporter(job, run_id, send, err, spool)
+    try:
+        return _run(argv, reporter, user, out_fd, err_fd)
+    finally:
+        reporter.finish()
+
+
+def _run(argv: Sequence[str], reporter: _Reporter, user: str | None, out_fd: int,
+         err_fd: int) -> int:
     reporter.send("start")
     began = time.monotonic()
     tail = Tail()
@@ -57,7 +68,7 @@ def run_wrapped(job: str, argv: Sequence[str], send: Send, *, user: str | None =
     except OSError as exc:
         status = 127 if isinstance(exc, FileNotFoundError) else 126
         message = f"cannot run {argv[0]!r}: {exc.strerror}"
-        print(f"zelador exec: {message}", file=err, flush=True)
+        reporter.say(message)
         reporter.send("fail", exit_status=status, message=message,
                       duration=time.monotonic() - began)
         return status
@@ -123,23 +134,68 @@ def _credentials(user: str | None) -> dict[str, Any]:
 
 
 class _Reporter:
-    """Sends the reports; after the first failure to reach zelador, says so once and goes on."""
+    """Sends the reports. While zelador cannot be reached they are held (with their times) and
+    sent at the end if it is back, else written to the spool folder, which zelador reads when
+    it starts; an unknown job is said once and not reported."""
 
-    def __init__(self, job: str, run_id: str, send: Send, err: IO[str]) -> None:
+    def __init__(self, job: str, run_id: str, send: Send, err: IO[str],
+                 spool: str | None = None) -> None:
         self.job = job
         self.run_id = run_id
         self._send = send
         self._err = err
-        self.failed = False
+        self._spool = spool
+        self.held: list[dict[str, Any]] = []
+        self.refused = False
 
     def send(self, verb: str, **fields: Any) -> None:
-        if self.failed:
+        if self.refused:
             return
         request = {"cmd": "report", "job": self.job, "verb": verb, "run": self.run_id,
-                   "source": "zelador exec", **fields}
+                   "source": "zelador exec", "at": time.time(), **fields}
+        if self.held:
+            self.held.append(request)
+            return
         try:
             self._send(request)
+        except UsageError as exc:  # zelador runs but has no such job
+            self.refused = True
+            self.say(f"{exc}; running the job anyway, without reporting it")
         except ZeladorError as exc:
-            self.failed = True
-            print(f"zelador exec: {exc}; running the job anyway, without reporting it",
-                  file=self._err, flush=True)
+            self.held.append(request)
+            self.say(f"{exc}; running the job anyway, its reports are kept for zelador")
+
+    def finish(self) -> None:
+        """Send what was held if zelador is back, else spool it."""
+        while self.held:
+            try:
+                self._send(self.held[0])
+            except ZeladorError:
+                break
+            self.held.pop(0)
+        if not self.held:
+            return
+        if self._spool is None:
+            self.say("the reports of this run are lost (no spool folder)")
+            return
+        try:
+            path = write_spool(self._spool, self.run_id, self.held)
+        except OSError as exc:
+            self.say(f"the reports of this run are lost: cannot write to {self._spool}: "
+                      f"{exc.strerror}")
+            return
+        self.say(f"reports kept in {path}; zelador reads them when it starts")
+
+    def say(self, text: str) -> None:
+        print(f"zelador exec: {text}", file=self._err, flush=True)
+
+
+def write_spool(folder: str, run_id: str, requests: list[dict[str, Any]]) -> str:
+    """One file per run, written whole (temp file + rename): zelador never reads half of one."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, f"{time.time():.6f}-{run_id}.json")
+    temp = path + ".tmp"
+    with open(temp, "w", encoding="utf-8") as stream:
+        json.dump(requests, stream)
+    os.replace(temp, path)
+    return path

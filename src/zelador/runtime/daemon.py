@@ -18,7 +18,6 @@ from zelador.config.model import Config
 from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event, Sink
-from zelador.jobs.engine import Report
 from zelador.programs.launcher import Launcher
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import Watches
@@ -28,7 +27,7 @@ from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
-from zelador.runtime.jobs import JobBook
+from zelador.runtime.jobs import JobBook, replay_spool, report_from
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
@@ -46,7 +45,7 @@ class Daemon:
                  watches: Watcher | None = None, once: bool = False,
                  subreaper: bool | None = None, proc_events: bool = True,
                  state_file: str | None = None, history_file: str | None = None,
-                 intake: bool = True) -> None:
+                 intake: bool = True, spool_dir: str | None = None) -> None:
         self.journal = journal
         self.loop = loop or Loop()
         self.history: HistoryWriter | None = None
@@ -73,6 +72,7 @@ class Daemon:
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
         self.want_intake = intake
+        self.spool_dir = spool_dir
         self.intake: IntakeProcess | None = None
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
@@ -100,6 +100,8 @@ class Daemon:
         if self.control is not None:
             loop.watch(self.control.fileno(), self._accept)
         if not self.once:
+            if self.spool_dir is not None:
+                replay_spool(self.spool_dir, self.jobs, self.journal.emit)
             self.jobs.start()
             self._open_intake()
         try:
@@ -269,16 +271,13 @@ class Daemon:
         if verb not in ("start", "ok", "fail"):
             return {"error": f"{verb!r} is not start, ok or fail", "code": "usage"}
         try:
-            report = Report(
-                str(verb), _text(request.get("run")) or None, _int(request.get("exit_status")),
-                _text(request.get("message")), _text(request.get("output")),
-                _float(request.get("duration")), _text(request.get("source")) or "control")
+            report, at = report_from(request)
         except (TypeError, ValueError) as exc:
             return {"error": f"bad report: {exc}", "code": "usage"}
         if self.history is not None:
             self.history.record_report(ReportRow(time.time(), report.source, name, report.verb,
                                                  True, "", ""))
-        self.jobs.report(name, report)
+        self.jobs.report(name, report, at=at)
         job = next(j for j in self.jobs.status() if j["name"] == name)
         return {"ok": True, "job": job}
 
@@ -332,26 +331,3 @@ def _rounded(programs: dict[str, Any]) -> dict[str, Any]:
     return {name: {k: (bool(v) if k in ("fatal", "starting") else v) for k, v in entry.items()}
             for name, entry in programs.items()}
 
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {value!r}")
-    return value
-
-
-def _int(value: object) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected a whole number, got {value!r}")
-    return value
-
-
-def _float(value: object) -> float | None:
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"expected seconds, got {value!r}")
-    return float(value)

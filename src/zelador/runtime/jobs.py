@@ -11,6 +11,9 @@ that minute at most.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import time
 from collections.abc import Sequence
 from typing import Any, Callable
@@ -65,8 +68,11 @@ class JobBook:
         """The first look (deadlines that passed while zelador was away), then the timer."""
         self.tick()
 
-    def report(self, name: str, report: Report, arm: bool = True) -> JobState:
-        self._feed(name, report)
+    def report(self, name: str, report: Report, arm: bool = True,
+               at: float | None = None) -> JobState:
+        """Apply a report; `at` (wall time, not in the future) for one that was held back
+        (`zelador exec` while zelador was down) and arrives late."""
+        self._feed(name, report, at)
         if arm:
             self.arm()
         return self.states[name]
@@ -123,8 +129,10 @@ class JobBook:
             del self.states[name]
         self.arm()
 
-    def _feed(self, name: str, given: Input) -> None:
-        state, actions = step(self.jobs[name], self.states[name], given, self.wall())
+    def _feed(self, name: str, given: Input, at: float | None = None) -> None:
+        now = self.wall()
+        state, actions = step(self.jobs[name], self.states[name], given,
+                              now if at is None else min(at, now))
         self.states[name] = state
         for action in actions:
             if isinstance(action, Event):
@@ -173,3 +181,79 @@ def job_status(job: Job, state: JobState) -> dict[str, Any]:
         "reason": state.reason,
         "problem": state.phase in (JobPhase.FAIL, JobPhase.TIMEOUT, JobPhase.MISSED),
     }
+
+
+def report_from(request: dict[str, Any]) -> tuple[Report, float | None]:
+    """A control request's report and its time (`at`, for a report held back); raises
+    TypeError or ValueError with what is wrong."""
+    verb = request.get("verb")
+    if verb not in ("start", "ok", "fail"):
+        raise ValueError(f"{verb!r} is not start, ok or fail")
+    at = request.get("at")
+    if at is not None and (not isinstance(at, (int, float)) or isinstance(at, bool)):
+        raise TypeError(f"at={at!r} is not a time")
+    report = Report(str(verb), _text(request.get("run")) or None, _int(request.get("exit_status")),
+                    _text(request.get("message")), _text(request.get("output")),
+                    _float(request.get("duration")), _text(request.get("source")) or "control")
+    return report, None if at is None else float(at)
+
+
+def replay_spool(folder: str, book: JobBook, emit: Callable[[Event], None]) -> None:
+    """Apply the reports `zelador exec` kept while zelador was down, oldest file first, each at
+    its own time; then remove the files. A file that cannot be read is renamed `.bad`."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except FileNotFoundError:
+        return
+    applied, unknown = 0, 0
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, encoding="utf-8") as stream:
+                requests = json.load(stream)
+            if not isinstance(requests, list):
+                raise ValueError("not a list of reports")
+            for request in requests:
+                job = request.get("job") if isinstance(request, dict) else None
+                if job not in book.jobs:
+                    unknown += 1
+                    continue
+                report, at = report_from(request)
+                book.report(str(job), report, arm=False, at=at)
+                applied += 1
+            os.unlink(path)
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            with contextlib.suppress(OSError):
+                os.replace(path, path + ".bad")
+            emit(Event("degraded", f"spooled job reports {path} unreadable ({exc}); kept as "
+                       f"{path}.bad", priority=4))
+    book.arm()
+    if applied or unknown:
+        skipped = f"; {unknown} for jobs no longer configured were dropped" if unknown else ""
+        emit(Event("reports_replayed", f"applied {applied} job reports that zelador exec kept "
+                   f"while zelador was not running{skipped}", priority=5)
+             .with_fields(count=applied))
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {value!r}")
+    return value
+
+
+def _int(value: object) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"expected a whole number, got {value!r}")
+    return value
+
+
+def _float(value: object) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"expected seconds, got {value!r}")
+    return float(value)

@@ -43,6 +43,7 @@ MESSAGE_IDS: dict[str, str] = {
     "job_failed": "ef4f261ca4fe4a60b6b7aee3abee79f5",
     "job_timeout": "dc26fc07afeb4990b2b8f4ddef577a85",
     "job_missed": "d6e73135024a4a859fa2aa16faafaccd",
+    "reports_replayed": "4705e66449ce4c9798d4543f1025695c",
     "report_rejected": "059793d220d54a3880c6a0dc678af1f8",
 }
 
