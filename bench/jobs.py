@@ -192,6 +192,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--gap", type=float, default=10.5)
+    parser.add_argument("--only", choices=("rates", "latency", "history"), default=None)
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="zelador-bench-"))
     layout = Layout(root / "mfe", 1)
@@ -200,31 +201,47 @@ def main() -> None:
     try:
         settle(layout)
         time.sleep(1.0)
-        exe = flood_binary(root)
-        family = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children()]
-        before = sum(sum(p.cpu_times()[:2]) for p in family)
-        rate = connection_rate(port, args.clients, args.seconds, exe)
-        used = sum(sum(p.cpu_times()[:2]) for p in family) - before
-        client = "C" if exe else "Python"
-        print(f"reports, one per connection ({args.clients} {client} client processes): "
-              f"{rate:,.0f}/s; zelador's CPU per report (daemon + report worker): "
-              f"{used / (rate * args.seconds) * 1e6:.0f} us")
-        print(f"reports, pipelined on one connection: {pipelined_rate(port):,.0f}/s")
-        idle, flooded = restart_latencies(layout.names[0], port, args.kills, args.gap)
-        for label, values in (("idle", idle), ("intake flooded", flooded)):
-            print(f"kill -> restart, {label}: p50 {statistics.median(values) * 1000:.1f} ms, "
-                  f"p90 {pct(values, 0.9) * 1000:.1f} ms (n={len(values)})")
-        print(f"  ratio flooded/idle: p50 {statistics.median(flooded) / statistics.median(idle):.2f}"
-              f", p90 {pct(flooded, 0.9) / pct(idle, 0.9):.2f}")
+        if args.only in (None, "rates"):
+            report_rates(root, daemon, port, args)
+        if args.only in (None, "latency"):
+            latency(layout, port, args)
     finally:
         daemon.terminate()
         daemon.wait()
         layout.kill_all()
+    if args.only in (None, "history"):
+        big_history(root, args.rows)
+
+
+def report_rates(root: Path, daemon: subprocess.Popen[bytes], port: int,
+                 args: argparse.Namespace) -> None:
+    exe = flood_binary(root)
+    family = [psutil.Process(daemon.pid), *psutil.Process(daemon.pid).children()]
+    before = sum(sum(p.cpu_times()[:2]) for p in family)
+    rate = connection_rate(port, args.clients, args.seconds, exe)
+    used = sum(sum(p.cpu_times()[:2]) for p in family) - before
+    client = "C" if exe else "Python"
+    print(f"reports, one per connection ({args.clients} {client} client processes): "
+          f"{rate:,.0f}/s; zelador's CPU per report (daemon + report worker): "
+          f"{used / (rate * args.seconds) * 1e6:.0f} us")
+    print(f"reports, pipelined on one connection: {pipelined_rate(port):,.0f}/s")
+
+
+def latency(layout: Layout, port: int, args: argparse.Namespace) -> None:
+    idle, flooded = restart_latencies(layout.names[0], port, args.kills, args.gap)
+    for label, values in (("idle", idle), ("intake flooded", flooded)):
+        print(f"kill -> restart, {label}: p50 {statistics.median(values) * 1000:.1f} ms, "
+              f"p90 {pct(values, 0.9) * 1000:.1f} ms (n={len(values)})")
+    print(f"  ratio flooded/idle: p50 {statistics.median(flooded) / statistics.median(idle):.2f}"
+          f", p90 {pct(flooded, 0.9) / pct(idle, 0.9):.2f}")
+
+
+def big_history(root: Path, rows: int) -> None:
     store = root / "big"
     store.mkdir()
     began = time.monotonic()
-    big_store(store / "history.db", args.rows)
-    print(f"history store of {args.rows:,} rows over 90 days built in {time.monotonic() - began:.0f}s")
+    big_store(store / "history.db", rows)
+    print(f"history store of {rows:,} rows over 90 days built in {time.monotonic() - began:.0f}s")
     cli, query, found = history_times(store)
     print(f"zelador history --since 1d ({found:,} rows): CLI process {cli * 1000:.0f} ms median, "
           f"the query alone {query * 1000:.0f} ms")
