@@ -58,20 +58,6 @@ def start(root: Path, layout: Layout, port: int) -> subprocess.Popen[bytes]:
                              "--scopes", "no"], stderr=open(root / "zelador.log", "wb"))
 
 
-def one_per_connection(port: int, until: float, counts: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    done = 0
-    line = b"#id=25;state=OK;name=nightly\n"
-    while time.monotonic() < until:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
-                conn.sendall(line)
-                if conn.recv(16) == b"OK\n":
-                    done += 1
-        except OSError:
-            pass
-    counts.put(done)
-
-
 def flood_binary(root: Path) -> str | None:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
@@ -90,7 +76,7 @@ def connection_rate(port: int, clients: int, seconds: float, flood_exe: str | No
         return int(done.stdout) / seconds
     counts: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     until = time.monotonic() + seconds
-    procs = [multiprocessing.Process(target=one_per_connection, args=(port, until, counts))
+    procs = [multiprocessing.Process(target=flood, args=(port, until, counts, 0))
              for _ in range(clients)]
     for proc in procs:
         proc.start()
@@ -150,11 +136,13 @@ def history_times(state: Path, runs: int = 7) -> tuple[float, float, int]:
     return statistics.median(cli), statistics.median(query), len(found)
 
 
-def flood(port: int, until: float, counts: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    """One flooding client. At nice 19: it stands for other machines on the network, whose CPU
-    is not the terminal's; at nice 0 on these 2 cores it would measure CPU sharing with the
-    load generator rather than what a flood of reports costs zelador."""
-    os.nice(19)
+def flood(port: int, until: float, counts: multiprocessing.Queue,  # type: ignore[type-arg]
+          nice: int = 19) -> None:
+    """One client, a connection per report until `until`; puts how many were answered OK.
+    Flooding during the kills it runs at nice 19: it stands for other machines on the network,
+    whose CPU is not the terminal's; at nice 0 on these 2 cores it would measure CPU sharing with
+    the load generator rather than what a flood of reports costs zelador."""
+    os.nice(nice)
     line = b"name=quick;state=OK\n"
     done = 0
     while time.monotonic() < until:

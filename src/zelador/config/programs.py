@@ -80,18 +80,9 @@ class ProgramReader(NodeReader):
             if self.check_files and not os.path.isdir(wd):
                 raise self.error(wd_node, f"{key}.working_directory", f"{wd!r} is not a directory")
             values["working_directory"] = wd
-        if "duplicates" in entries:
-            dup = self.scalar(entries["duplicates"], f"{key}.duplicates")
-            if dup not in ("report", "stop"):
-                raise self.error(entries["duplicates"], f"{key}.duplicates",
-                                 f"{dup!r} is not one of 'report', 'stop'")
-            values["duplicates"] = dup
-        if "family" in entries:
-            family = self.scalar(entries["family"], f"{key}.family")
-            if family not in ("stop", "keep"):
-                raise self.error(entries["family"], f"{key}.family",
-                                 f"{family!r} is not one of 'stop', 'keep'")
-            values["family"] = family
+        for name, choices in (("duplicates", ("report", "stop")), ("family", ("stop", "keep"))):
+            if name in entries:
+                values[name] = self.choice(entries[name], f"{key}.{name}", choices)
         return Program(**values)  # type: ignore[arg-type]
 
     def match(self, node: yaml.Node, key: str) -> Match:

@@ -61,6 +61,13 @@ class NodeReader:
             raise self.error(node, key, f"expected true or false, got {value!r}")
         return value
 
+    def choice(self, node: yaml.Node, key: str, choices: tuple[str, ...]) -> str:
+        value = self.scalar(node, key)
+        if value not in choices:
+            raise self.error(node, key, f"{value!r} is not one of "
+                             + ", ".join(repr(c) for c in choices))
+        return str(value)
+
     def duration(self, node: yaml.Node, key: str, *, minimum: float = 0.0) -> float:
         value = self.scalar(node, key)
         try:
