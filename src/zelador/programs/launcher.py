@@ -78,6 +78,14 @@ class Launcher:
     output_where: Callable[[str], str] = _no_output_place  # where a script's output goes
     use_scopes: bool = False  # run each script in its own transient systemd scope
     children: dict[int, Child] = field(default_factory=dict)  # pid -> child
+    helpers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # zelador's own
+
+    def spawn_helper(self, argv: list[str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
+        """A process of zelador's own (the job report worker): known here, so the reaper leaves
+        its status to its Popen and never takes it for an orphaned daemon."""
+        popen = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+        self.helpers[popen.pid] = popen
+        return popen
 
     def output_tail(self, program: str, lines: int = 3) -> str:
         """The script's last output lines when they are in a file, else where they went."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -44,11 +45,12 @@ def become_subreaper() -> bool:
         return False
 
 
-def reap_orphans(children: Mapping[int, Child]) -> list[Reaped]:
-    """Reap every child that has exited. Our scripts (`children`) are reaped through their
-    Popen, which keeps their status for `Launcher.reap`; any other child (an orphaned daemon
-    that came to us as subreaper) is identified from its zombie, reaped, and returned with how
-    it died."""
+def reap_orphans(children: Mapping[int, Child],
+                 helpers: Mapping[int, subprocess.Popen[bytes]] | None = None) -> list[Reaped]:
+    """Reap every child that has exited. Our scripts (`children`) and zelador's own helper
+    processes are reaped through their Popen, which keeps their status; any other child (an
+    orphaned daemon that came to us as subreaper) is identified from its zombie, reaped, and
+    returned with how it died."""
     out: list[Reaped] = []
     seen: set[int] = set()
     while True:
@@ -63,6 +65,10 @@ def reap_orphans(children: Mapping[int, Child]) -> list[Reaped]:
         child = children.get(pid)
         if child is not None:
             child.popen.poll()
+            continue
+        helper = helpers.get(pid) if helpers else None
+        if helper is not None:
+            helper.poll()
             continue
         try:
             zombie = psutil.Process(pid)

@@ -193,7 +193,9 @@ class Daemon:
         if not (self.want_intake and settings.enabled and self.config.jobs):
             return
         try:
-            self.intake = IntakeProcess(settings, self.jobs, self.loop, emit=self.journal.emit,
+            self.intake = IntakeProcess(settings, self.jobs, self.loop,
+                                        spawn=self.supervisor.launcher.spawn_helper,
+                                        emit=self.journal.emit,
                                         raw_row=self._raw_report if self.history else None)
         except OSError as exc:
             self.journal.emit(Event("degraded", f"cannot listen for job reports on "

@@ -33,10 +33,12 @@ RawRow = Callable[[str, Optional[str], Optional[str], bool, str, str], None]  # 
 
 class IntakeProcess:
     def __init__(self, settings: Intake, book: JobBook, loop: Loop, *,
+                 spawn: Callable[[list[str], tuple[int, ...]], subprocess.Popen[bytes]],
                  emit: Callable[[Event], None], raw_row: RawRow | None = None) -> None:
         self.settings = settings
         self.book = book
         self.loop = loop
+        self._spawn_process = spawn  # Launcher.spawn_helper: the reaper leaves the worker alone
         self._emit = emit
         self._raw_row = raw_row
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
@@ -68,9 +70,9 @@ class IntakeProcess:
                     "idle_timeout": self.settings.idle_timeout,
                     "directory": _directory_message(self.book.directory),
                     "listen_fd": self.sock.fileno(), "channel_fd": theirs.fileno()}
-        self._proc = subprocess.Popen(
+        self._proc = self._spawn_process(
             [sys.executable, "-m", "zelador.jobs.intakeworker", json.dumps(settings)],
-            pass_fds=(self.sock.fileno(), theirs.fileno()), stdin=subprocess.DEVNULL)
+            (self.sock.fileno(), theirs.fileno()))
         theirs.close()
         ours.setblocking(False)
         self._channel = ours

@@ -256,7 +256,7 @@ class Supervisor:
         self._execs |= batch.execs
 
     def _collect_orphans(self) -> None:
-        for reaped in reap_orphans(self.launcher.children):
+        for reaped in reap_orphans(self.launcher.children, self.launcher.helpers):
             if self._owners(reaped.instance):
                 self.died(reaped.instance, reaped.status, reaped.signal)
             elif reaped.abnormal:
