@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 
@@ -28,3 +29,29 @@ def test_installs_supervises_and_survives_its_own_restart_on_debian_11(bullseye:
     assert (bullseye.pids("Comunicador"), bullseye.pids("Monitor")) == ([new], [monitor])
     status = bullseye.sh("zelador status")
     assert re.search(rf"comunicador\s+RUNNING\s+{new}\s", status), status
+
+
+def test_jobs_on_debian_11_croniter_0_3_and_python_3_9(bullseye: Machine) -> None:
+    """Debian 11 has python3-croniter 0.3.34: schedules, timers, the report worker, the history."""
+    config = "/etc/zelador/zelador.yaml"
+    good = (bullseye.root / config.lstrip("/")).read_text()
+    jobs = ('\njobs:\n  fechamento: {id: 25, schedule: "30 2 * * 1-6", timezone: Europe/Prague,'
+            " run: /bin/true}\n")
+    bullseye.write(config, good + jobs)
+    try:
+        units = bullseye.sh("zelador units")
+        assert "OnCalendar=Mon..Sat *-*-* 02:30:00 Europe/Prague" in units
+        bullseye.sh("systemctl reload zelador")
+        wait_for(lambda: "fechamento" in bullseye.run("zelador jobs").stdout, 10, "job known")
+        script = ("exec 3<>/dev/tcp/127.0.0.1/2020; echo '#id=25;state=FAIL;name=fechamento' >&3;"
+                  " read -r r <&3; echo $r")
+        reply = bullseye.sh(f"bash -c {shlex.quote(script)}")
+        assert reply == "OK"
+        jobs_out = bullseye.run("zelador jobs")
+        assert jobs_out.returncode == 3 and "FAIL" in jobs_out.stdout, jobs_out.stdout
+        assert "CET" in jobs_out.stdout or "CEST" in jobs_out.stdout  # next run in its zone
+        wait_for(lambda: "job_failed" in bullseye.run("zelador history fechamento").stdout, 10,
+                 "the history row")
+    finally:
+        bullseye.write(config, good)
+        bullseye.sh("systemctl reload zelador")
