@@ -390,3 +390,15 @@ def test_reports_held_while_zelador_was_down_are_sent_when_it_is_back(zelador_fa
     assert job(z, "quick")["state"] == "OK"
     assert len(job_events(z, "job_started", "quick")) == 1
     assert not list((z.tmp / "state").glob("spool/*.json"))
+
+
+def test_a_schedule_edited_while_zelador_was_stopped_applies_at_start(zelador_factory) -> None:
+    port = free_port()
+    z = zelador_factory(jobs_config(port, '  nightly: {schedule: "0 3 * * *", timezone: UTC}'))
+    z.start()
+    before = job(z, "nightly")["expected"]
+    z.stop()
+    z.config_text = jobs_config(port, '  nightly: {schedule: "0 5 * * *", timezone: UTC}')
+    z.start()
+    after = job(z, "nightly")["expected"]
+    assert (after - before) % 86400 == 2 * 3600  # 05:00, not the saved 03:00

@@ -106,3 +106,24 @@ def test_a_garbled_job_entry_is_a_state_file_error():
     job = Job("x", every=60.0)
     with pytest.raises(state.StateFileError, match=r"jobs\.x"):
         state.jobs_restore({"jobs": {"x": {"phase": "SLEEPY"}}}, {"x": initial(job, 0.0)})
+
+
+def test_a_schedule_edited_while_zelador_was_stopped_is_worked_out_again():
+    import dataclasses
+
+    from zelador.config.model import Job
+    from zelador.jobs.engine import Reconfigured, Report, initial
+    from zelador.jobs.engine import step as job_step
+
+    old = Job("backup", cron="0 3 * * *", timezone="UTC", max_runtime=600.0)
+    now = 1_795_000_000.0
+    running, _ = job_step(old, initial(old, now), Report("start", "r1"), now)
+    data = {"jobs": state.jobs_snapshot({"backup": running}, {"backup": old})}
+    new = dataclasses.replace(old, cron="0 5 * * *", max_runtime=3600.0)
+    assert state.saved_job_settings(data, {"backup": new}) == {"backup": old}
+    assert state.saved_job_settings(data, {"backup": old}) == {}
+    restored = state.jobs_restore(data, {"backup": initial(new, now + 5)})["backup"]
+    assert restored.runs[0].deadline == now + 600.0  # still the old settings' deadline ...
+    fixed, _ = job_step(new, restored, Reconfigured(old), now + 5)
+    assert fixed.runs[0].deadline == now + 3600.0  # ... until reconciled with the new ones
+    assert fixed.expected is not None and fixed.expected % 86400 == 5 * 3600

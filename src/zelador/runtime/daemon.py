@@ -142,6 +142,7 @@ class Daemon:
             if data is not None:
                 group.states = state.restore(data, group.states, self.loop.clock(), time.time())
                 self.jobs.states = state.jobs_restore(data, self.jobs.states)
+                self.jobs.reconcile(state.saved_job_settings(data, self.jobs.jobs))
                 self._saved = {"programs": _rounded(data["programs"]), "jobs": data.get("jobs")}
         except state.StateFileError as exc:
             self.journal.emit(Event("state_ignored", f"state file {path} ignored, starting "
@@ -166,7 +167,7 @@ class Daemon:
         self._seen = states
         self._saved_at = now
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
-        data["jobs"] = state.jobs_snapshot(self.jobs.states)
+        data["jobs"] = state.jobs_snapshot(self.jobs.states, self.jobs.jobs)
         kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
         if kept == self._saved:
             return

@@ -15,7 +15,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
 from zelador.config.model import Job
@@ -128,6 +128,13 @@ class JobBook:
         for name in set(self.states) - set(self.jobs):
             del self.states[name]
         self.arm()
+
+    def reconcile(self, old: Mapping[str, Job]) -> None:
+        """States restored from a save made under other settings (the config was edited while
+        zelador was stopped): work out their schedule and run deadlines again."""
+        for name, previous in old.items():
+            if name in self.jobs:
+                self._feed(name, Reconfigured(previous))
 
     def _feed(self, name: str, given: Input, at: float | None = None) -> None:
         now = self.wall()

@@ -19,6 +19,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from zelador.config.model import Job
 from zelador.jobs.engine import Finished, JobPhase, JobState, Run
 from zelador.programs.states import Phase, ProgramState
 
@@ -119,10 +120,17 @@ def save(path: str, data: Mapping[str, Any]) -> None:
 # --- jobs: wall-clock moments already, saved as they are -----------------------------------------
 
 
-def jobs_snapshot(states: Mapping[str, JobState]) -> dict[str, Any]:
+SETTINGS = ("cron", "every", "timezone", "max_runtime")  # what the saved moments were worked out by
+
+
+def jobs_snapshot(states: Mapping[str, JobState],
+                  jobs: Mapping[str, Job] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, job in states.items():
+        settings = jobs.get(name) if jobs else None
         entry = dataclasses.asdict(job)
+        if settings is not None:
+            entry["settings"] = {key: getattr(settings, key) for key in SETTINGS}
         entry["phase"] = job.phase.value
         if job.last is not None:
             entry["last"]["result"] = job.last.result.value
@@ -158,6 +166,27 @@ def jobs_restore(data: Mapping[str, Any], states: Mapping[str, JobState]) -> dic
                 reason=str(entry.get("reason", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise StateFileError(f"jobs.{name}: {exc!r}") from None
+    return out
+
+
+def saved_job_settings(data: Mapping[str, Any], jobs: Mapping[str, Job]) -> dict[str, Job]:
+    """Per job, its settings when its state was saved (only where they differ from now), so the
+    schedule and run deadlines worked out by the old ones can be worked out again."""
+    out: dict[str, Job] = {}
+    saved = data.get("jobs")
+    if not isinstance(saved, dict):
+        return out
+    for name, job in jobs.items():
+        entry = saved.get(name)
+        settings = entry.get("settings") if isinstance(entry, dict) else None
+        if not isinstance(settings, dict):
+            continue
+        try:
+            old = dataclasses.replace(job, **{k: settings[k] for k in SETTINGS if k in settings})
+        except TypeError:
+            continue
+        if old != job:
+            out[name] = old
     return out
 
 
