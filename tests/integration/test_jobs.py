@@ -402,3 +402,47 @@ def test_a_schedule_edited_while_zelador_was_stopped_applies_at_start(zelador_fa
     z.start()
     after = job(z, "nightly")["expected"]
     assert (after - before) % 86400 == 2 * 3600  # 05:00, not the saved 03:00
+
+
+def test_the_loop_stops_reading_the_worker_when_enough_reports_wait(monkeypatch) -> None:
+    """In process: a real Loop, a real worker, a real client; HELD_BACK made small."""
+    import threading
+
+    from zelador.config.model import Intake, Job
+    from zelador.programs.launcher import Launcher
+    from zelador.runtime import intake as intake_module
+    from zelador.runtime.jobs import JobBook
+    from zelador.runtime.loop import Loop
+
+    monkeypatch.setattr(intake_module, "HELD_BACK", 10)
+    loop = Loop()
+    seen: list[Any] = []
+
+    class Sink:
+        def emit(self, event: Any) -> None:
+            seen.append(event)
+
+    book = JobBook([Job("quick", every=3600.0)], loop=loop, sinks=[Sink()])
+    port = free_port()
+    unwatched: list[int] = []
+    real_unwatch = loop.unwatch
+    monkeypatch.setattr(loop, "unwatch", lambda fd: (unwatched.append(fd), real_unwatch(fd)))
+    launcher = Launcher()
+    server = intake_module.IntakeProcess(Intake(port=port), book, loop,
+                                         spawn=launcher.spawn_helper, emit=seen.append)
+    replies: list[str] = []
+    client = threading.Thread(target=lambda: replies.extend(send_lines(
+        port, b"".join(b"name=quick;state=ok;run=r%d\n" % i for i in range(500)))))
+    client.start()
+    try:
+        deadline = time.monotonic() + 30
+        while sum(1 for e in seen if getattr(e, "kind", "") == "job_ok") < 500:
+            assert time.monotonic() < deadline, "reports not all applied"
+            loop.turn(0.1)
+            assert len(server._pending) <= 10 + 5000  # HELD_BACK plus one read at the most
+        client.join(10)
+    finally:
+        server.close()
+        loop.close()
+    assert replies == ["OK"] * 500
+    assert unwatched, "the channel was never held back"

@@ -4,7 +4,9 @@ The port is bound here (as root: any port, and a port in use is an error at once
 child); the accept/parse/answer loop runs in a worker process (jobs/intakeworker.py) that gives
 up root and runs at a lower priority. Its batches arrive on a socketpair the loop watches, and
 are fed to the job book at most `SLICE` (64) reports per loop turn, so a flood cannot make a turn
-long: a dying Comunicador is seen on the next turn however many reports are queued. A worker
+long: a dying Comunicador is seen on the next turn however many reports are queued. At most
+HELD_BACK reports wait here; beyond that the channel is not read until half are applied, the
+worker's writes block, and so do its clients: memory stays bounded whatever the rate. A worker
 that dies is started again after 5 s (journaled); the port stays bound meanwhile, so clients
 only wait.
 """
@@ -24,9 +26,10 @@ from zelador.events import Event
 from zelador.jobs.engine import Report
 from zelador.jobs.intake import Directory
 from zelador.runtime.jobs import JobBook
-from zelador.runtime.loop import Loop
+from zelador.runtime.loop import Loop, Timer
 
 SLICE = 64  # reports handed to the job book per loop turn (~3 ms of work at most)
+HELD_BACK = 4096  # reports queued here before the channel is no longer read (memory bound)
 RESPAWN_AFTER = 5.0
 RawRow = Callable[[str, Optional[str], Optional[str], bool, str, str], None]  # 3.9: no `|` here
 
@@ -57,7 +60,8 @@ class IntakeProcess:
         self._buffer = b""
         self._proc: subprocess.Popen[bytes] | None = None
         self._channel: socket.socket | None = None
-        self._draining = False
+        self._drain_timer: Timer | None = None
+        self._listening = False  # the loop watches the channel
         self._closed = False
         self._spawn()
 
@@ -77,11 +81,12 @@ class IntakeProcess:
         ours.setblocking(False)
         self._channel = ours
         self.loop.watch(ours.fileno(), self._readable)
+        self._listening = True
 
     def _readable(self) -> None:
         assert self._channel is not None
         try:
-            chunk = self._channel.recv(1 << 20)
+            chunk = self._channel.recv(1 << 18)
         except BlockingIOError:
             return
         except OSError:
@@ -93,7 +98,12 @@ class IntakeProcess:
         *lines, self._buffer = self._buffer.split(b"\n")
         for line in lines:
             self._take(json.loads(line))
-        self._drain()
+        if len(self._pending) >= HELD_BACK and self._listening:
+            # enough queued: stop reading; the worker's writes block, and so do its clients
+            self.loop.unwatch(self._channel.fileno())
+            self._listening = False
+        if self._drain_timer is None:
+            self._drain()
 
     def _take(self, batch: dict[str, Any]) -> None:
         self.counters = [b + c for b, c in zip(self._base, batch.get("c", (0, 0, 0, 0)))]
@@ -102,9 +112,12 @@ class IntakeProcess:
         for row in batch.get("r", ()):
             self._pending.append(["r", *row])
 
+    def _drain_next(self) -> None:
+        self._drain_timer = None
+        self._drain()
+
     def _drain(self) -> None:
         """Up to SLICE reports to the job book; the rest on the next turns."""
-        self._draining = False
         rejected: list[tuple[str, str, str, str | None]] = []
         for _ in range(min(SLICE, len(self._pending))):
             row = self._pending.popleft()
@@ -123,13 +136,18 @@ class IntakeProcess:
         self.book.arm()
         if rejected:
             self.book.rejections(rejected)
-        if self._pending and not self._draining:
-            self._draining = True
-            self.loop.at(self.loop.clock(), self._drain)
+        if self._pending and self._drain_timer is None:
+            self._drain_timer = self.loop.at(self.loop.clock(), self._drain_next)
+        if (not self._listening and len(self._pending) < HELD_BACK // 2
+                and self._channel is not None):
+            self.loop.watch(self._channel.fileno(), self._readable)
+            self._listening = True
 
     def _died(self) -> None:
         assert self._channel is not None and self._proc is not None
-        self.loop.unwatch(self._channel.fileno())
+        if self._listening:
+            self.loop.unwatch(self._channel.fileno())
+            self._listening = False
         self._channel.close()
         self._channel = None
         code = self._proc.wait()
@@ -168,7 +186,9 @@ class IntakeProcess:
     def close(self) -> None:
         self._closed = True
         if self._channel is not None:
-            self.loop.unwatch(self._channel.fileno())
+            if self._listening:
+                self.loop.unwatch(self._channel.fileno())
+                self._listening = False
             self._channel.close()  # the worker sees EOF and exits
             self._channel = None
         if self._proc is not None:
