@@ -132,7 +132,8 @@ def test_overlapping_runs_are_paired_by_run_id() -> None:
     state, _ = step(job, state, Report("start", "a"), 60.0)
     state, _ = step(job, state, Report("start", "b"), 120.0)
     state, actions = step(job, state, Report("fail", "a", exit_status=1), 125.0)
-    assert state.phase == JobPhase.RUNNING  # b still runs
+    assert state.phase == JobPhase.FAIL  # what happened last; b still runs, and is listed
+    assert [r.run_id for r in state.runs] == ["b"]
     assert rows(actions)[0].run_id == "a" and rows(actions)[0].duration == 65.0
     state, actions = step(job, state, Report("ok", "b"), 130.0)
     assert state.phase == JobPhase.OK and rows(actions)[0].duration == 10.0
@@ -231,12 +232,13 @@ def test_random_reports_and_ticks_keep_the_invariants() -> None:
                 given = Report(rng.choice(("ok", "fail")), run_id, rng.choice((None, 0, 1)))
             else:
                 given = Tick()
+            was_open = {r.run_id for r in state.runs}
             state, actions = step(job, state, given, now)  # type: ignore[arg-type]
             open_ids = [r.run_id for r in state.runs]
             assert all(isinstance(a, (Event, RunRow)) for a in actions), seed
             if isinstance(given, Tick):
                 assert all(r.deadline > now for r in state.runs), seed
                 assert state.expected is None or state.expected + job.grace > now, seed
-            if state.runs and isinstance(given, Report) and given.verb == "start":
-                assert state.phase == JobPhase.RUNNING, seed
+            if isinstance(given, Report) and given.verb == "start" and given.run_id not in was_open:
+                assert state.phase == JobPhase.RUNNING, seed  # a new start (not a repeated one)
             assert len({r.run_id for r in state.runs}) == len(state.runs), seed

@@ -45,6 +45,10 @@ programs:
     start: {bin}/runcco-mon.sh
     start_timeout: 10s
     part_of: comunicador
+jobs:  # seed 002's nightly closing, reported over TCP; and a job zelador exec reports
+  fechamento: {{id: 25, schedule: "30 2 * * *", timezone: America/Fortaleza, max_runtime: 20m,
+               grace: 15m}}
+  backup: {{every: 1h, max_runtime: 5m}}
 """
 
 

@@ -223,6 +223,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     args.config = config_path
     args.runtime_dir = os.path.join(args.dir, "run")
     args.logs_dir = os.path.join(args.dir, "log")
+    args.state_dir = args.state_dir or os.path.join(args.dir, "state")  # not the real one
     args.log_target = "stderr"
     print(f"""zelador demo: a stand-in SEFAZ-CE MFE is laid out in {args.dir}
   config:          {config_path}
@@ -235,6 +236,11 @@ In another terminal, try:
                                  #  2s, 4s ...: a crash loop is not restarted flat out)
   zelador status --socket {args.runtime_dir}/control.sock
   zelador restart monitor --socket {args.runtime_dir}/control.sock
+  bash -c 'exec 3<>/dev/tcp/127.0.0.1/2020; echo "#id=25;state=OK;name=fechamento" >&3;
+           head -1 <&3'                                              # a job reports: OK
+  zelador exec backup --socket {args.runtime_dir}/control.sock -- sh -c 'echo saved; exit 1'
+  zelador jobs --socket {args.runtime_dir}/control.sock              # fechamento OK, backup FAIL
+  zelador history --state-dir {args.state_dir}
 Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are
 (remove them with: pkill -x Comunicador; pkill -x Monitor).
 """, file=sys.stderr, flush=True)

@@ -1,8 +1,9 @@
 """What a job's reports and the passing of time mean: the pure job engine.
 
-States (`JobPhase`): NEW before the first expected run, RUNNING while a started run has not
-ended, OK and FAIL as the last run ended, TIMEOUT when a run outlived `max_runtime`, MISSED when
-no run started within `grace` of the expected time.
+States (`JobPhase`): NEW before the first expected run, RUNNING after a run started, OK and
+FAIL as a run ended, TIMEOUT when a run outlived `max_runtime`, MISSED when no run started within
+`grace` of the expected time. The phase is what happened last (an overlapping run still going
+is listed among the open runs, not hidden behind RUNNING).
 
 Like the program engine this is plain data in, plain data out: `step(job, state, input, now)`
 returns the new state and what to do (events for the journal and history, run rows for the
@@ -261,9 +262,9 @@ def _end(job: Job, state: JobState, report: Report, now: float) -> Outcome:
     late = run is None and run_id in state.timed_out
     finished = Finished(run_id, result, now, started, report.exit_status, duration, message)
     was = state.phase
-    phase = JobPhase.RUNNING if runs else result
-    if late and result == JobPhase.FAIL and not runs:
-        phase = JobPhase.TIMEOUT  # the end of a run already reported TIMEOUT: still a timeout
+    # the outcome shows, even while an overlapping run goes on (it is listed under `running`);
+    # the end of a run already reported TIMEOUT that failed is still a timeout
+    phase = JobPhase.TIMEOUT if late and result == JobPhase.FAIL else result
     state = dataclasses.replace(state, phase=phase, since=now if phase != was else state.since,
                                 runs=runs, last=finished, serial=serial,
                                 last_ok=now if result == JobPhase.OK else state.last_ok,
