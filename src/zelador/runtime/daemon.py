@@ -28,7 +28,7 @@ from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
-from zelador.runtime.jobs import JobBook, replay_spool, report_from
+from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
@@ -271,14 +271,12 @@ class Daemon:
 
     def _report(self, request: dict[str, object]) -> dict[str, Any]:
         """`zelador report` and `zelador exec`: one report through the control socket."""
-        name, verb = request.get("job"), request.get("verb")
+        name = request.get("job")
         if not isinstance(name, str) or name not in self.jobs.jobs:
             known = ", ".join(self.jobs.jobs) or "none"
             self.jobs.reject(f"unknown job {str(name)[:60]!r} (from zelador report)")
             return {"error": f"no job {name!r} in {self.config.path} (known: {known})",
                     "code": "unknown_job"}
-        if verb not in ("start", "ok", "fail"):
-            return {"error": f"{verb!r} is not start, ok or fail", "code": "usage"}
         try:
             report, at = report_from(request)
         except (TypeError, ValueError) as exc:
@@ -286,9 +284,8 @@ class Daemon:
         if self.history is not None:
             self.history.record_report(ReportRow(time.time(), report.source, name, report.verb,
                                                  True, "", ""))
-        self.jobs.report(name, report, at=at)
-        job = next(j for j in self.jobs.status() if j["name"] == name)
-        return {"ok": True, "job": job}
+        updated = self.jobs.report(name, report, at=at)
+        return {"ok": True, "job": job_status(self.jobs.jobs[name], updated)}
 
     # --- reload and shutdown ------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ from zelador.config.model import Job
 from zelador.events import Event, Sink
 from zelador.jobs.engine import (
     Input,
-    JobPhase,
     JobState,
     Reconfigured,
     Report,
@@ -164,9 +163,6 @@ class JobBook:
     def status(self) -> list[dict[str, Any]]:
         return [job_status(job, self.states[name]) for name, job in self.jobs.items()]
 
-    def problems(self) -> list[str]:
-        return [name for name, state in self.states.items() if state.phase.problem]
-
 
 def job_status(job: Job, state: JobState) -> dict[str, Any]:
     last = state.last
@@ -186,7 +182,7 @@ def job_status(job: Job, state: JobState) -> dict[str, Any]:
             "message": last.message},
         "last_ok": state.last_ok,
         "reason": state.reason,
-        "problem": state.phase in (JobPhase.FAIL, JobPhase.TIMEOUT, JobPhase.MISSED),
+        "problem": state.phase.problem,
     }
 
 

@@ -126,7 +126,6 @@ class HistoryWriter:
         self._rows: collections.deque[Row] = collections.deque()
         self._stopping = threading.Event()
         self.dropped = 0  # rows lost to a full queue or a failed write
-        self.written = 0
         self._said = 0.0
         self._conn = open_db(path, on_problem)
         self._thread = threading.Thread(target=self._run, name="zelador-history", daemon=True)
@@ -179,7 +178,6 @@ class HistoryWriter:
     def _write(self, batch: Sequence[Row], again: bool = True) -> None:
         try:
             write_rows(self._conn, batch)
-            self.written += len(batch)
         except sqlite3.OperationalError as exc:  # disk full, locked, read-only: lose this batch
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
