@@ -12,9 +12,9 @@ for arg in "$@"; do
     esac
 done
 if [ "$system" = yes ]; then
-    bash scripts/setup.sh nginx-light debootstrap systemd-container  # + boot the Debians
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl debootstrap systemd-container  # + boot the Debians
 else
-    bash scripts/setup.sh nginx-light  # a real multi-process daemon for the integration tests
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl  # a real multi-process daemon, a real SMTP server
 fi
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy

@@ -12,7 +12,7 @@ ROOT = pathlib.Path(__file__).parents[2]
 
 def emitted_kinds() -> set[str]:
     kinds: set[str] = set()
-    pattern = re.compile(r'(?:\bEvent|\bemit|make_event)\((?:[a-z_.]+, )?"([a-z_]+)"')
+    pattern = re.compile(r'(?:\bEvent|\bemit|\bevent|make_event)\((?:[a-z_.]+, )?"([a-z_]+)"')
     for path in (ROOT / "src" / "zelador").rglob("*.py"):
         kinds |= set(pattern.findall(path.read_text()))
     return kinds

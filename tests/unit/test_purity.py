@@ -18,7 +18,8 @@ ALLOWED = {"__future__", "dataclasses", "enum", "typing", "collections", "collec
 PURE = ["zelador.programs.engine", "zelador.programs.states", "zelador.programs.policy",
         "zelador.programs.group", "zelador.programs.family", "zelador.programs.steps",
         "zelador.events",
-        "zelador.config.model", "zelador.jobs.engine"]
+        "zelador.config.model", "zelador.jobs.engine", "zelador.alerts.incidents",
+        "zelador.alerts.problems"]
 
 # The job engine does calendar arithmetic: croniter and zoneinfo read time-zone data files (data,
 # not effects), and schedule.py reads TZ from os.environ for the machine's local zone.

@@ -20,6 +20,7 @@ import time
 from typing import IO, TYPE_CHECKING, NoReturn
 
 from zelador import __version__
+from zelador.cli.alerts import add_commands as add_alert_commands
 from zelador.cli.jobs import add_commands as add_job_commands
 from zelador.cli.jobs import state_dir
 from zelador.config.model import DEFAULT_PATH, Config
@@ -97,7 +98,8 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Dae
                   proc_events=args.proc_events == "auto",
                   state_file=None if once else os.path.join(folder, state.FILE),
                   history_file=None if once else os.path.join(folder, history.FILE),
-                  spool_dir=None if once else os.path.join(folder, "spool"))
+                  spool_dir=None if once else os.path.join(folder, "spool"),
+                  alerts_file=None if once else os.path.join(folder, "alerts.db"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -309,6 +311,7 @@ def parser() -> argparse.ArgumentParser:
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
         cmd.set_defaults(func=cmd_control)
     add_job_commands(sub, common, socket_path)
+    add_alert_commands(sub, common, lambda path: load_config(path, host_checks=False), state_dir)
     demo = sub.add_parser("demo", parents=[common],
                           help="lay out a stand-in MFE and supervise it in the foreground")
     demo.add_argument("--dir", default="/tmp/zelador-demo")

@@ -108,6 +108,88 @@ class History:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """POST one JSON document per message (docs/alerts.md has its schema)."""
+
+    url: str
+    timeout: float = 10.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Telegram:
+    token_file: str
+    chat_id: str
+    on_recovery: str = "delete"  # or "edit" (the message says it recovered), "send" (a new one)
+    timeout: float = 10.0
+    api_url: str = "https://api.telegram.org"  # a local Bot API server, or a test's
+
+
+@dataclass(frozen=True)
+class Email:
+    host: str
+    sender: str  # `from:` in the file
+    to: tuple[str, ...]
+    port: int = 587
+    tls: str = "starttls"  # or "ssl" (port 465), "none" (loopback relays only, when a password is given)
+    user: str | None = None
+    password_file: str | None = None
+    ca_file: str | None = None  # trust this CA as well as the system's (a private relay)
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Command:
+    """Run argv (no shell) with the message as JSON on stdin and ZELADOR_* variables."""
+
+    argv: tuple[str, ...]
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    target: Webhook | Telegram | Email | Command
+    rate: int = 20  # at most `rate` messages per `per` seconds; the rest wait and are grouped
+    per: float = 60.0
+
+    @property
+    def kind(self) -> str:
+        return type(self.target).__name__.lower()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which problems go to which channels; an empty selector means every one."""
+
+    programs: tuple[str, ...] = ()
+    jobs: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()  # problem names (gave_up, failed ...); empty: every problem
+    channels: tuple[str, ...] = ()  # empty: every channel
+    recoveries: bool = True  # also the recovery (and reminders) of what it sends
+
+
+@dataclass(frozen=True)
+class Alerts:
+    channels: tuple[Channel, ...] = ()
+    rules: tuple[Rule, ...] = ()  # empty: every problem and its recovery to every channel
+    group_wait: float = 10.0  # problems within this go out as one message per channel
+    remind_every: float | None = None  # while a problem lasts; None: no reminders
+    flapping: int = 5  # a program that exits this many times ...
+    flapping_window: float = 900.0  # ... within this is flapping (even if each restart worked)
+    retry_first: float = 5.0  # a failed send is tried again after this, doubling ...
+    retry_max: float = 600.0  # ... up to this
+    give_up_after: float = 86400.0  # a message not sent within this is marked failed
+    host: str | None = None  # the machine's name in messages; None: its host name
+
+    def channel(self, name: str) -> Channel:
+        for chan in self.channels:
+            if chan.name == name:
+                return chan
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
@@ -117,6 +199,7 @@ class Config:
     jobs: tuple[Job, ...] = ()
     intake: Intake = field(default_factory=Intake)
     history: History = field(default_factory=History)
+    alerts: Alerts = field(default_factory=Alerts)
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property

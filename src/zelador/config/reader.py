@@ -10,10 +10,10 @@ import grp
 
 import yaml
 
+from zelador.config.alerts import AlertReader
 from zelador.config.durations import format_duration
 from zelador.config.host import check_root_only, running_as_root
-from zelador.config.jobs import JobReader
-from zelador.config.model import Check, Config, Control, History, Intake, Program
+from zelador.config.model import Alerts, Check, Config, Control, History, Intake, Program
 from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
 
@@ -65,12 +65,12 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
     return reader.config(root)
 
 
-class _Reader(JobReader):
+class _Reader(AlertReader):
     """Reads the file-level sections; each program's is read by ProgramReader, jobs by JobReader."""
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
-                                      "history"))
+                                      "history", "alerts"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top and "jobs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
@@ -91,8 +91,9 @@ class _Reader(JobReader):
         jobs = self.jobs(top["jobs"]) if "jobs" in top else ()
         intake = self.intake(top["intake"]) if "intake" in top else Intake()
         history = self.history(top["history"]) if "history" in top else History()
+        alerts = self.alerts(top["alerts"], programs, jobs) if "alerts" in top else Alerts()
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
-                      check=check, jobs=jobs, intake=intake, history=history,
+                      check=check, jobs=jobs, intake=intake, history=history, alerts=alerts,
                       warnings=tuple(self.warnings))
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:

@@ -18,6 +18,7 @@ import os
 import pwd
 import signal
 import subprocess
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -79,13 +80,47 @@ class Launcher:
     use_scopes: bool = False  # run each script in its own transient systemd scope
     children: dict[int, Child] = field(default_factory=dict)  # pid -> child
     helpers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # zelador's own
+    # held while a thread spawns a helper and while the reaper looks, so a helper that exits at
+    # once is never taken for an orphan before it is in `helpers`
+    helper_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def spawn_helper(self, argv: list[str], pass_fds: tuple[int, ...]) -> subprocess.Popen[bytes]:
         """A process of zelador's own (the job report worker): known here, so the reaper leaves
         its status to its Popen and never takes it for an orphaned daemon."""
-        popen = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
-        self.helpers[popen.pid] = popen
+        with self.helper_lock:
+            popen = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
+            self.helpers[popen.pid] = popen
         return popen
+
+    def run_helper(self, argv: list[str], data: bytes, timeout: float,
+                   env: dict[str, str]) -> tuple[int | None, bytes]:
+        """Run a command of zelador's own from a worker thread (an alert command): `data` on its
+        stdin, its output back, in a session of its own that is killed whole after `timeout`.
+        Returns (exit status or None when it was killed for the timeout, output)."""
+        with self.helper_lock:
+            popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                     close_fds=True)
+            self.helpers[popen.pid] = popen
+        try:
+            try:
+                out, _ = popen.communicate(data, timeout=timeout)
+                return popen.returncode, out
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(popen.pid, signal.SIGKILL)
+                try:  # a grandchild that left the group may still hold the pipe: don't wait on it
+                    out, _ = popen.communicate(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait()
+                    if popen.stdout is not None:
+                        popen.stdout.close()
+                    out = b""
+                return None, out
+        finally:
+            with self.helper_lock:
+                self.helpers.pop(popen.pid, None)
 
     def output_tail(self, program: str, lines: int = 3) -> str:
         """The script's last output lines when they are in a file, else where they went."""

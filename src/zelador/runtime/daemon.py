@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import sys
 import time
 from typing import Any
 
-from zelador.config.model import Config
+from zelador.alerts.outbox import Outbox, Sender
+from zelador.config.model import Channel, Config
 from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event, Sink
@@ -26,6 +28,7 @@ from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
+from zelador.runtime.alerts import AlertDesk
 from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
@@ -47,7 +50,8 @@ class Daemon:
                  watches: Watcher | None = None, once: bool = False,
                  subreaper: bool | None = None, proc_events: bool = True,
                  state_file: str | None = None, history_file: str | None = None,
-                 intake: bool = True, spool_dir: str | None = None) -> None:
+                 intake: bool = True, spool_dir: str | None = None,
+                 alerts_file: str | None = None) -> None:
         self.journal = journal
         self.loop = loop or Loop()
         self.history: HistoryWriter | None = None
@@ -60,6 +64,13 @@ class Daemon:
                 journal.emit(Event("degraded", f"no history: cannot open {history_file}: {exc}",
                                    priority=3))
         sinks: list[Sink] = [journal] if self.history is None else [journal, self.history]
+        self.outbox: Outbox | None = None
+        self.alerts: AlertDesk | None = None
+        if alerts_file is not None:
+            self._open_alerts(config, alerts_file)
+            if self.alerts is not None:
+                sinks.append(self.alerts)
+        self._sinks = sinks
         self.notifier = notifier or Notifier(
             lambda msg: journal.emit(Event("degraded", msg, priority=4)))
         self.control = control  # None in check mode
@@ -71,6 +82,8 @@ class Daemon:
             launcher=launcher, watches=watches or Watches(), sinks=sinks, pidfd=PIDFD,
             subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
+        if self.alerts is not None:
+            self.loop.after_turn(self._alerts_after_turn)
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
         self.want_intake = intake
@@ -110,6 +123,8 @@ class Daemon:
                 replay_spool(self.spool_dir, self.jobs, self.journal.emit)
             self.jobs.start()
             self._open_intake()
+            if self.outbox is not None:
+                self.outbox.start()
         try:
             self.supervisor.settle()  # the first look: adopt what runs, start what does not
             if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
@@ -125,6 +140,8 @@ class Daemon:
         finally:
             if self.intake is not None:
                 self.intake.close()  # (applies what it had received)
+            if self.outbox is not None:
+                self.outbox.close()  # an attempt under way may finish (2 s at most)
             if self.state_file is not None:
                 self._persist(force=True)  # a job report of the last second is not lost
             if self.history is not None:
@@ -182,6 +199,46 @@ class Daemon:
     def _persist_later(self) -> None:
         self._save_timer = None
         self._persist()
+
+    # --- alerts ---------------------------------------------------------------------------------
+
+    def _open_alerts(self, config: Config, path: str) -> None:
+        from zelador.alerts.channels import build
+
+        host = config.alerts.host or socket.gethostname()
+
+        def sender(channel: Channel) -> Sender:
+            return build(channel, host, runner=self._run_helper)
+
+        try:
+            self.outbox = Outbox(path, config.alerts, build=sender, host=host,
+                                 report=lambda e: self.loop.post(lambda: self._said(e)))
+            self.outbox.keep = config.history.keep
+            restored = self.outbox.restored()
+        except (OSError, sqlite3.Error) as exc:  # supervision goes on without alerts
+            self.outbox = None
+            self.journal.emit(Event("degraded", f"no alerts: cannot open {path}: {exc}",
+                                    priority=3))
+            return
+        self.alerts = AlertDesk(config.alerts, self.loop, self.outbox.submit, restored)
+
+    def _run_helper(self, argv: list[str], data: bytes, timeout: float,
+                    env: dict[str, str]) -> tuple[int | None, bytes]:
+        """An alert command, from its channel's thread: spawned through the launcher, so the
+        reaper leaves it to its Popen."""
+        return self.supervisor.launcher.run_helper(argv, data, timeout, env)
+
+    def _said(self, event: Event) -> None:
+        """What the outbox says (alert_sent ...): to the journal and the history, not to alerts."""
+        for sink in self._sinks:
+            if sink is not self.alerts:
+                sink.emit(event)
+
+    def _alerts_after_turn(self) -> None:
+        assert self.alerts is not None
+        if self.alerts.has_duplicates_open():
+            self.alerts.after_turn({name: bool(st.duplicates)
+                                    for name, st in self.supervisor.group.states.items()})
 
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 
@@ -301,6 +358,10 @@ class Daemon:
             return
         added, removed = self.supervisor.reconfigure(new)
         self.jobs.reconfigure(new.jobs)
+        if self.alerts is not None and self.outbox is not None:
+            self.outbox.update(new.alerts)
+            self.alerts.reconfigure(new.alerts, {("program", p.name) for p in new.programs} |
+                                    {("job", j.name) for j in new.jobs})
         if self.history is not None:
             self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows
         if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):

@@ -256,7 +256,9 @@ class Supervisor:
         self._execs |= batch.execs
 
     def _collect_orphans(self) -> None:
-        for reaped in reap_orphans(self.launcher.children, self.launcher.helpers):
+        with self.launcher.helper_lock:  # a helper being spawned is registered first
+            reaped_now = reap_orphans(self.launcher.children, self.launcher.helpers)
+        for reaped in reaped_now:
             if self._owners(reaped.instance):
                 self.died(reaped.instance, reaped.status, reaped.signal)
             elif reaped.abnormal:

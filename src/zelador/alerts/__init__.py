@@ -1,0 +1,1 @@
+"""Alerts: incidents (pure), the durable outbox and its channels."""

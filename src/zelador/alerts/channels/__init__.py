@@ -1,0 +1,31 @@
+"""The alert channels: each turns a batch of items into one attempt on its target."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from zelador.alerts.outbox import Sender
+from zelador.config.model import Channel, Command, Email, Telegram, Webhook
+
+Runner = Callable[[list[str], bytes, float, dict[str, str]], tuple[int | None, bytes]]
+
+
+def build(channel: Channel, host: str, runner: Runner | None = None) -> Sender:
+    """The sender for a channel (each module is imported only when a channel uses it)."""
+    target = channel.target
+    if isinstance(target, Webhook):
+        from zelador.alerts.channels.webhook import WebhookSender
+
+        return WebhookSender(target, host)
+    if isinstance(target, Telegram):
+        from zelador.alerts.channels.telegram import TelegramSender
+
+        return TelegramSender(target, host)
+    if isinstance(target, Email):
+        from zelador.alerts.channels.email import EmailSender
+
+        return EmailSender(target, host)
+    assert isinstance(target, Command)
+    from zelador.alerts.channels.command import CommandSender
+
+    return CommandSender(target, host, runner)

@@ -1,0 +1,65 @@
+"""What the channels share: the JSON document, reading a secret, HTTP with a hard timeout."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from zelador import __version__
+from zelador.alerts.outbox import Batch
+from zelador.alerts.texts import Item, headline, journal_line
+
+BODY_CAP = 64 * 1024  # bytes of a server's answer read
+
+
+def document(batch: Batch, host: str) -> dict[str, Any]:
+    """The JSON a webhook receives and a command reads on stdin (docs/alerts.md, version 1)."""
+    return {"version": 1, "source": "zelador", "zelador_version": __version__, "host": host,
+            "channel": batch.channel, "sent_at": round(time.time(), 3),
+            "alerts": [public(item) for item in batch.items]}
+
+
+def public(item: Item) -> dict[str, Any]:
+    return {"incident": item.get("key"), "phase": item["phase"],
+            "subject_kind": item.get("subject_kind"), "subject": item.get("subject"),
+            "problem": item.get("problem"), "title": headline(item),
+            "message": item.get("message"), "first_message": item.get("first"),
+            "opened": item.get("opened"), "closed": item.get("closed"), "at": item.get("at"),
+            "journal": journal_line(item) if item["phase"] != "test" else None}
+
+
+def read_secret(path: str) -> str:
+    """The secret's first line; OSError says which file (never what is in it)."""
+    with open(path, encoding="utf-8") as stream:
+        value = stream.readline().strip()
+    if not value:
+        raise OSError(f"{path} is empty")
+    return value
+
+
+def http(method: str, url: str, body: bytes | None, headers: dict[str, str],
+         timeout: float) -> tuple[int, bytes]:
+    """One request; returns (status, body) for any HTTP answer, raises OSError otherwise.
+
+    The timeout bounds the connection and each read; the answer is cut at BODY_CAP."""
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            return int(answer.status), answer.read(BODY_CAP)
+    except urllib.error.HTTPError as exc:
+        try:
+            data = exc.read(BODY_CAP)
+        except OSError:
+            data = b""
+        return int(exc.code), data
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        raise OSError(str(reason.strerror if isinstance(reason, OSError) and reason.strerror
+                          else reason)) from None
+
+
+def short(data: bytes, limit: int = 200) -> str:
+    text = data.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "")

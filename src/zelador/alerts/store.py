@@ -1,0 +1,118 @@
+"""The alerts' SQLite file (`alerts.db` in the state dir): incidents and the outbox.
+
+Every message to send is an `outbox` row before any attempt, so neither a `kill -9` of zelador
+nor a mail server that is down for a day loses one. A row is one notice for one channel; rows
+of one channel that are due together go out as one message (their `batch`). States:
+pending -> sending -> sent, or back to pending with a later `due` after a failed attempt, or
+failed (not sent within give_up_after), or superseded (a problem still unsent when it recovered:
+its recovery row says "was down from X to Y" instead).
+
+Only the outbox thread writes; `zelador alerts` reads with its own connection (WAL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from zelador.alerts.incidents import Incident
+from zelador.alerts.texts import Item
+
+FILE = "alerts.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY, key TEXT NOT NULL, subject_kind TEXT NOT NULL, subject TEXT NOT NULL,
+    problem TEXT NOT NULL, opened REAL NOT NULL, message TEXT, reminded REAL, closed REAL,
+    closed_message TEXT);
+CREATE INDEX IF NOT EXISTS incidents_open ON incidents (key) WHERE closed IS NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY, channel TEXT NOT NULL, incident INTEGER, phase TEXT NOT NULL,
+    created REAL NOT NULL, due REAL NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, sent REAL, ref TEXT, batch INTEGER,
+    item TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (channel, due) WHERE state = 'pending';
+CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, channel);
+CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
+"""
+
+WAITING = ("pending", "sending")
+
+
+@dataclass(frozen=True)
+class Row:
+    id: int
+    channel: str
+    incident: int | None
+    phase: str
+    created: float
+    due: float
+    state: str
+    attempts: int
+    last_error: str | None
+    sent: float | None
+    ref: str | None
+    batch: int | None
+    item: Item
+
+
+COLUMNS = "id, channel, incident, phase, created, due, state, attempts, last_error, sent, ref, " \
+          "batch, item"
+
+
+def row_of(values: tuple[Any, ...]) -> Row:
+    (ident, channel, incident, phase, created, due, state, attempts, last_error, sent, ref,
+     batch, item) = values
+    return Row(ident, channel, incident, phase, created, due, state, attempts, last_error, sent,
+               ref, batch, json.loads(item))
+
+
+def connect(path: str) -> sqlite3.Connection:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.executescript(SCHEMA)
+        with contextlib.suppress(OSError):
+            os.chmod(path, 0o600)  # message texts can name internal hosts
+    except sqlite3.DatabaseError:
+        conn.close()
+        raise
+    return conn
+
+
+def open_incidents(conn: sqlite3.Connection) -> list[Incident]:
+    rows = conn.execute("SELECT subject_kind, subject, problem, opened, message, reminded "
+                        "FROM incidents WHERE closed IS NULL ORDER BY id").fetchall()
+    return [Incident(kind, subject, problem, opened, message or "", reminded=reminded or opened)
+            for kind, subject, problem, opened, message, reminded in rows]
+
+
+def open_incident_id(conn: sqlite3.Connection, key: str) -> int | None:
+    found = conn.execute("SELECT id FROM incidents WHERE key = ? AND closed IS NULL "
+                         "ORDER BY id DESC LIMIT 1", (key,)).fetchone()
+    return None if found is None else int(found[0])
+
+
+def read_outbox(path: str, *, limit: int = 20) -> dict[str, Any]:
+    """For `zelador alerts`: open incidents, counts by state, the latest rows (read-only)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        incidents = [dict(zip(("subject_kind", "subject", "problem", "opened", "message"), r))
+                     for r in conn.execute("SELECT subject_kind, subject, problem, opened, message "
+                                           "FROM incidents WHERE closed IS NULL ORDER BY opened")]
+        counts = dict(conn.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        rows = [row_of(r) for r in conn.execute(
+            f"SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?", (limit,))]
+    finally:
+        conn.close()
+    latest = [{"id": r.id, "channel": r.channel, "phase": r.phase, "state": r.state,
+               "created": r.created, "due": r.due, "sent": r.sent, "attempts": r.attempts,
+               "last_error": r.last_error, "subject": r.item.get("subject"),
+               "problem": r.item.get("problem")} for r in rows]
+    return {"incidents": incidents, "counts": counts, "latest": latest}

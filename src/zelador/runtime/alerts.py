@@ -1,0 +1,83 @@
+"""The loop's side of alerts: a sink that feeds the incident engine and hands notices over.
+
+Everything here runs on the loop thread and returns at once: the engine (alerts/incidents.py)
+decides, `route` picks channels, and the outbox's `submit` is a queue put. Reminders and the end
+of flapping are a loop timer at the engine's next moment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from zelador.alerts.incidents import Incident, Incidents, Notice, incident_key, route
+from zelador.config.model import Alerts
+from zelador.events import Event
+from zelador.runtime.loop import Loop, Timer
+
+Submit = Callable[[list[tuple[Notice, tuple[str, ...]]]], None]
+
+
+class AlertDesk:
+    def __init__(self, settings: Alerts, loop: Loop, submit: Submit,
+                 restored: Iterable[Incident] = (),
+                 wall: Callable[[], float] = time.time) -> None:
+        self.loop = loop
+        self._submit = submit
+        self._wall = wall
+        self.incidents = Incidents(settings, restored, mono=loop.clock())
+        self._timer: Timer | None = None
+        self._arm()
+
+    @property
+    def settings(self) -> Alerts:
+        return self.incidents.settings
+
+    def emit(self, event: Event) -> None:
+        if event.subject is None:
+            return
+        self._send(self.incidents.observe(event, self._wall(), self.loop.clock()))
+
+    def after_turn(self, duplicates: Mapping[str, bool]) -> None:
+        """Close `duplicate` incidents of programs that run once again (`duplicates`: program ->
+        whether it still has a second instance)."""
+        for key, incident in list(self.incidents.open.items()):
+            if incident.problem == "duplicate" and not duplicates.get(incident.subject, True):
+                self._send(self.incidents.resolve(key, self._wall(),
+                                                  f"{incident.subject}: one instance again"))
+
+    def has_duplicates_open(self) -> bool:
+        return any(i.problem == "duplicate" for i in self.incidents.open.values())
+
+    def reconfigure(self, settings: Alerts, subjects: set[tuple[str, str]]) -> None:
+        self.incidents.settings = settings
+        self._send(self.incidents.forget(subjects, self._wall()))
+        self._arm()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [{"key": i.key, "subject_kind": i.subject_kind, "subject": i.subject,
+                 "problem": i.problem, "opened": i.opened, "message": i.latest or i.message,
+                 "count": i.count} for i in self.incidents.open.values()]
+
+    def is_open(self, kind: str, subject: str, problem: str) -> bool:
+        return incident_key(kind, subject, problem) in self.incidents.open
+
+    def _send(self, notices: list[Notice]) -> None:
+        if notices:
+            self._submit([(n, route(n, self.settings)) for n in notices])
+            self._arm()
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._send(self.incidents.tick(self._wall(), self.loop.clock()))
+        self._arm()
+
+    def _arm(self) -> None:
+        wait = self.incidents.next_in(self._wall(), self.loop.clock())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if wait is not None:
+            # a minute at most: the wall clock may step while we wait on the monotonic one
+            self._timer = self.loop.at(self.loop.clock() + min(wait, 60.0), self._tick)
