@@ -197,7 +197,7 @@ class Smtp:
         def authenticator(server: Any, session: Any, envelope: Any, mechanism: str,
                           auth_data: Any) -> Any:
             ok = (auth_data.login.decode(), auth_data.password.decode()) == (user, password)
-            return AuthResult(success=ok)
+            return AuthResult(success=ok, handled=False)  # aiosmtpd answers 535 itself
 
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(self.cert), str(self.key))

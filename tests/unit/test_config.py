@@ -109,3 +109,55 @@ history: {keep: 30d, max_rows: 50000}
 def test_intake_can_be_turned_off():
     config = parse_config("jobs:\n  a: {every: 1h}\nintake: {listen: off}\n")
     assert not config.intake.enabled
+
+
+ISSUE_ALERTS = """
+jobs: {backup: {every: 1h}}
+alerts:
+  group_wait: 0s
+  channels:
+    hook:  {webhook: {url: "http://127.0.0.1:8099/zelador", timeout: 5s}}
+    phone: {telegram: {token_file: /etc/zelador/telegram.token, chat_id: "-100123", on_recovery: delete}}
+    mail:  {email: {host: smtp.example.net, port: 587, tls: starttls, from: pos@example.net,
+                    to: [ops@example.net], password_file: /etc/zelador/smtp.password}}
+"""
+
+
+def test_the_alerts_example_of_the_issue_reads_as_written():
+    alerts = parse_config(ISSUE_ALERTS, check_files=False).alerts
+    assert [c.kind for c in alerts.channels] == ["webhook", "telegram", "email"]
+    assert alerts.group_wait == 0.0 and alerts.rules == () and alerts.remind_every is None
+    mail = alerts.channel("mail").target
+    assert (mail.port, mail.tls, mail.to) == (587, "starttls", ("ops@example.net",))  # type: ignore[union-attr]
+    assert alerts.channel("phone").target.on_recovery == "delete"  # type: ignore[union-attr]
+
+
+def test_alert_defaults():
+    alerts = parse_config("jobs: {b: {every: 1h}}\nalerts: {channels: {h: {webhook: "
+                          "'http://127.0.0.1:1/'}}}\n").alerts
+    assert (alerts.group_wait, alerts.flapping, alerts.flapping_window) == (10.0, 5, 900.0)
+    assert (alerts.retry_first, alerts.retry_max, alerts.give_up_after) == (5.0, 600.0, 86400.0)
+    assert (alerts.channels[0].rate, alerts.channels[0].per) == (20, 60.0)
+
+
+def test_alert_rules_and_timings_read():
+    alerts = parse_config("""
+programs:
+  comunicador: {match: {name: C}, start: /bin/true}
+jobs: {backup: {every: 1h}}
+alerts:
+  remind_every: 4h
+  flapping: 3 in 10m
+  retry: {first: 10s, max: 1h}
+  channels:
+    phone: {webhook: "http://127.0.0.1:1/", rate_limit: 5 in 1m}
+    cmd: {command: [/usr/local/bin/page, --urgent]}
+  rules:
+    - {programs: comunicador, events: [gave_up, flapping], channels: [phone]}
+    - {jobs: [backup], recoveries: false}
+""", check_files=False).alerts
+    assert alerts.remind_every == 14400.0 and (alerts.flapping, alerts.flapping_window) == (3, 600.0)
+    assert (alerts.retry_first, alerts.retry_max) == (10.0, 3600.0)
+    assert alerts.channel("phone").rate == 5
+    assert alerts.channel("cmd").target.argv == ("/usr/local/bin/page", "--urgent")  # type: ignore[union-attr]
+    assert alerts.rules[0].programs == ("comunicador",) and not alerts.rules[1].recoveries

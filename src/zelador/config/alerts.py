@@ -161,11 +161,11 @@ class AlertReader(JobReader):
         if "user" in entries:
             values["user"] = self.string(entries["user"], f"{key}.user")
         if "password_file" in entries:
-            values["password_file"] = self.secret_file(entries["password_file"],
-                                                       f"{key}.password_file")
             if tls == "none" and not _is_loopback(str(values["host"])):
                 raise self.error(entries["tls"], f"{key}.tls", "a password would cross the "
                                  "network in clear; use starttls or ssl (or a loopback relay)")
+            values["password_file"] = self.secret_file(entries["password_file"],
+                                                       f"{key}.password_file")
         if "ca_file" in entries:
             values["ca_file"] = self.string(entries["ca_file"], f"{key}.ca_file")
             if self.check_files and not os.path.isfile(str(values["ca_file"])):
