@@ -166,3 +166,24 @@ def test_a_recovery_names_the_messages_it_is_about(tmp_path: Path) -> None:
         assert rig.channel.batches[1].items[0]["phase"] == "recovery"
     finally:
         rig.outbox.close()
+
+
+def test_recovery_written_during_a_failing_attempt_becomes_one_episode(tmp_path: Path) -> None:
+    """The problem's attempt was under way when the recovery came, then failed: the problem must
+    not go out after its own recovery (a Telegram message nobody deletes)."""
+    rig = Rig(tmp_path, retry_first=0.5, retry_max=0.5)
+    try:
+        rig.channel.gate.clear()
+        rig.feed("job_failed", at=1000.0)
+        wait_for(lambda: rig.states() == [("problem", "sending")], what="attempt under way")
+        rig.feed("job_ok", at=1060.0)
+        wait_for(lambda: len(rig.states()) == 2, what="recovery written")
+        rig.channel.fail = True
+        rig.channel.gate.set()
+        wait_for(lambda: "alert_failed" in rig.kinds(), what="the attempt failed")
+        rig.channel.fail = False
+        wait_for(lambda: ("episode", "sent") in rig.states(), what="one episode sent")
+        assert rig.states() == [("problem", "superseded"), ("episode", "sent")]
+        assert [i["phase"] for i in rig.channel.items()] == ["episode"]
+    finally:
+        rig.outbox.close()

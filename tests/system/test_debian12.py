@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -279,6 +280,69 @@ def test_job_timers_run_jobs_that_go_ok_and_a_hung_one_goes_timeout(bookworm: Ma
         bookworm.write(CONFIG, good)
         bookworm.sh("rm -f /etc/systemd/system/zelador*.service /etc/systemd/system/zelador*.timer"
                     " && systemctl daemon-reload && systemctl reload zelador")
+
+
+RECEIVER = """\
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if os.path.exists("/run/rx.fail"):
+            self.send_response(500); self.end_headers(); return
+        with open("/run/rx.posts", "ab") as out:
+            out.write(body + b"\\n")
+        self.send_response(200); self.end_headers()
+http.server.HTTPServer(("127.0.0.1", 8099), Handler).serve_forever()
+"""
+ALERTS = """
+jobs:
+  nightly: {every: 1h}
+alerts:
+  group_wait: 0s
+  channels:
+    hook: {webhook: {url: "http://127.0.0.1:8099/zelador", timeout: 5s}}
+"""
+
+
+def test_alerts_reach_a_webhook_and_survive_kill_9_of_zelador(bookworm: Machine) -> None:
+    """A job failure alerted to a webhook; its recovery, queued while the endpoint fails, is
+    delivered by the zelador that systemd starts again after a kill -9."""
+    good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    bookworm.write("/root/rx.py", RECEIVER)
+    bookworm.sh("rm -f /run/rx.posts /run/rx.fail && systemd-run --unit=rx python3 /root/rx.py")
+    bookworm.write(CONFIG, good + ALERTS)
+
+    def posts() -> list[dict[str, Any]]:
+        path = bookworm.root / "run" / "rx.posts"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [a for line in lines for a in json.loads(line)["alerts"]]
+
+    try:
+        bookworm.sh("systemctl reload zelador")
+        wait_for(lambda: "nightly" in bookworm.run("zelador jobs").stdout, 10, "job known")
+        after = bookworm.cursor()
+        bookworm.sh("zelador report nightly fail -m 'disk full'")
+        wait_for(posts, 15, "the problem posted")
+        assert [(a["phase"], a["subject"], a["problem"]) for a in posts()] == \
+            [("problem", "nightly", "failed")]
+        sent = wait_for(lambda: bookworm.journal(after, ZELADOR_EVENT="alert_sent"), 10, "journal")
+        assert sent[0]["ZELADOR_CHANNEL"] == "hook" and sent[0]["ZELADOR_JOB"] == "nightly"
+        assert sent[0]["MESSAGE_ID"] == MESSAGE_IDS["alert_sent"]
+        bookworm.sh("touch /run/rx.fail && zelador report nightly ok")
+        wait_for(lambda: bookworm.journal(after, ZELADOR_EVENT="alert_failed"), 15, "a failure")
+        old = main_pid(bookworm)
+        bookworm.sh(f"kill -9 {old}")
+        wait_for(lambda: bookworm.active("zelador") == "active" and main_pid(bookworm) not in
+                 (0, old), 30, "zelador started again by systemd", every=0.5)
+        bookworm.sh("rm -f /run/rx.fail")
+        wait_for(lambda: len(posts()) == 2, 60, "the recovery delivered after the restart",
+                 every=0.5)
+        assert posts()[1]["phase"] == "recovery"
+        listing = bookworm.sh("zelador alerts")
+        assert "open incidents: 0" in listing and "2 sent" in listing
+    finally:
+        bookworm.write(CONFIG, good)
+        bookworm.sh("systemctl stop rx; systemctl reload zelador; true")
 
 
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:

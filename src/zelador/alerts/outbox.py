@@ -288,6 +288,7 @@ class Outbox:
 
     def _start(self, lane: _Lane, now: float) -> None:
         name = lane.channel.name
+        self._merge_unsent(name)
         rows = [store.row_of(r) for r in self.conn.execute(
             f"SELECT {store.COLUMNS} FROM outbox WHERE channel = ? AND state = 'pending' AND "
             "(due <= ? OR attempts = 0) ORDER BY id LIMIT ?", (name, now, MAX_ITEMS))]
@@ -299,6 +300,29 @@ class Outbox:
         self.conn.execute(f"UPDATE outbox SET state = 'sending', batch = ? WHERE id IN "
                           f"({','.join('?' * len(ids))})", (number, *ids))
         lane.start(number, Batch(name, [r.item for r in rows], self._previous(name, rows)), now)
+
+    def _merge_unsent(self, channel: str) -> None:
+        """A recovery waiting behind its own problem (whose attempt failed after the recovery
+        was written): the problem is superseded, and the recovery says both, as an episode."""
+        pairs = self.conn.execute(
+            "SELECT DISTINCT r.id, r.item FROM outbox r JOIN outbox p ON p.incident = r.incident "
+            "AND p.channel = r.channel WHERE r.channel = ? AND r.state = 'pending' AND "
+            "r.phase = 'recovery' AND p.state = 'pending' AND p.phase IN ('problem', 'reminder')",
+            (channel,)).fetchall()
+        for ident, item_json in pairs:
+            incident = self.conn.execute("SELECT incident FROM outbox WHERE id = ?",
+                                         (ident,)).fetchone()[0]
+            self.conn.execute("UPDATE outbox SET state = 'superseded', last_error = 'recovered "
+                              "before it was sent' WHERE incident = ? AND channel = ? AND "
+                              "state = 'pending' AND phase IN ('problem', 'reminder')",
+                              (incident, channel))
+            told = self.conn.execute("SELECT 1 FROM outbox WHERE incident = ? AND channel = ? AND "
+                                     "phase = 'problem' AND state IN ('sent', 'sending')",
+                                     (incident, channel)).fetchone()
+            if told is None:
+                item = dict(json.loads(item_json), phase="episode")
+                self.conn.execute("UPDATE outbox SET phase = 'episode', item = ? WHERE id = ?",
+                                  (json.dumps(item), ident))
 
     def _previous(self, channel: str, rows: list[store.Row]) -> list[Previous]:
         """The sent messages about the incidents that recover in `rows`."""

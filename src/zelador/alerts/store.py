@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (channel, due) WHERE state = 'pending';
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, channel);
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
+CREATE INDEX IF NOT EXISTS outbox_ref ON outbox (channel, ref) WHERE ref IS NOT NULL;
 """
 
 WAITING = ("pending", "sending")
@@ -77,6 +78,7 @@ def connect(path: str) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA cache_size=-512")  # KiB; the working set is the pending rows
         conn.executescript(SCHEMA)
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)  # message texts can name internal hosts

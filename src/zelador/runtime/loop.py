@@ -30,6 +30,7 @@ from types import FrameType
 from typing import Callable
 
 Callback = Callable[[], None]
+COMPACT_MIN = 1024
 Clock = Callable[[], float]
 
 
@@ -53,6 +54,7 @@ class Loop:
         self.clock = clock
         self._selector = selector or selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
+        self._compact_at = COMPACT_MIN  # heap size at which cancelled timers are swept out
         self._order = itertools.count()
         self._posted: queue.SimpleQueue[Callback] = queue.SimpleQueue()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if hasattr(os, "eventfd") else -1
@@ -95,6 +97,13 @@ class Loop:
         """Call `callback` once the clock reaches `when`."""
         timer = Timer(when, callback)
         heapq.heappush(self._timers, (when, next(self._order), timer))
+        if len(self._timers) >= self._compact_at:
+            # A timer re-armed per event (a job's next deadline, a client's expiry) leaves the
+            # cancelled one in the heap until its moment: a burst of reports would pile up a
+            # minute's worth. Sweep them out; doubling the threshold keeps this amortized O(1).
+            self._timers = [entry for entry in self._timers if not entry[2].cancelled]
+            heapq.heapify(self._timers)
+            self._compact_at = max(COMPACT_MIN, 2 * len(self._timers))
         return timer
 
     def on_signal(self, signum: int, callback: Callback) -> None:

@@ -40,6 +40,7 @@ PRUNE_EVERY = 600.0
 PROBLEM_EVERY = 60.0
 RAW_CAP = 4096  # bytes of a raw report line kept
 TEXT_CAP = 10 * 1024
+WRITER_CACHE_KIB = 512  # the writer appends: SQLite's default 2 MiB page cache buys it nothing
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -94,6 +95,7 @@ def _connect(path: str) -> sqlite3.Connection:
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a power cut loses the last batch at most
+        conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn.executescript(SCHEMA)
         with contextlib.suppress(OSError):
             os.chmod(path, 0o640)
