@@ -214,3 +214,33 @@ def test_email_server_that_never_greets_costs_its_timeout(tmp_path: Path) -> Non
         outcome = sender.send(Batch("mail", [item()]))
         stop.set()
         assert not outcome.ok and "timed out" in outcome.error
+
+
+def one_shot_server(answer: bytes) -> tuple[socket.socket, str]:
+    """Accepts one connection, reads the request, answers `answer` raw (b"" : resets)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            if answer:
+                conn.sendall(answer)
+            else:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+def test_telegram_garbage_and_resets_are_failed_attempts(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("1:X\n")
+    for answer, expected in ((b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n<html>",
+                              "not a Bot API answer"), (b"", "")):
+        listener, url = one_shot_server(answer)
+        with listener:
+            sender = TelegramSender(Telegram(str(token), "-1", api_url=url, timeout=5.0), "h")
+            outcome = sender.send(Batch("phone", [item()]))
+        assert not outcome.ok and expected in outcome.error and "1:X" not in outcome.error

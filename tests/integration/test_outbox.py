@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -185,5 +186,26 @@ def test_recovery_written_during_a_failing_attempt_becomes_one_episode(tmp_path:
         wait_for(lambda: ("episode", "sent") in rig.states(), what="one episode sent")
         assert rig.states() == [("problem", "superseded"), ("episode", "sent")]
         assert [i["phase"] for i in rig.channel.items()] == ["episode"]
+    finally:
+        rig.outbox.close()
+
+
+def test_a_channel_over_its_rate_limit_waits_and_groups_what_piles_up(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.settings = Alerts(channels=(Channel("hook", Webhook("http://127.0.0.1:1/"), rate=1,
+                                            per=1.0),), group_wait=0.0)
+    rig.outbox.close()
+    rig.open()
+    stamps: list[float] = []
+    send = rig.channel.send
+    rig.channel.send = lambda batch: (stamps.append(time.monotonic()), send(batch))[1]  # type: ignore[method-assign]
+    try:
+        rig.feed("job_failed", name="a")
+        wait_for(lambda: len(rig.channel.batches) == 1, what="the first message")
+        rig.feed("job_failed", name="b")
+        rig.feed("job_failed", name="c")
+        wait_for(lambda: len(rig.channel.batches) == 2, what="the second message")
+        assert [i["subject"] for i in rig.channel.batches[1].items] == ["b", "c"]
+        assert stamps[1] - stamps[0] >= 1.0  # one message per second: the limit held
     finally:
         rig.outbox.close()

@@ -52,6 +52,16 @@ def test_unknown_to_running_when_already_running():
     assert kinds(actions) == ["found"] and not any(isinstance(a, Launch) for a in actions)
 
 
+def test_a_process_found_at_our_start_that_dies_soon_after_is_restarted_at_once():
+    """Found running at zelador's (re)start, it has run a day: dying 2 s later is not a failed
+    start (no backoff; found by the Debian 12 system test after `systemctl restart zelador`)."""
+    state, _ = step(PROG, ProgramState("comunicador"), Observed(A, age=86400.0), 100.0)
+    assert state.since == 100.0 - 86400.0
+    state, actions = step(PROG, state, Exited(A, None, 9), 102.0)
+    assert state.phase == Phase.STARTING and Launch("comunicador") in actions
+    assert state.failures == 0 and "after 1d" in state.last_exit
+
+
 def test_unknown_to_starting_when_not_running():
     state, actions = step(PROG, ProgramState("comunicador"), Observed(None), 0.0)
     assert state.phase == Phase.STARTING and state.restarts == 0

@@ -124,7 +124,10 @@ def _fatal_reloaded(p: Program, s: ProgramState, e: Input, now: float, w: tuple[
 def _unknown_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
     if e.instance is not None:
-        return adopt(s, e.instance, now, "already running")
+        # found at zelador's (re)start: it has been running all along, so its run counts
+        # from its own start (a death soon after `systemctl restart zelador` is not a failed
+        # start of a process that ran for days)
+        return adopt(s, e.instance, now, "already running", age=e.age)
     return launch(p, s, now, w, restart=False, why="not running")
 
 

@@ -262,7 +262,8 @@ class ProcessTable:
                 remembered = self._families.get(instance, frozenset()) & live
                 self._families[instance] = family = family | remembered
             duplicates = tuple(r for r in roots[1:] if r not in family)
-            verdicts[name] = Observed(instance, duplicates, len(family))
+            age = next((self._age(p) for p in procs if p.instance == instance), None)
+            verdicts[name] = Observed(instance, duplicates, len(family), age)
         current = {v.instance for v in verdicts.values()}
         for old in [i for i in self._families if i not in current and i not in live]:
             del self._families[old]  # died and handled: its family was taken at the death

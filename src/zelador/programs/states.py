@@ -41,6 +41,7 @@ class Observed:
     instance: Instance | None
     duplicates: tuple[Instance, ...] = ()
     family: int = 0  # processes below the instance (workers, per-connection children ...)
+    age: float | None = None  # how long the instance has run, when read (boot clock)
 
 
 @dataclass(frozen=True)

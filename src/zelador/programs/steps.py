@@ -83,9 +83,12 @@ def started(program: Program, state: ProgramState, now: float) -> Result:
     return new, actions
 
 
-def adopt(state: ProgramState, instance: Instance, now: float, how: str) -> Result:
+def adopt(state: ProgramState, instance: Instance, now: float, how: str,
+          age: float | None = None) -> Result:
+    """Take `instance` as the program's; `age`: how long it has run already, when known."""
     came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
-    new = replace(state, Phase.RUNNING, now, instance=instance, reason="", host_problem="",
+    since = now - max(0.0, age) if age is not None else now
+    new = replace(state, Phase.RUNNING, since, instance=instance, reason="", host_problem="",
                   retrying=False, restarting=False, script_running=False,
                   restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
