@@ -3,6 +3,7 @@ error shapes, SMTP with STARTTLS and a throwaway certificate, escaping, secrets 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -12,11 +13,12 @@ from typing import Any
 import pytest
 
 from tests.alertservers import FakeTelegram, Receiver, Smtp
+from zelador.alerts.channels.command import CommandSender
 from zelador.alerts.channels.email import EmailSender
 from zelador.alerts.channels.telegram import LIMIT, TelegramSender
 from zelador.alerts.channels.webhook import WebhookSender
 from zelador.alerts.outbox import Batch, Previous
-from zelador.config.model import Email, Telegram, Webhook
+from zelador.config.model import Command, Email, Telegram, Webhook
 
 
 def item(subject: str = "comunicador", phase: str = "problem", problem: str = "gave_up",
@@ -244,3 +246,26 @@ def test_telegram_garbage_and_resets_are_failed_attempts(tmp_path: Path) -> None
             sender = TelegramSender(Telegram(str(token), "-1", api_url=url, timeout=5.0), "h")
             outcome = sender.send(Batch("phone", [item()]))
         assert not outcome.ok and expected in outcome.error and "1:X" not in outcome.error
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the check is for a root daemon")
+def test_a_command_others_can_modify_is_refused_at_every_run(tmp_path: Path) -> None:
+    out = tmp_path / "ran"
+    script = tmp_path / "alert.sh"
+    script.write_text(f"#!/bin/sh\ntouch {out}\n")
+    script.chmod(0o755)
+    sender = CommandSender(Command((str(script),), timeout=5.0), "pos-1")
+    assert sender.send(Batch("cmd", [item()])).ok and out.exists()
+    out.unlink()
+    script.chmod(0o777)  # changed after the config was read
+    outcome = sender.send(Batch("cmd", [item()]))
+    assert not outcome.ok and "writable by others" in outcome.error and not out.exists()
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_children(tmp_path: Path) -> None:
+    script = tmp_path / "slow.sh"
+    script.write_text("#!/bin/sh\nsleep 300 &\nsleep 300\n")
+    script.chmod(0o755)
+    outcome = CommandSender(Command((str(script),), timeout=0.5), "pos-1").send(
+        Batch("cmd", [item()]))
+    assert not outcome.ok and "past its timeout" in outcome.error

@@ -49,6 +49,18 @@ jobs:  # seed 002's nightly closing, reported over TCP; and a job zelador exec r
   fechamento: {{id: 25, schedule: "30 2 * * *", timezone: America/Fortaleza, max_runtime: 20m,
                grace: 15m}}
   backup: {{every: 1h, max_runtime: 5m}}
+alerts:  # to a file here; on a terminal: telegram, email, a webhook (docs/alerts.md)
+  group_wait: 2s
+  flapping: 3 in 5m
+  channels:
+    screen: {{command: [{root}/alert-to-file]}}
+"""
+
+ALERT_SCRIPT = """#!/usr/bin/env python3
+# The demo's alert channel: each message zelador sends is appended to alerts.log as text.
+import json, sys
+with open({log!r}, "a", encoding="utf-8") as out:
+    out.write(json.load(sys.stdin)["text"] + "\\n")
 """
 
 
@@ -92,6 +104,10 @@ def lay_out(root: str, interval: str = "10s") -> str:
     root = os.path.abspath(root)
     folder = lay_out_mfe(root)
     path = os.path.join(root, "zelador.yaml")
+    alert = os.path.join(root, "alert-to-file")
+    with open(alert, "w", encoding="utf-8") as out:
+        out.write(ALERT_SCRIPT.format(log=os.path.join(root, "alerts.log")))
+    os.chmod(alert, 0o755)
     with open(path, "w", encoding="utf-8") as out:
         out.write(CONFIG.format(root=root, bin=folder, interval=interval))
     os.chmod(path, 0o644)

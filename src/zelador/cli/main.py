@@ -243,6 +243,8 @@ In another terminal, try:
   zelador exec backup --socket {args.runtime_dir}/control.sock -- sh -c 'echo saved; exit 1'
   zelador jobs --socket {args.runtime_dir}/control.sock              # fechamento OK, backup FAIL
   zelador history --state-dir {args.state_dir}
+  tail -f {args.dir}/alerts.log    # alerts: the failed backup; kill Comunicador 3 times: flapping
+  zelador alerts --state-dir {args.state_dir}
 Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are
 (remove them with: pkill -x Comunicador; pkill -x Monitor).
 """, file=sys.stderr, flush=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 from zelador.alerts.outbox import Sender
 from zelador.config.model import Channel, Command, Email, Telegram, Webhook
 
-Runner = Callable[[list[str], bytes, float, dict[str, str]], tuple[int | None, bytes]]
+Runner = Callable[[list[str], bytes, float, dict[str, str]],
+                  tuple[Optional[int], bytes]]  # 3.9: no `|` outside annotations
 
 
 def build(channel: Channel, host: str, runner: Runner | None = None) -> Sender:

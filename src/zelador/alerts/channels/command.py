@@ -16,7 +16,9 @@ from zelador.alerts.channels.common import document, short
 from zelador.alerts.outbox import Batch, Outcome
 from zelador.alerts.texts import headline, plain
 from zelador.config.durations import format_duration
+from zelador.config.host import check_root_only, running_as_root
 from zelador.config.model import Command
+from zelador.errors import UnsafeFileError
 
 
 def _run(argv: list[str], data: bytes, timeout: float,
@@ -52,6 +54,9 @@ class CommandSender:
                "ZELADOR_PROBLEM": str(first.get("problem") or ""),
                "ZELADOR_TITLE": headline(first), "ZELADOR_MESSAGE": str(first.get("message"))}
         argv = list(self.target.argv)
+        unsafe = _unsafe(argv[0])
+        if unsafe:
+            return Outcome(False, error=unsafe)
         try:
             status, out = self.runner(argv, json.dumps(doc).encode(), self.target.timeout, env)
         except OSError as exc:
@@ -63,3 +68,15 @@ class CommandSender:
             tail = short(out.splitlines()[-1]) if out.strip() else "no output"
             return Outcome(False, error=f"{argv[0]} exited with status {status}: {tail}")
         return Outcome(True)
+
+
+def _unsafe(program: str) -> str:
+    """Checked before every run, like a start script: it may have changed since the config."""
+    if not os.path.isfile(program) or not os.access(program, os.X_OK):
+        return f"{program!r} is not an executable file"
+    if running_as_root():
+        try:
+            check_root_only(program, "alert command")
+        except UnsafeFileError as exc:
+            return str(exc)
+    return ""
