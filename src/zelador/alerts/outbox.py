@@ -133,7 +133,8 @@ class Outbox:
         self.conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'")
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lanes: dict[str, _Lane] = {}
-        self._batches = 0
+        self._batches = int(self.conn.execute("SELECT COALESCE(MAX(batch), 0) FROM outbox")
+                            .fetchone()[0])  # numbers go on from the last run's
         self._pruned = 0.0
         self.keep = 90 * 86400.0
         self._thread: threading.Thread | None = None
@@ -293,9 +294,7 @@ class Outbox:
             f"SELECT {store.COLUMNS} FROM outbox WHERE channel = ? AND state = 'pending' AND "
             "(due <= ? OR attempts = 0) ORDER BY id LIMIT ?", (name, now, MAX_ITEMS))]
         self._batches += 1
-        number = int(self.conn.execute("SELECT COALESCE(MAX(batch), 0) FROM outbox").fetchone()[0])
-        number = max(number + 1, self._batches)
-        self._batches = number
+        number = self._batches
         ids = [r.id for r in rows]
         self.conn.execute(f"UPDATE outbox SET state = 'sending', batch = ? WHERE id IN "
                           f"({','.join('?' * len(ids))})", (number, *ids))

@@ -39,6 +39,7 @@ CREATE INDEX IF NOT EXISTS outbox_waiting ON outbox (channel, due) WHERE state =
 CREATE INDEX IF NOT EXISTS outbox_incident ON outbox (incident, channel);
 CREATE INDEX IF NOT EXISTS outbox_created ON outbox (created);
 CREATE INDEX IF NOT EXISTS outbox_ref ON outbox (channel, ref) WHERE ref IS NOT NULL;
+CREATE INDEX IF NOT EXISTS outbox_batch ON outbox (batch) WHERE state = 'sending';
 """
 
 WAITING = ("pending", "sending")
