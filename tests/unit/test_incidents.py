@@ -140,3 +140,16 @@ def test_rules_pick_channels_by_subject_and_problem():
     assert route(failed, inc.settings) == ("hook",)
     assert route(ok, inc.settings) == ()  # recoveries: false
     assert route(back, inc.settings) == ("phone",)
+
+
+def test_a_rule_on_a_check_covers_its_items() -> None:
+    rules = (Rule(checks=("miners",), channels=("phone",)),)
+    inc = Incidents(settings(rules=rules))
+    (stale,) = inc.observe(event("check_failed", "miners/rig-07: not seen for 15m",
+                                 subject="miners/rig-07", subject_kind="check"), 1.0, 1.0)
+    (other,) = inc.observe(event("check_failed", "disk_root: disk / 95%", subject="disk_root",
+                                 subject_kind="check"), 1.0, 1.0)
+    assert route(stale, inc.settings) == ("phone",) and route(other, inc.settings) == ()
+    (back,) = inc.observe(event("check_recovered", "miners/rig-07: seen again",
+                                subject="miners/rig-07", subject_kind="check"), 2.0, 2.0)
+    assert back.phase == RECOVERY and route(back, inc.settings) == ("phone",)

@@ -19,12 +19,13 @@ PURE = ["zelador.programs.engine", "zelador.programs.states", "zelador.programs.
         "zelador.programs.group", "zelador.programs.family", "zelador.programs.steps",
         "zelador.events",
         "zelador.config.model", "zelador.jobs.engine", "zelador.alerts.incidents",
-        "zelador.alerts.problems"]
+        "zelador.alerts.problems", "zelador.checks.rules", "zelador.checks.metrics",
+        "zelador.checks.freshness"]
 
 # The job engine does calendar arithmetic: croniter and zoneinfo read time-zone data files (data,
 # not effects), and schedule.py reads TZ from os.environ for the machine's local zone.
 CALENDAR = {"datetime", "zoneinfo", "croniter", "os"}
-EXTRA = {"zelador.jobs.engine": CALENDAR}
+EXTRA = {"zelador.jobs.engine": CALENDAR, "zelador.checks.freshness": {"datetime"}}
 
 
 def module_file(name: str) -> pathlib.Path | None:

@@ -151,7 +151,9 @@ class Incidents:
         """Close the incidents of subjects no longer in the config (`keep`: kind, name)."""
         notices: list[Notice] = []
         for key, incident in list(self.open.items()):
-            if (incident.subject_kind, incident.subject) not in keep:
+            base = incident.subject.split("/")[0] if incident.subject_kind == "check" else \
+                incident.subject  # a check's item: "miners/rig-07"
+            if (incident.subject_kind, base) not in keep:
                 notices += self.resolve(key, wall, f"{incident.subject}: no longer watched "
                                         "(removed from the config)")
         return notices
@@ -175,7 +177,8 @@ def _matches(rule: Rule, notice: Notice) -> bool:
         return False
     if rule.events and incident.problem not in rule.events:
         return False
-    if rule.programs or rule.jobs:
-        names = {"program": rule.programs, "job": rule.jobs}.get(incident.subject_kind, ())
-        return incident.subject in names
+    if rule.programs or rule.jobs or rule.checks:
+        names = {"program": rule.programs, "job": rule.jobs,
+                 "check": rule.checks}.get(incident.subject_kind, ())
+        return incident.subject.split("/")[0] in names  # a check's item: "miners/rig-07"
     return True

@@ -2,7 +2,8 @@
 
     0   ok (status/check: every watched program is running; jobs: none failed)
     1   runtime error
-    3   status/check: something watched is not running; jobs: a job is FAIL, TIMEOUT or MISSED
+    3   status/check: something watched is not running; jobs: a job is FAIL, TIMEOUT or MISSED;
+        checks: a check is failing
     64  usage error
     69  the daemon cannot be reached, or another zelador holds the lock
     78  the config is wrong or unsafe
@@ -196,6 +197,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EX_OK if all_running(reply) else EX_DOWN
 
 
+def cmd_checks(args: argparse.Namespace) -> int:
+    from zelador.programs.view import check_lines
+
+    checks = ask(socket_path(args), {"cmd": "checks"})["checks"]
+    if args.json:
+        print(json.dumps(checks, indent=2))
+    elif not checks:
+        print("no checks in the config (programs.NAME.health, .resources, checks:, system:)")
+    else:
+        print("\n".join(check_lines(checks)))
+    return EX_DOWN if any(c["state"] == "FAILING" for c in checks) else EX_OK
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     path = socket_path(args)
     before = ask(path, {"cmd": args.command, "program": args.program})["program"]
@@ -300,6 +314,10 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="what the running daemon sees")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=cmd_status)
+    checks = sub.add_parser("checks", parents=[common],
+                            help="every check: state, last value, last result; exit 3 if one fails")
+    checks.add_argument("--json", action="store_true")
+    checks.set_defaults(func=cmd_checks)
     units = sub.add_parser("units", parents=[common],
                            help="render the systemd units for this config (print, or --output DIR)")
     units.add_argument("--output", metavar="DIR",

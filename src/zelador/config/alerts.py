@@ -25,7 +25,7 @@ from zelador.errors import UnsafeFileError
 ALERT_KEYS = ("channels", "rules", "group_wait", "remind_every", "flapping", "retry",
               "give_up_after", "host")
 CHANNEL_KINDS = ("webhook", "telegram", "email", "command")
-RULE_KEYS = ("programs", "jobs", "events", "channels", "recoveries")
+RULE_KEYS = ("programs", "jobs", "checks", "events", "channels", "recoveries")
 _ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+$")
 _OFF = (False, "off", "no", "never")
 
@@ -33,13 +33,14 @@ _OFF = (False, "off", "no", "never")
 class AlertReader(JobReader):
     """Reads `alerts:`; reader.py calls in once programs and jobs are known."""
 
-    def alerts(self, node: yaml.Node, programs: list[Program], jobs: tuple[Job, ...]) -> Alerts:
+    def alerts(self, node: yaml.Node, programs: list[Program], jobs: tuple[Job, ...],
+               checks: tuple[str, ...] = ()) -> Alerts:
         entries = self.mapping(node, "alerts", ALERT_KEYS)
         values: dict[str, object] = {}
         channels = self.channels(entries["channels"]) if "channels" in entries else ()
         values["channels"] = channels
         if "rules" in entries:
-            values["rules"] = self.rules(entries["rules"], channels, programs, jobs)
+            values["rules"] = self.rules(entries["rules"], channels, programs, jobs, checks)
         if "group_wait" in entries:
             values["group_wait"] = self.duration(entries["group_wait"], "alerts.group_wait")
         if "remind_every" in entries:
@@ -104,17 +105,18 @@ class AlertReader(JobReader):
         if "timeout" in entries:
             values["timeout"] = self.timeout(entries["timeout"], f"{key}.timeout")
         if "headers" in entries:
-            headers = self.mapping(entries["headers"], f"{key}.headers", ())
-            pairs = []
-            for header, value_node in headers.items():
-                value = str(self.scalar(value_node, f"{key}.headers.{header}"))
-                if not re.match(r"^[A-Za-z0-9-]+$", header) or any(c in value for c in "\r\n"):
-                    raise self.error(value_node, f"{key}.headers.{header}",
-                                     "not a valid HTTP header (name: letters, digits and -; "
-                                     "value: one line)")
-                pairs.append((header, value))
-            values["headers"] = tuple(pairs)
+            values["headers"] = self.headers(entries["headers"], f"{key}.headers")
         return Webhook(**values)  # type: ignore[arg-type]
+
+    def headers(self, node: yaml.Node, key: str) -> tuple[tuple[str, str], ...]:
+        pairs = []
+        for header, value_node in self.mapping(node, key, ()).items():
+            value = str(self.scalar(value_node, f"{key}.{header}"))
+            if not re.match(r"^[A-Za-z0-9-]+$", header) or any(c in value for c in "\r\n"):
+                raise self.error(value_node, f"{key}.{header}", "not a valid HTTP header "
+                                 "(name: letters, digits and -; value: one line)")
+            pairs.append((header, value))
+        return tuple(pairs)
 
     def telegram(self, node: yaml.Node, key: str) -> Telegram:
         entries = self.mapping(node, key, ("token_file", "chat_id", "on_recovery", "timeout",
@@ -187,18 +189,18 @@ class AlertReader(JobReader):
         return Command(**values)  # type: ignore[arg-type]
 
     def rules(self, node: yaml.Node, channels: tuple[Channel, ...], programs: list[Program],
-              jobs: tuple[Job, ...]) -> tuple[Rule, ...]:
+              jobs: tuple[Job, ...], checks: tuple[str, ...] = ()) -> tuple[Rule, ...]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, "alerts.rules", "expected a list of rules (e.g. - {events: "
                              "[gave_up], channels: [phone]})")
         known = {"programs": tuple(p.name for p in programs), "jobs": tuple(j.name for j in jobs),
-                 "channels": tuple(c.name for c in channels)}
+                 "checks": checks, "channels": tuple(c.name for c in channels)}
         out = []
         for index, item in enumerate(node.value):
             key = f"alerts.rules[{index}]"
             entries = self.mapping(item, key, RULE_KEYS)
             values: dict[str, object] = {}
-            for field in ("programs", "jobs", "channels"):
+            for field in ("programs", "jobs", "checks", "channels"):
                 if field in entries:
                     names = self.names(entries[field], f"{key}.{field}")
                     for name in names:
@@ -227,10 +229,9 @@ class AlertReader(JobReader):
 
     @staticmethod
     def problems_for(values: dict[str, object]) -> tuple[str, ...]:
-        if "programs" in values and "jobs" not in values:
-            return PROBLEMS["program"]
-        if "jobs" in values and "programs" not in values:
-            return PROBLEMS["job"]
+        kinds = [k for k in ("program", "job", "check") if f"{k}s" in values]
+        if len(kinds) == 1:
+            return PROBLEMS[kinds[0]]
         return ALL_PROBLEMS
 
     # --- values ---------------------------------------------------------------------------------

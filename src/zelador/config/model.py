@@ -40,6 +40,50 @@ class Restart:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """One look at something: a TCP connect, an HTTP request, or a command (exit 0 = healthy)."""
+
+    kind: str  # "tcp", "http", "command"
+    target: str = ""  # host:port (tcp) or URL (http)
+    argv: tuple[str, ...] = ()  # command
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    status: tuple[int, ...] = ()  # expected HTTP statuses; empty: any 2xx or 3xx
+    body: str | None = None  # a regex the body must match
+    timeout: float = 5.0  # always bounded
+
+
+@dataclass(frozen=True)
+class Health:
+    """`programs.NAME.health`: the program answers, not only exists."""
+
+    probe: Probe
+    every: float = 10.0
+    fails: int = 3  # consecutive failures before the action
+    start_after: float = 10.0  # after a start, failures are not counted for this long
+    action: str = "restart"  # or "alert"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A rule on one figure: above X for N cycles (or for N of M cycles) -> action."""
+
+    name: str  # the rule's name: the metric for a program, the key under `system:`
+    metric: str  # cpu, memory, pss, threads, fds, children, uptime; system: memory, swap,
+    # load, cpu, disk, inodes, processes
+    above: float  # in the metric's unit: %, bytes, a count, seconds, a load
+    cycles: int = 1  # failing in `cycles` of the last `window` samples
+    window: int = 1
+    span: float | None = None  # `for: 5m`: cycles worked out from the sampling interval
+    action: str = "alert"  # or "restart" (a program's), "command"
+    command: tuple[str, ...] = ()
+    path: str | None = None  # disk, inodes: the mount point
+    per_core: bool = False  # load divided by the number of cores
+    load: int = 1  # which load average: 1, 5, 15
+    children: bool = False  # cpu, memory: the program's processes below it too
+
+
+@dataclass(frozen=True)
 class Program:
     name: str
     match: Match
@@ -56,6 +100,9 @@ class Program:
     duplicates: str = "report"  # or "stop": stop extra instances, newest first
     family: str = "stop"  # or "keep": leave what a dead instance left behind running
     shell: bool = False
+    health: Health | None = None
+    resources: tuple[Threshold, ...] = ()
+    resources_every: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -164,6 +211,7 @@ class Rule:
 
     programs: tuple[str, ...] = ()
     jobs: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()
     events: tuple[str, ...] = ()  # problem names (gave_up, failed ...); empty: every problem
     channels: tuple[str, ...] = ()  # empty: every channel
     recoveries: bool = True  # also the recovery (and reminders) of what it sends
@@ -190,6 +238,29 @@ class Alerts:
 
 
 @dataclass(frozen=True)
+class Freshness:
+    """Seed 003: a list of items in a JSON answer, each with a last-seen time."""
+
+    items: tuple[str, ...]  # the path to the list, e.g. ("data", "workers")
+    key: str  # the field naming each item
+    time: str  # the field with its last-seen time (Unix seconds or ISO 8601)
+    stale_after: float = 600.0  # quiet longer than this: a problem ...
+    ignore_after: float = 8 * 3600.0  # ... until this: then it is gone, not broken
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    """`checks.NAME`: an HTTP endpoint not tied to a program."""
+
+    name: str
+    probe: Probe
+    every: float = 60.0
+    fails: int = 1
+    json: Freshness | None = None
+    command: tuple[str, ...] = ()  # run on failure and recovery, besides alerting
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
@@ -200,6 +271,9 @@ class Config:
     intake: Intake = field(default_factory=Intake)
     history: History = field(default_factory=History)
     alerts: Alerts = field(default_factory=Alerts)
+    checks: tuple[HttpCheck, ...] = ()
+    system: tuple[Threshold, ...] = ()
+    system_every: float = 10.0
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property

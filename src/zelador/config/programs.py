@@ -38,7 +38,7 @@ class ProgramReader(NodeReader):
     def program(self, name: str, node: yaml.Node, key: str) -> Program:
         allowed = ("match", "start", "shell", "start_timeout", "stop", "restart", "part_of",
                    "after", "user", "group", "environment", "working_directory", "duplicates",
-                   "family")
+                   "family", "health", "resources")
         entries = self.mapping(node, key, allowed)
         if "match" not in entries:
             raise self.error(node, f"{key}.match", "missing: say how to recognise the process "

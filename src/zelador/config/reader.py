@@ -10,10 +10,20 @@ import grp
 
 import yaml
 
-from zelador.config.alerts import AlertReader
+from zelador.config.checks import CheckReader
 from zelador.config.durations import format_duration
 from zelador.config.host import check_root_only, running_as_root
-from zelador.config.model import Alerts, Check, Config, Control, History, Intake, Program
+from zelador.config.model import (
+    Alerts,
+    Check,
+    Config,
+    Control,
+    History,
+    HttpCheck,
+    Intake,
+    Program,
+    Threshold,
+)
 from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
 
@@ -65,12 +75,12 @@ def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
     return reader.config(root)
 
 
-class _Reader(AlertReader):
+class _Reader(CheckReader):
     """Reads the file-level sections; each program's is read by ProgramReader, jobs by JobReader."""
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
-                                      "history", "alerts"))
+                                      "history", "alerts", "checks", "system"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top and "jobs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
@@ -84,16 +94,25 @@ class _Reader(AlertReader):
             key = f"programs.{name}"
             if not PROGRAM_NAME.match(name):
                 raise self.error(node, key, "a program name may hold only letters, digits, _ . -")
-            programs.append(self.program(name, node, key))
+            programs.append(self.with_checks(self.program(name, node, key), node, key))
         control = self.control(top["control"]) if "control" in top else Control()
         self.check_references(programs, entries)
         check = self.check(top["check"], programs) if "check" in top else Check()
         jobs = self.jobs(top["jobs"]) if "jobs" in top else ()
         intake = self.intake(top["intake"]) if "intake" in top else Intake()
         history = self.history(top["history"]) if "history" in top else History()
-        alerts = self.alerts(top["alerts"], programs, jobs) if "alerts" in top else Alerts()
+        checks = self.checks(top["checks"]) if "checks" in top else ()
+        system, system_every = self.system(top["system"]) if "system" in top else ((), 10.0)
+        names = check_names(programs, checks, system)
+        if len(set(names)) != len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            raise self.error(top.get("system") or root, "system", f"{twice!r} names both a "
+                             "system rule and an HTTP check; rename one")
+        alerts = (self.alerts(top["alerts"], programs, jobs, tuple(names)) if "alerts" in top
+                  else Alerts())
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
                       check=check, jobs=jobs, intake=intake, history=history, alerts=alerts,
+                      checks=checks, system=system, system_every=system_every,
                       warnings=tuple(self.warnings))
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:
@@ -125,6 +144,17 @@ class _Reader(AlertReader):
         if cycle:
             raise self.error(entries[cycle[0]], f"programs.{cycle[0]}",
                              "dependency cycle through part_of/after: " + " -> ".join(cycle))
+
+
+def check_names(programs: list[Program], checks: tuple[HttpCheck, ...],
+                system: tuple[Threshold, ...]) -> list[str]:
+    """The names checks go by in events and in `alerts.rules[].checks`."""
+    names = [c.name for c in checks] + [r.name for r in system]
+    for prog in programs:
+        if prog.health is not None:
+            names.append(f"{prog.name}.health")
+        names += [f"{prog.name}.{r.name}" for r in prog.resources]
+    return names
 
 
 def _find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str]:

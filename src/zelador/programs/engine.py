@@ -236,7 +236,7 @@ def _running_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple
     if e.verb == "start":
         return s, []
     return stop(p, dataclasses.replace(s, failures=0), now, then_start=e.verb == "restart",
-                why=f"{e.verb} requested")
+                why=e.why or f"{e.verb} requested")
 
 
 def _running_peer(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -323,7 +323,7 @@ def _waiting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple
         new = replace(s, Phase.STOPPED, now, reason="stopped on request")
         return new, [emit(new, "stopped", "stop requested; will not restart", 5)]
     fresh = dataclasses.replace(s, failures=0, starts=(), retrying=False)
-    return launch(p, fresh, now, w, restart=True, why=f"{e.verb} requested")
+    return launch(p, fresh, now, w, restart=True, why=e.why or f"{e.verb} requested")
 
 
 def _stopped_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:

@@ -120,6 +120,7 @@ class Tick:
 @dataclass(frozen=True)
 class Command:
     verb: str  # "start", "stop" or "restart", from `zelador start|stop|restart NAME`
+    why: str = ""  # who asked and why, when not the CLI (a failed health check ...)
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,24 @@ def render(reply: dict[str, Any]) -> str:
         bad = [f"{j['name']} {j['state']}" for j in jobs if j.get("problem")]
         out.append(f"jobs: {len(jobs)}" + (f"; {', '.join(bad)} (see `zelador jobs`)" if bad
                                            else ", none failed"))
+    checks = reply.get("checks") or []
+    if checks:
+        out.append(f"checks: {len(checks)}")
+        out += [f"  {line}" for line in check_lines(checks)]
     return "\n".join(out)
+
+
+def check_lines(checks: list[dict[str, Any]]) -> list[str]:
+    """One line per check: name, state, last value (and threshold), last result."""
+    rows = [["CHECK", "STATE", "VALUE", "LAST"]]
+    for check in checks:
+        value = check.get("value") or "-"
+        if check.get("threshold"):
+            value += f" (> {check['threshold']})"
+        rows.append([check["name"], check["state"], value, check.get("reason") or ""])
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return [("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  "
+             + row[3]).rstrip() for row in rows]
 
 
 def all_running(reply: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 
 from zelador.alerts.outbox import Outbox, Sender
 from zelador.config.model import Channel, Config
-from zelador.config.reader import load_config
+from zelador.config.reader import check_names, load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event, Sink
 from zelador.programs.launcher import Launcher
@@ -29,6 +29,7 @@ from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.alerts import AlertDesk
+from zelador.runtime.checks import CheckBook
 from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
@@ -86,6 +87,11 @@ class Daemon:
             self.loop.after_turn(self._alerts_after_turn)
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
+        self.checks = CheckBook(config, loop=self.loop, sinks=sinks,
+                                states=lambda: self.supervisor.group.states,
+                                restart=lambda name, why: self.supervisor.command(
+                                    name, "restart", why),
+                                runner=self._run_helper)
         self.want_intake = intake
         self.spool_dir = spool_dir
         self.intake: IntakeProcess | None = None
@@ -122,6 +128,7 @@ class Daemon:
             if self.spool_dir is not None:
                 replay_spool(self.spool_dir, self.jobs, self.journal.emit)
             self.jobs.start()
+            self.checks.start()
             self._open_intake()
             if self.outbox is not None:
                 self.outbox.start()
@@ -140,6 +147,7 @@ class Daemon:
         finally:
             if self.intake is not None:
                 self.intake.close()  # (applies what it had received)
+            self.checks.close()
             if self.outbox is not None:
                 self.outbox.close()  # an attempt under way may finish (2 s at most)
             if self.state_file is not None:
@@ -307,7 +315,10 @@ class Daemon:
             programs = [program_status(sup.group.states[p.name]) for p in self.config.programs]
             return {"pid": os.getpid(), "config": self.config.path, "started": self.started_at,
                     "summary": sup.group.summary(), "programs": programs,
-                    "jobs": self.jobs.status(), "intake": self._intake_status()}
+                    "jobs": self.jobs.status(), "intake": self._intake_status(),
+                    "checks": self.checks.status()}
+        if cmd == "checks":
+            return {"checks": self.checks.status()}
         if cmd == "jobs":
             return {"jobs": self.jobs.status(), "intake": self._intake_status()}
         if cmd == "report":
@@ -321,7 +332,7 @@ class Daemon:
             sup.command(name, str(cmd))
             return {"ok": True, "program": program_status(sup.group.states[name])}
         return {"error": f"unknown request {request!r} (try: status, start, stop, restart, jobs, "
-                         "report)"}
+                         "report, checks)"}
 
     def _intake_status(self) -> dict[str, Any] | None:
         return None if self.intake is None else self.intake.status()
@@ -358,10 +369,15 @@ class Daemon:
             return
         added, removed = self.supervisor.reconfigure(new)
         self.jobs.reconfigure(new.jobs)
+        self.checks.configure(new)
+        if not self.once:
+            self.checks.start()
         if self.alerts is not None and self.outbox is not None:
             self.outbox.update(new.alerts)
             self.alerts.reconfigure(new.alerts, {("program", p.name) for p in new.programs} |
-                                    {("job", j.name) for j in new.jobs})
+                                    {("job", j.name) for j in new.jobs} |
+                                    {("check", c) for c in check_names(list(new.programs),
+                                                                       new.checks, new.system)})
         if self.history is not None:
             self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows
         if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):

@@ -139,12 +139,12 @@ class Supervisor:
         """Ask for a scan at the end of this turn."""
         self._scan_wanted = True
 
-    def command(self, name: str, verb: str) -> None:
-        """start/stop/restart from the CLI. Look first: a copy started by hand since the last
-        look is adopted, never doubled."""
+    def command(self, name: str, verb: str, why: str = "") -> None:
+        """start/stop/restart from the CLI (or a check's action). Look first: a copy started by
+        hand since the last look is adopted, never doubled."""
         self._scan_wanted = True
         self.settle()
-        self._apply(name, Command(verb), self.loop.clock())
+        self._apply(name, Command(verb, why), self.loop.clock())
         self._sync_watches()
         self._arm(self.loop.clock())
 

@@ -48,6 +48,8 @@ MESSAGE_IDS: dict[str, str] = {
     "alert_sent": "9a576d0745894b22b81c3010ad804804",
     "alert_failed": "940c44f11cc34a51adca8a1ff00abc6b",
     "alert_given_up": "67ccde5c376842a6acde7479cc075913",
+    "check_failed": "fc0384c8e0a045a5856b6efd92c1b2ee",
+    "check_recovered": "e6e364249dce4975be8d36d4269cc679",
 }
 
 _LEVELS = {0: "emerg", 1: "alert", 2: "crit", 3: "err", 4: "warning", 5: "notice", 6: "info",

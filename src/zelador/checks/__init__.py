@@ -1,0 +1,1 @@
+"""Checks: health probes, resource and system rules, HTTP checks (rules pure, probes in workers)."""

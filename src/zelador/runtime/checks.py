@@ -1,0 +1,362 @@
+"""Checks wired to the loop: timers start probes and samples on a bounded pool of worker
+threads; their results come back through `Loop.post`; checks/rules.py decides; actions are
+carried out here (a restart through the supervisor's engine, a command through the launcher).
+
+Each check has at most one run in flight, so the pool's queue is bounded by the number of
+checks, and a check that hangs (up to its timeout) delays only itself. Events: `check_failed`
+and `check_recovered` (ZELADOR_CHECK, ZELADOR_VALUE, ZELADOR_THRESHOLD, ZELADOR_PROGRAM for a
+program's check), which reach the journal, the history and the alerts like every event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from zelador.checks import freshness, probes
+from zelador.checks.metrics import PROGRAM_METRICS, SYSTEM_METRICS, show
+from zelador.checks.rules import FAILED, RECOVERED, Streak, cycles_of, judge_probe, judge_threshold
+from zelador.config.durations import format_duration
+from zelador.config.model import Config, HttpCheck, Program, Threshold
+from zelador.events import Event, Sink, event
+from zelador.programs.states import Phase, ProgramState
+from zelador.runtime.loop import Loop, Timer
+
+WORKERS = 8
+CHECK = "check"
+
+Runner = probes.Runner
+
+
+@dataclass
+class Entry:
+    """One scheduled check: a program's health, its resources, the system, an HTTP check."""
+
+    name: str
+    kind: str  # health, resources, system, http
+    every: float
+    program: Program | None = None
+    check: HttpCheck | None = None
+    rules: tuple[Threshold, ...] = ()
+    streaks: dict[str, Streak] = field(default_factory=dict)  # rule or item -> streak
+    busy: bool = False
+    timer: Timer | None = None
+    bad_since_action: int = 0
+
+    def spec(self) -> object:
+        return (self.kind, self.every, self.program.health if self.program else None,
+                self.rules, self.check)
+
+
+class CheckBook:
+    def __init__(self, config: Config, *, loop: Loop, sinks: Sequence[Sink],
+                 states: Callable[[], dict[str, ProgramState]],
+                 restart: Callable[[str, str], None], runner: Runner) -> None:
+        self.loop = loop
+        self.sinks = sinks
+        self._states = states
+        self._restart = restart
+        self._runner = runner
+        self._pool: ThreadPoolExecutor | None = None
+        self._sampler: Any = None
+        self.entries: dict[str, Entry] = {}
+        self.configure(config)
+
+    # --- configuration -----------------------------------------------------------------------
+
+    def configure(self, config: Config) -> None:
+        wanted: dict[str, Entry] = {}
+        for prog in config.programs:
+            if prog.health is not None:
+                wanted[f"{prog.name}.health"] = Entry(f"{prog.name}.health", "health",
+                                                      prog.health.every, program=prog)
+            if prog.resources:
+                wanted[f"{prog.name}.resources"] = Entry(f"{prog.name}.resources", "resources",
+                                                         prog.resources_every, program=prog,
+                                                         rules=prog.resources)
+        if config.system:
+            wanted["system"] = Entry("system", "system", config.system_every, rules=config.system)
+        for check in config.checks:
+            wanted[f"http:{check.name}"] = Entry(check.name, "http", check.every, check=check)
+        for key, entry in wanted.items():
+            old = self.entries.get(key)
+            if old is not None and old.spec() == entry.spec():
+                wanted[key] = old  # unchanged: keep its streaks and its schedule
+            elif old is not None and old.timer is not None:
+                old.timer.cancel()
+        for key, old in self.entries.items():
+            if key not in wanted and old.timer is not None:
+                old.timer.cancel()
+        self.entries = wanted
+        if self.entries and self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="check")
+            from zelador.checks.samplers import Sampler  # psutil readers: only when needed
+
+            self._sampler = Sampler()
+
+    def start(self) -> None:
+        for entry in self.entries.values():
+            if entry.timer is None and not entry.busy:
+                self._arm(entry, 0.0)
+
+    def close(self) -> None:
+        for entry in self.entries.values():
+            if entry.timer is not None:
+                entry.timer.cancel()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- scheduling --------------------------------------------------------------------------
+
+    def _arm(self, entry: Entry, delay: float) -> None:
+        entry.timer = self.loop.at(self.loop.clock() + delay, lambda: self._due(entry))
+
+    def _due(self, entry: Entry) -> None:
+        entry.timer = None
+        if self.entries.get(self._key(entry)) is not entry:
+            return  # removed by a reload
+        work = self._work(entry)
+        if work is None:  # nothing to look at now (the program is not running)
+            self._arm(entry, entry.every)
+            return
+        assert self._pool is not None
+        entry.busy = True
+        future = self._pool.submit(work)
+        future.add_done_callback(lambda f: self.loop.post(lambda: self._done(entry, f)))
+
+    @staticmethod
+    def _key(entry: Entry) -> str:
+        return f"http:{entry.name}" if entry.kind == "http" else entry.name
+
+    def _work(self, entry: Entry) -> Callable[[], Any] | None:
+        if entry.kind == "system":
+            return lambda: self._sampler.system(entry.rules)
+        if entry.kind == "http":
+            assert entry.check is not None
+            return lambda: _http_check(entry.check, self._runner)  # type: ignore[arg-type]
+        assert entry.program is not None
+        state = self._states().get(entry.program.name)
+        if state is None or state.phase != Phase.RUNNING or state.instance is None:
+            return None
+        instance, name = state.instance, entry.program.name
+        if entry.kind == "resources":
+            return lambda: self._sampler.program(name, instance, entry.rules)
+        health = entry.program.health
+        assert health is not None
+        if self.loop.clock() - state.since < health.start_after:
+            return None  # just started: give it start_after before judging it
+        return lambda: probes.run(health.probe, self._runner)
+
+    def _done(self, entry: Entry, future: Future[Any]) -> None:
+        entry.busy = False
+        if self.entries.get(self._key(entry)) is not entry:
+            return
+        try:
+            outcome = future.result()
+        except psutil.Error:  # the process ended between the look and the sample
+            outcome = None
+        except Exception as exc:  # a sampler's bug: say it, keep checking
+            self._emit(event("degraded", f"check {entry.name}: {type(exc).__name__}: {exc}",
+                             priority=4))
+            outcome = None
+        if outcome is not None:
+            getattr(self, f"_judge_{entry.kind}")(entry, outcome)
+        self._arm(entry, entry.every)
+
+    # --- judging -----------------------------------------------------------------------------
+
+    def _judge_health(self, entry: Entry, result: probes.Result) -> None:
+        prog = entry.program
+        assert prog is not None and prog.health is not None
+        health, name = prog.health, f"{prog.name}.health"
+        streak, verdict = judge_probe(entry.streaks.get("health", Streak()), result.ok,
+                                      health.fails, time.time(), result.reason)
+        entry.streaks["health"] = streak
+        if verdict == RECOVERED:
+            entry.bad_since_action = 0
+            self._emit(event("check_recovered", f"{name}: healthy again: {result.reason}",
+                             subject=name, subject_kind=CHECK, priority=5, program=prog.name))
+            return
+        if not streak.failing or result.ok:
+            return
+        entry.bad_since_action += 1
+        if verdict != FAILED and entry.bad_since_action < health.fails:
+            return  # still failing after our action: act again after `fails` more
+        entry.bad_since_action = 0
+        doing = (f"restarting {prog.name}" if health.action == "restart" else
+                 "alerting (action: alert)")
+        self._emit(event("check_failed", f"{name}: {health.fails} failed checks in a row"
+                         f"{'' if verdict == FAILED else ' again, after the restart'}, last: "
+                         f"{result.reason}; {doing}", subject=name, subject_kind=CHECK,
+                         priority=4, program=prog.name, action=health.action))
+        if health.action == "restart":
+            self._restart(prog.name, f"health check failed {health.fails} times: {result.reason}")
+
+    def _judge_resources(self, entry: Entry, values: dict[str, float]) -> None:
+        prog = entry.program
+        assert prog is not None
+        for rule in entry.rules:
+            if rule.metric in values:
+                self._judge_rule(entry, rule, values[rule.metric], f"{prog.name}.{rule.name}",
+                                 PROGRAM_METRICS[rule.metric], prog.name)
+
+    def _judge_system(self, entry: Entry, values: dict[str, float]) -> None:
+        for rule in entry.rules:
+            if rule.name in values:
+                self._judge_rule(entry, rule, values[rule.name], rule.name,
+                                 SYSTEM_METRICS[rule.metric], None)
+
+    def _judge_rule(self, entry: Entry, rule: Threshold, value: float, name: str, unit: str,
+                    program: str | None) -> None:
+        streak, verdict = judge_threshold(rule, entry.streaks.get(rule.name, Streak()), value,
+                                          entry.every, time.time())
+        entry.streaks[rule.name] = streak
+        if verdict is None:
+            return
+        cycles, window = cycles_of(rule, entry.every)
+        what = f"{_figure(rule)} {show(unit, value)}"
+        fields = {"program": program, "value": f"{value:g}", "threshold": f"{rule.above:g}",
+                  "action": rule.action}
+        if verdict == RECOVERED:
+            self._emit(event("check_recovered", f"{name}: {what}, back under "
+                             f"{show(unit, rule.above)}", subject=name, subject_kind=CHECK,
+                             priority=5, **fields))
+            self._command(rule.command, name, value, rule.above, "check_recovered")
+            return
+        span = (f"{cycles} of the last {window} samples" if cycles != window else
+                f"{cycles} samples in a row" if cycles > 1 else "")
+        doing = {"restart": f"; restarting {program}", "command": "; running its command",
+                 "alert": ""}[rule.action]
+        self._emit(event("check_failed", f"{name}: {what} > {show(unit, rule.above)}"
+                         f"{' in ' + span if span else ''}{doing}", subject=name,
+                         subject_kind=CHECK, priority=4, **fields))
+        if rule.action == "restart" and program is not None:
+            self._restart(program, f"{what} above {show(unit, rule.above)}")
+            entry.streaks[rule.name] = Streak(failing=True, value=value, at=streak.at)
+        self._command(rule.command, name, value, rule.above, "check_failed")
+
+    def _judge_http(self, entry: Entry, outcome: tuple[probes.Result, Any]) -> None:
+        check = entry.check
+        assert check is not None
+        result, ages = outcome
+        streak, verdict = judge_probe(entry.streaks.get("", Streak()), result.ok, check.fails,
+                                      time.time(), result.reason)
+        entry.streaks[""] = streak
+        if verdict == FAILED:
+            self._emit(event("check_failed", f"{check.name}: {result.reason}",
+                             subject=check.name, subject_kind=CHECK, priority=4))
+            self._command(check.command, check.name, None, None, "check_failed")
+        elif verdict == RECOVERED:
+            self._emit(event("check_recovered", f"{check.name}: {result.reason}",
+                             subject=check.name, subject_kind=CHECK, priority=5))
+            self._command(check.command, check.name, None, None, "check_recovered")
+        if isinstance(ages, freshness.Ages):
+            self._judge_items(entry, check, ages)
+
+    def _judge_items(self, entry: Entry, check: HttpCheck, ages: freshness.Ages) -> None:
+        assert check.json is not None
+        now = time.time()
+        for item, age in ages.stale.items():
+            key = f"item:{item}"
+            if not entry.streaks.get(key, Streak()).failing:
+                entry.streaks[key] = Streak(failing=True, at=now, value=age)
+                subject = f"{check.name}/{item}"
+                self._emit(event("check_failed", f"{subject}: not seen for "
+                                 f"{format_duration(age)} (stale after "
+                                 f"{format_duration(check.json.stale_after)})",
+                                 subject=subject, subject_kind=CHECK, priority=4,
+                                 value=f"{age:.0f}", threshold=f"{check.json.stale_after:g}"))
+        for key in [k for k, s in entry.streaks.items() if k.startswith("item:") and s.failing]:
+            item = key[5:]
+            if item in ages.stale:
+                continue
+            why = ("seen again" if item in ages.fresh else
+                   f"not seen for {format_duration(ages.ignored[item])}: past ignore_after, "
+                   "no longer watched" if item in ages.ignored else "gone from the list")
+            del entry.streaks[key]
+            subject = f"{check.name}/{item}"
+            self._emit(event("check_recovered", f"{subject}: {why}", subject=subject,
+                             subject_kind=CHECK, priority=5))
+
+    # --- actions and output ------------------------------------------------------------------
+
+    def _command(self, argv: tuple[str, ...], name: str, value: float | None,
+                 threshold: float | None, what: str) -> None:
+        if not argv or self._pool is None:
+            return
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ZELADOR_CHECK": name,
+               "ZELADOR_EVENT": what, "ZELADOR_VALUE": "" if value is None else f"{value:g}",
+               "ZELADOR_THRESHOLD": "" if threshold is None else f"{threshold:g}"}
+        runner = self._runner
+
+        def run() -> None:
+            status, out = runner(list(argv), b"", 60.0, env)
+            if status != 0:
+                tail = out.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+                self.loop.post(lambda: self._emit(event(
+                    "script_failed", f"{name}: its command {argv[0]} "
+                    f"{'ran past 60s' if status is None else f'exited {status}'}"
+                    f"{': ' + tail[0][:200] if tail[0] else ''}", priority=4)))
+
+        self._pool.submit(run)
+
+    def _emit(self, ev: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(ev)
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for entry in self.entries.values():
+            for name, streak, unit, threshold in self._rows(entry):
+                out.append({"name": name, "kind": entry.kind,
+                            "state": "FAILING" if streak.failing else
+                            ("OK" if streak.runs else "PENDING"),
+                            "value": None if streak.value is None else show(unit, streak.value),
+                            "threshold": threshold, "reason": streak.reason,
+                            "checked": streak.at, "every": entry.every})
+        return out
+
+    def _rows(self, entry: Entry) -> list[tuple[str, Streak, str, str | None]]:
+        if entry.kind in ("health", "http"):
+            key = "health" if entry.kind == "health" else ""
+            rows: list[tuple[str, Streak, str, str | None]] = [
+                (entry.name, entry.streaks.get(key, Streak()), "count", None)]
+            rows += [(f"{entry.name}/{k[5:]}", s, "seconds", None)
+                     for k, s in entry.streaks.items() if k.startswith("item:")]
+            return rows
+        table = PROGRAM_METRICS if entry.kind == "resources" else SYSTEM_METRICS
+        prefix = f"{entry.program.name}." if entry.program is not None else ""
+        return [(f"{prefix}{r.name}", entry.streaks.get(r.name, Streak()), table[r.metric],
+                 show(table[r.metric], r.above)) for r in entry.rules]
+
+
+def _figure(rule: Threshold) -> str:
+    if rule.metric in ("disk", "inodes"):
+        return f"{rule.metric} {rule.path}"
+    if rule.metric == "load":
+        return f"load{rule.load}{' per core' if rule.per_core else ''}"
+    return rule.metric
+
+
+def _http_check(check: HttpCheck, runner: Runner) -> tuple[probes.Result, Any]:
+    """On a worker: the request, then the JSON rule (a parse of up to 1 MB, off the loop)."""
+    result = probes.run(check.probe, runner, keep_body=check.json is not None)
+    if not result.ok or check.json is None:
+        return result, None
+    try:
+        document = json.loads(result.body)
+    except ValueError as exc:
+        return probes.Result(False, f"the answer is not JSON ({exc})", result.took), None
+    try:
+        ages = freshness.ages(document, check.json, time.time())
+    except freshness.ShapeError as exc:
+        return probes.Result(False, f"the JSON is not as the rule says: {exc}",
+                             result.took), None
+    return probes.Result(True, f"{result.reason}; {len(ages.stale)} stale, {len(ages.fresh)} "
+                         "fresh", result.took), ages
