@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +31,7 @@ from pathlib import Path
 import psutil
 from tests.alertservers import Receiver
 
-from bench.supervisors import Layout, find, pct, settle, wait_new
+from bench.supervisors import Layout, kills_of, pct, settle
 from zelador.alerts.store import read_outbox
 from zelador.runtime.control import ask
 
@@ -90,21 +88,6 @@ def flood(sock: str, count: int) -> None:
     for i in range(count):
         job, verb = f"job{(i // 2) % 10}", ("fail" if i % 2 == 0 else "ok")
         report(sock, job, verb)
-
-
-def kills(names: list[str], rounds: int, gap: float) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {name: [] for name in names}
-    jitter = random.Random(2026)
-    for _ in range(rounds):
-        for name in names:
-            time.sleep(gap + jitter.random())
-            (pid,) = find(name)
-            before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
-            killed = time.monotonic()
-            os.kill(pid, signal.SIGKILL)
-            back = wait_new(name, pid, 30.0, before)
-            out[name].append((back or killed + 30.0) - killed)
-    return out
 
 
 WARM_UP = 5000
@@ -180,7 +163,7 @@ def restarts(sock_b: str, quiet_layout: Layout, hung_layout: Layout,
     time.sleep(1.0)
     state = ask(sock_b, {"cmd": "status"})
     print(f"loaded daemon: 1,000 alerts given; its webhook hangs (summary: {state['summary']})")
-    out = kills([quiet_layout.names[0], hung_layout.names[0]], args.kills, args.gap)
+    out = kills_of([quiet_layout.names[0], hung_layout.names[0]], args.kills, args.gap)
     a, b = out[quiet_layout.names[0]], out[hung_layout.names[0]]
     for label, values in (("quiet", a), ("hung webhook + 1,000 queued", b)):
         print(f"kill -> restart, {label}: p50 {statistics.median(values) * 1000:.1f} ms, "

@@ -144,6 +144,22 @@ def latencies(name: str, kills: int, timeout: float, gap: float) -> list[float]:
     return out
 
 
+def kills_of(names: list[str], rounds: int, gap: float) -> dict[str, list[float]]:
+    """Kill each of `names` in turn, `rounds` times, so all see the same machine: latencies."""
+    out: dict[str, list[float]] = {name: [] for name in names}
+    jitter = random.Random(2026)
+    for _ in range(rounds):
+        for name in names:
+            time.sleep(gap + jitter.random())
+            (pid,) = find(name)
+            before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            back = wait_new(name, pid, 30.0, before)
+            out[name].append((back or killed + 30.0) - killed)
+    return out
+
+
 def settle_one(name: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while len(find(name)) != 1:

@@ -13,9 +13,10 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def serve(port: int) -> None:
+def serve(port: int, deaf: bool = True) -> None:
     """HTTP on `port`. SIGUSR1: answers nothing any more (alive, port open). SIGUSR2: the
-    listening socket is closed (alive, port dead). SIGTERM is ignored, as hung daemons do."""
+    listening socket is closed (alive, port dead). SIGTERM is ignored, as hung daemons do
+    (`serve-term`: it is not)."""
     hang = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
@@ -31,7 +32,8 @@ def serve(port: int) -> None:
 
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if deaf:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, lambda *_: hang.set())
     signal.signal(signal.SIGUSR2, lambda *_: server.socket.close())
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -61,8 +63,8 @@ def fds() -> None:
 
 if __name__ == "__main__":
     kind = sys.argv[1]
-    if kind == "serve":
-        serve(int(sys.argv[3]))
+    if kind in ("serve", "serve-term"):
+        serve(int(sys.argv[3]), deaf=kind == "serve")
     else:
         {"leak": leak, "burn": burn, "fds": fds}[kind]()
     socket.gethostname()

@@ -344,6 +344,34 @@ def test_alerts_reach_a_webhook_and_survive_kill_9_of_zelador(bookworm: Machine)
         bookworm.sh("systemctl stop rx; systemctl reload zelador; true")
 
 
+SYSTEM_RULES = """
+system:
+  every: 1s
+  disk_root: {disk: /, above: 99.99%}
+  crowded: {processes: count, above: 1}
+"""
+
+
+def test_system_checks_under_systemd_are_listed_and_journaled(bookworm: Machine) -> None:
+    good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    bookworm.write(CONFIG, good + SYSTEM_RULES)
+    try:
+        after = bookworm.cursor()
+        bookworm.sh("systemctl reload zelador")
+        failed = wait_for(lambda: bookworm.journal(after, ZELADOR_EVENT="check_failed"), 15,
+                          "the process-count rule")
+        assert failed[0]["ZELADOR_CHECK"] == "crowded"
+        assert failed[0]["MESSAGE_ID"] == MESSAGE_IDS["check_failed"]
+        assert int(float(failed[0]["ZELADOR_VALUE"])) > 1
+        listing = bookworm.run("zelador checks --json")
+        assert listing.returncode == 3, listing.stdout  # one check is failing
+        states = {c["name"]: c["state"] for c in json.loads(listing.stdout)}
+        assert states == {"disk_root": "OK", "crowded": "FAILING"}
+    finally:
+        bookworm.write(CONFIG, good)
+        bookworm.sh("systemctl reload zelador")
+
+
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:
     com = one_pid(bookworm, "Comunicador")
     bookworm.sh("apt-get purge -y -q zelador", timeout=180)

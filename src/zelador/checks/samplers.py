@@ -25,6 +25,7 @@ class Sampler:
 
     def __init__(self) -> None:
         self._cpu: dict[ProcessKey, tuple[float, float]] = {}  # -> (cpu seconds, monotonic)
+        self._procs: dict[Instance, psutil.Process] = {}  # built once per process: cheaper
         self._system_cpu_primed = False
 
     def program(self, name: str, instance: Instance,
@@ -32,10 +33,12 @@ class Sampler:
         """The figures `rules` need for the program's instance (missing: it is gone)."""
         wanted = {r.metric for r in rules}
         children = any(r.children for r in rules)
-        proc = psutil.Process(instance.pid)
-        if proc.create_time() != instance.create_time and abs(
-                proc.create_time() - instance.create_time) > 0.01:
-            raise psutil.NoSuchProcess(instance.pid)
+        proc = self._procs.get(instance)
+        if proc is None:
+            proc = psutil.Process(instance.pid)
+            if abs(proc.create_time() - instance.create_time) > 0.01:
+                raise psutil.NoSuchProcess(instance.pid)  # the pid was reused
+            self._procs[instance] = proc
         family = proc.children(recursive=True) if children or "children" in wanted else []
         out: dict[str, float] = {}
         with proc.oneshot():
@@ -72,6 +75,9 @@ class Sampler:
     def forget(self, keep: set[ProcessKey]) -> None:
         for key in [k for k in self._cpu if k not in keep]:
             del self._cpu[key]
+        instances = {instance for _, instance in keep}
+        for instance in [i for i in self._procs if i not in instances]:
+            del self._procs[instance]
 
     def system(self, rules: Iterable[Threshold]) -> dict[str, float]:
         """Per rule name, its figure now."""

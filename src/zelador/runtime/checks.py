@@ -11,11 +11,12 @@ program's check), which reach the journal, the history and the alerts like every
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import psutil
 
@@ -32,6 +33,39 @@ WORKERS = 8
 CHECK = "check"
 
 Runner = probes.Runner
+Done = Callable[[Any, Optional[BaseException]], None]  # 3.9: no `|` outside annotations
+
+
+class Pool:
+    """A fixed set of daemon worker threads: a probe stuck until its timeout never holds up
+    zelador's own exit (a ThreadPoolExecutor's workers are joined at exit)."""
+
+    def __init__(self, workers: int) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done] | None] = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._run, name=f"check-{i}", daemon=True)
+                         for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, work: Callable[[], Any], done: Done = lambda *_: None) -> None:
+        self._jobs.put((work, done))
+
+    def close(self) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+
+    def _run(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            work, done = job
+            try:
+                result = work()
+            except BaseException as exc:
+                done(None, exc)
+                continue
+            done(result, None)
 
 
 @dataclass
@@ -42,6 +76,7 @@ class Entry:
     kind: str  # health, resources, system, http
     every: float
     program: Program | None = None
+    programs: tuple[Program, ...] = ()  # resources: every program sampled at this interval
     check: HttpCheck | None = None
     rules: tuple[Threshold, ...] = ()
     streaks: dict[str, Streak] = field(default_factory=dict)  # rule or item -> streak
@@ -51,7 +86,7 @@ class Entry:
 
     def spec(self) -> object:
         return (self.kind, self.every, self.program.health if self.program else None,
-                self.rules, self.check)
+                self.rules, self.check, tuple((p.name, p.resources) for p in self.programs))
 
 
 class CheckBook:
@@ -63,7 +98,7 @@ class CheckBook:
         self._states = states
         self._restart = restart
         self._runner = runner
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Pool | None = None
         self._sampler: Any = None
         self.entries: dict[str, Entry] = {}
         self.configure(config)
@@ -76,10 +111,13 @@ class CheckBook:
             if prog.health is not None:
                 wanted[f"{prog.name}.health"] = Entry(f"{prog.name}.health", "health",
                                                       prog.health.every, program=prog)
-            if prog.resources:
-                wanted[f"{prog.name}.resources"] = Entry(f"{prog.name}.resources", "resources",
-                                                         prog.resources_every, program=prog,
-                                                         rules=prog.resources)
+        # one sampling run per interval for every program with rules: one wake-up of the loop
+        # and one worker job a second for a hundred programs, not a hundred
+        intervals = sorted({p.resources_every for p in config.programs if p.resources})
+        for every in intervals:
+            name = f"resources@{every:g}s"
+            wanted[name] = Entry(name, "resources", every, programs=tuple(
+                p for p in config.programs if p.resources and p.resources_every == every))
         if config.system:
             wanted["system"] = Entry("system", "system", config.system_every, rules=config.system)
         for check in config.checks:
@@ -95,7 +133,7 @@ class CheckBook:
                 old.timer.cancel()
         self.entries = wanted
         if self.entries and self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="check")
+            self._pool = Pool(WORKERS)
             from zelador.checks.samplers import Sampler  # psutil readers: only when needed
 
             self._sampler = Sampler()
@@ -110,7 +148,7 @@ class CheckBook:
             if entry.timer is not None:
                 entry.timer.cancel()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.close()
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -127,8 +165,8 @@ class CheckBook:
             return
         assert self._pool is not None
         entry.busy = True
-        future = self._pool.submit(work)
-        future.add_done_callback(lambda f: self.loop.post(lambda: self._done(entry, f)))
+        self._pool.submit(work, lambda result, error: self.loop.post(
+            lambda: self._done(entry, result, error)))
 
     @staticmethod
     def _key(entry: Entry) -> str:
@@ -140,31 +178,31 @@ class CheckBook:
         if entry.kind == "http":
             assert entry.check is not None
             return lambda: _http_check(entry.check, self._runner)  # type: ignore[arg-type]
+        if entry.kind == "resources":
+            states = self._states()
+            running = [(p, st.instance) for p in entry.programs
+                       if (st := states.get(p.name)) is not None and st.phase == Phase.RUNNING
+                       and st.instance is not None]
+            return (lambda: self._sample_all(running)) if running else None
         assert entry.program is not None
         state = self._states().get(entry.program.name)
         if state is None or state.phase != Phase.RUNNING or state.instance is None:
             return None
-        instance, name = state.instance, entry.program.name
-        if entry.kind == "resources":
-            return lambda: self._sampler.program(name, instance, entry.rules)
         health = entry.program.health
         assert health is not None
         if self.loop.clock() - state.since < health.start_after:
             return None  # just started: give it start_after before judging it
         return lambda: probes.run(health.probe, self._runner)
 
-    def _done(self, entry: Entry, future: Future[Any]) -> None:
+    def _done(self, entry: Entry, outcome: Any, error: BaseException | None) -> None:
         entry.busy = False
         if self.entries.get(self._key(entry)) is not entry:
             return
-        try:
-            outcome = future.result()
-        except psutil.Error:  # the process ended between the look and the sample
+        if error is not None:
             outcome = None
-        except Exception as exc:  # a sampler's bug: say it, keep checking
-            self._emit(event("degraded", f"check {entry.name}: {type(exc).__name__}: {exc}",
-                             priority=4))
-            outcome = None
+            if not isinstance(error, psutil.Error):  # (the process ended: nothing to say)
+                self._emit(event("degraded", f"check {entry.name}: {type(error).__name__}: "
+                                 f"{error}", priority=4))
         if outcome is not None:
             getattr(self, f"_judge_{entry.kind}")(entry, outcome)
         self._arm(entry, entry.every)
@@ -198,13 +236,25 @@ class CheckBook:
         if health.action == "restart":
             self._restart(prog.name, f"health check failed {health.fails} times: {result.reason}")
 
-    def _judge_resources(self, entry: Entry, values: dict[str, float]) -> None:
-        prog = entry.program
-        assert prog is not None
-        for rule in entry.rules:
-            if rule.metric in values:
-                self._judge_rule(entry, rule, values[rule.metric], f"{prog.name}.{rule.name}",
-                                 PROGRAM_METRICS[rule.metric], prog.name)
+    def _sample_all(self, running: list[tuple[Program, Any]]) -> dict[str, dict[str, float]]:
+        """On a worker: each running program's figures (one that just ended is left out)."""
+        out = {}
+        for prog, instance in running:
+            try:
+                out[prog.name] = self._sampler.program(prog.name, instance, prog.resources)
+            except psutil.Error:
+                continue
+        self._sampler.forget({(p.name, i) for p, i in running})
+        return out
+
+    def _judge_resources(self, entry: Entry, values: dict[str, dict[str, float]]) -> None:
+        for prog in entry.programs:
+            figures = values.get(prog.name, {})
+            for rule in prog.resources:
+                if rule.metric in figures:
+                    self._judge_rule(entry, rule, figures[rule.metric],
+                                     f"{prog.name}.{rule.name}", PROGRAM_METRICS[rule.metric],
+                                     prog.name)
 
     def _judge_system(self, entry: Entry, values: dict[str, float]) -> None:
         for rule in entry.rules:
@@ -214,9 +264,9 @@ class CheckBook:
 
     def _judge_rule(self, entry: Entry, rule: Threshold, value: float, name: str, unit: str,
                     program: str | None) -> None:
-        streak, verdict = judge_threshold(rule, entry.streaks.get(rule.name, Streak()), value,
+        streak, verdict = judge_threshold(rule, entry.streaks.get(name, Streak()), value,
                                           entry.every, time.time())
-        entry.streaks[rule.name] = streak
+        entry.streaks[name] = streak
         if verdict is None:
             return
         cycles, window = cycles_of(rule, entry.every)
@@ -238,7 +288,7 @@ class CheckBook:
                          subject_kind=CHECK, priority=4, **fields))
         if rule.action == "restart" and program is not None:
             self._restart(program, f"{what} above {show(unit, rule.above)}")
-            entry.streaks[rule.name] = Streak(failing=True, value=value, at=streak.at)
+            entry.streaks[name] = Streak(failing=True, value=value, at=streak.at)
         self._command(rule.command, name, value, rule.above, "check_failed")
 
     def _judge_http(self, entry: Entry, outcome: tuple[probes.Result, Any]) -> None:
@@ -330,10 +380,12 @@ class CheckBook:
             rows += [(f"{entry.name}/{k[5:]}", s, "seconds", None)
                      for k, s in entry.streaks.items() if k.startswith("item:")]
             return rows
-        table = PROGRAM_METRICS if entry.kind == "resources" else SYSTEM_METRICS
-        prefix = f"{entry.program.name}." if entry.program is not None else ""
-        return [(f"{prefix}{r.name}", entry.streaks.get(r.name, Streak()), table[r.metric],
-                 show(table[r.metric], r.above)) for r in entry.rules]
+        if entry.kind == "resources":
+            return [(f"{p.name}.{r.name}", entry.streaks.get(f"{p.name}.{r.name}", Streak()),
+                     PROGRAM_METRICS[r.metric], show(PROGRAM_METRICS[r.metric], r.above))
+                    for p in entry.programs for r in p.resources]
+        return [(r.name, entry.streaks.get(r.name, Streak()), SYSTEM_METRICS[r.metric],
+                 show(SYSTEM_METRICS[r.metric], r.above)) for r in entry.rules]
 
 
 def _figure(rule: Threshold) -> str:
