@@ -30,9 +30,9 @@ from pathlib import Path
 
 import psutil
 from tests.alertservers import Receiver
+from tests.conftest import wait_for
 
 from bench.supervisors import Layout, kills_of, pct, settle
-from zelador.alerts.store import read_outbox
 from zelador.runtime.control import ask
 
 JOBS = "jobs:\n" + "".join(f"  job{i}: {{every: 1h}}\n" for i in range(10)) + \
@@ -57,14 +57,6 @@ def report(sock: str, job: str, verb: str) -> None:
     ask(sock, {"cmd": "report", "job": job, "verb": verb, "source": "bench"})
 
 
-def wait(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out waiting")
-        time.sleep(0.0005)
-
-
 def event_latency(sock: str, receiver: Receiver, samples: int) -> list[float]:
     out = []
     for i in range(samples):
@@ -72,15 +64,10 @@ def event_latency(sock: str, receiver: Receiver, samples: int) -> list[float]:
         seen = len(receiver.posts)
         sent = time.time()
         report(sock, "job0", verb)
-        wait(lambda seen=seen: len(receiver.posts) > seen)
+        wait_for(lambda seen=seen: len(receiver.posts) > seen, 60, every=0.0005)
         out.append(receiver.posts[seen][0] - sent)
         time.sleep(0.02)
     return out
-
-
-def delivered(db: str) -> bool:
-    counts = read_outbox(db, limit=0)["counts"]
-    return not counts.get("pending") and not counts.get("sending")
 
 
 def flood(sock: str, count: int) -> None:
@@ -101,7 +88,7 @@ def memory(pid: int, sock: str, receiver: Receiver, count: int) -> None:
     def one(i: int) -> None:
         seen = len(receiver.posts)
         report(sock, f"job{(i // 2) % 10}", "fail" if i % 2 == 0 else "ok")
-        wait(lambda: len(receiver.posts) > seen)
+        wait_for(lambda: len(receiver.posts) > seen, 60, every=0.0005)
 
     at_start = proc.memory_info().rss
     for i in range(WARM_UP):  # caches, the SQLite page caches, the allocator's arenas fill
@@ -136,7 +123,7 @@ def main() -> None:
     try:
         settle(quiet_layout)
         settle(hung_layout)
-        wait(lambda: os.path.exists(sock_a) and os.path.exists(sock_b))
+        wait_for(lambda: os.path.exists(sock_a) and os.path.exists(sock_b), every=0.0005)
         time.sleep(1.0)
         if args.only in (None, "latency"):
             lat = event_latency(sock_a, quiet_rx, args.samples)

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import psutil
+from tests.conftest import wait_for
 
 from bench.supervisors import Layout, cpu_ns, kills_of, pct, settle
 from zelador.checks.samplers import Sampler
@@ -143,11 +144,11 @@ def hung_program(root: Path, hangs: int) -> None:
     took = []
     try:
         for _ in range(hangs):
-            pid = wait(lambda: (tagged(tag) or [None])[0], 30)
+            pid = wait_for(lambda: (tagged(tag) or [None])[0], 30, every=0.002)
             time.sleep(3.5)  # past start_after, healthy
             hung = time.monotonic()
             os.kill(pid, signal.SIGUSR2)  # the port closes; the process lives on
-            wait(lambda p=pid: [q for q in tagged(tag) if q != p], 30)
+            wait_for(lambda p=pid: [q for q in tagged(tag) if q != p], 30, every=0.002)
             took.append(time.monotonic() - hung)
         bound = 1 * 2 + 1 + 1
         print(f"hung program (port closed, alive) -> new instance: median "
@@ -164,17 +165,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-def wait(predicate, timeout: float):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise SystemExit("timed out")
-        time.sleep(0.005)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from zelador.alerts.texts import Item, headline
 from zelador.config.durations import format_duration
 from zelador.config.model import Alerts, Channel
 from zelador.events import Event, event
+from zelador.workers import Pool
 
 MAX_ITEMS = 50  # items in one message
 PRUNE_EVERY = 600.0
@@ -73,23 +74,23 @@ class Sender(Protocol):
 
 
 class _Lane:
-    """One channel's sender thread and its rate limit."""
+    """One channel's sender thread (one attempt at a time) and its rate limit."""
 
     def __init__(self, channel: Channel, sender: Sender, done: Callable[[str, int, Outcome], None]):
         self.channel = channel
         self.sender = sender
         self.busy: int | None = None  # the batch under way
         self.stamps: collections.deque[float] = collections.deque(maxlen=channel.rate)
-        self._jobs: queue.SimpleQueue[tuple[int, Batch] | None] = queue.SimpleQueue()
         self._done = done
-        self.thread = threading.Thread(target=self._run, name=f"alert-{channel.name}",
-                                       daemon=True)
-        self.thread.start()
+        self._worker = Pool(1, f"alert-{channel.name}")
 
     def start(self, number: int, batch: Batch, now: float) -> None:
         self.busy = number
         self.stamps.append(now)
-        self._jobs.put((number, batch))
+        self._worker.submit(lambda: self.sender.send(batch),
+                            lambda outcome, error: self._done(self.channel.name, number, (
+                                outcome if error is None else  # a channel bug: a failed attempt
+                                Outcome(False, error=f"{type(error).__name__}: {error}"))))
 
     def free_at(self, now: float) -> float:
         """When the rate limit lets the next message go."""
@@ -100,19 +101,7 @@ class _Lane:
         return at
 
     def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            number, batch = job
-            try:
-                outcome = self.sender.send(batch)
-            except Exception as exc:  # a channel bug must not end the lane
-                outcome = Outcome(False, error=f"{type(exc).__name__}: {exc}")
-            self._done(self.channel.name, number, outcome)
+        self._worker.close()
 
 
 Build = Callable[[Channel], Sender]

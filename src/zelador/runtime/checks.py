@@ -11,12 +11,10 @@ program's check), which reach the journal, the history and the alerts like every
 from __future__ import annotations
 
 import json
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import psutil
 
@@ -28,44 +26,12 @@ from zelador.config.model import Config, HttpCheck, Program, Threshold
 from zelador.events import Event, Sink, event
 from zelador.programs.states import Phase, ProgramState
 from zelador.runtime.loop import Loop, Timer
+from zelador.workers import Pool
 
 WORKERS = 8
 CHECK = "check"
 
 Runner = probes.Runner
-Done = Callable[[Any, Optional[BaseException]], None]  # 3.9: no `|` outside annotations
-
-
-class Pool:
-    """A fixed set of daemon worker threads: a probe stuck until its timeout never holds up
-    zelador's own exit (a ThreadPoolExecutor's workers are joined at exit)."""
-
-    def __init__(self, workers: int) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"check-{i}", daemon=True)
-                         for i in range(workers)]
-        for thread in self._threads:
-            thread.start()
-
-    def submit(self, work: Callable[[], Any], done: Done = lambda *_: None) -> None:
-        self._jobs.put((work, done))
-
-    def close(self) -> None:
-        for _ in self._threads:
-            self._jobs.put(None)
-
-    def _run(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            work, done = job
-            try:
-                result = work()
-            except BaseException as exc:
-                done(None, exc)
-                continue
-            done(result, None)
 
 
 @dataclass
@@ -133,7 +99,7 @@ class CheckBook:
                 old.timer.cancel()
         self.entries = wanted
         if self.entries and self._pool is None:
-            self._pool = Pool(WORKERS)
+            self._pool = Pool(WORKERS, "check")
             from zelador.checks.samplers import Sampler  # psutil readers: only when needed
 
             self._sampler = Sampler()
