@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 for pkg in python3 python3-venv python3-pip python3-psutil python3-yaml python3-systemd \
-           python3-sdnotify python3-croniter procps systemd "$@"; do
+           python3-sdnotify python3-croniter python3-prometheus-client procps systemd "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

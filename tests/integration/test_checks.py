@@ -120,6 +120,9 @@ def test_a_leaking_program_is_restarted_and_a_cpu_burner_and_fd_hog_alerted(
         assert float(mem["value"]) > 60e6 and mem["threshold"] == "6e+07"
         assert mem["action"] == "restart" and "restarting leaky" in mem["message"]
         wait_for(lambda: [p for p in tagged("leak", tag) if p not in leaky], 20, "restarted")
+        again = wait_for(lambda: [e for e in zel.matching("check_failed")
+                                  if e["check"] == "leaky.memory"][1:], 30, "leaks again")[0]
+        assert "again, after the restart" in again["message"]  # restarted once more
         cpu = wait_for(lambda: [e for e in zel.matching("check_failed")
                                 if e["check"] == "burner.cpu"], 20, "cpu rule")[0]
         assert float(cpu["value"]) > 50 and cpu["action"] == "alert"

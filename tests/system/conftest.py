@@ -30,7 +30,7 @@ CACHE = Path(os.environ.get("ZELADOR_SYSTEST_CACHE", "/var/cache/zelador-systest
 MIRROR = os.environ.get("ZELADOR_SYSTEST_MIRROR")  # unset: debootstrap's own default
 # What the .deb depends on is preinstalled, so installing it needs no network.
 PACKAGES = ("systemd,systemd-sysv,dbus,procps,python3,python3-psutil,python3-yaml,"
-            "python3-systemd,python3-sdnotify,python3-croniter,"
+            "python3-systemd,python3-sdnotify,python3-croniter,python3-prometheus-client,"
             "libpam-systemd,xvfb,x11-utils")  # a real logind login and X display (session tests)
 INSIDE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "SYSTEMD_PAGER": "",
               "SYSTEMD_COLORS": "0", "TERM": "dumb"}

@@ -60,6 +60,20 @@ def test_installed_service_is_enabled_and_active_only_after_ready(bookworm: Mach
     one_pid(bookworm, "Monitor")
 
 
+FETCH = ("python3 -c 'import sys, urllib.request; "
+         "sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())' ")
+
+
+def test_the_shipped_config_serves_status_and_metrics_on_loopback(bookworm: Machine) -> None:
+    status = json.loads(bookworm.sh(FETCH + "http://127.0.0.1:9813/api/status"))
+    assert {p["name"]: p["state"] for p in status["programs"]}["comunicador"] == "RUNNING"
+    metrics = bookworm.sh(FETCH + "http://127.0.0.1:9813/metrics")
+    assert 'zelador_program_up{program="comunicador"} 1.0' in metrics
+    listening = [line.split()[1] for line in bookworm.sh("cat /proc/net/tcp").splitlines()[1:]
+                 if line.split()[1].endswith(":2655") and line.split()[3] == "0A"]
+    assert listening == ["0100007F:2655"]  # 127.0.0.1:9813 only
+
+
 def test_kill_9_comunicador_is_replaced_within_a_second_and_journaled(bookworm: Machine) -> None:
     old, new, took, after = bookworm.kill_and_wait("Comunicador")
     assert took < 1.0

@@ -49,6 +49,7 @@ jobs:  # seed 002's nightly closing, reported over TCP; and a job zelador exec r
   fechamento: {{id: 25, schedule: "30 2 * * *", timezone: America/Fortaleza, max_runtime: 20m,
                grace: 15m}}
   backup: {{every: 1h, max_runtime: 5m}}
+web: {{listen: "127.0.0.1:9813"}}  # the status page and /metrics
 alerts:  # to a file here; on a terminal: telegram, email, a webhook (docs/alerts.md)
   group_wait: 2s
   flapping: 3 in 5m

@@ -257,6 +257,7 @@ In another terminal, try:
   zelador exec backup --socket {args.runtime_dir}/control.sock -- sh -c 'echo saved; exit 1'
   zelador jobs --socket {args.runtime_dir}/control.sock              # fechamento OK, backup FAIL
   zelador history --state-dir {args.state_dir}
+  open http://127.0.0.1:9813/ in a browser    # the status page (and /metrics, /api/status)
   tail -f {args.dir}/alerts.log    # alerts: the failed backup; kill Comunicador 3 times: flapping
   zelador alerts --state-dir {args.state_dir}
 Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are

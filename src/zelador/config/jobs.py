@@ -104,7 +104,8 @@ class JobReader(ProgramReader):
             if listen in _OFF:
                 values["enabled"] = False
             else:
-                values["host"], values["port"] = self.address(entries["listen"], listen)
+                values["host"], values["port"] = self.address(entries["listen"], listen,
+                                                              "intake.listen", "127.0.0.1:2020")
         if "allow" in entries:
             networks = self.names(entries["allow"], "intake.allow")
             for net in networks:
@@ -127,7 +128,8 @@ class JobReader(ProgramReader):
                              "with intake.allow (e.g. [10.0.0.0/8])")
         return intake
 
-    def address(self, node: yaml.Node, value: object) -> tuple[str, int]:
+    def address(self, node: yaml.Node, value: object, key: str,
+                example: str) -> tuple[str, int]:
         text = str(value)
         host, sep, port = text.rpartition(":")
         host = host.strip("[]") if sep else "127.0.0.1"
@@ -138,8 +140,8 @@ class JobReader(ProgramReader):
             if not 0 < number < 65536:
                 raise ValueError
         except ValueError:
-            raise self.error(node, "intake.listen", f"{text!r} is not ADDRESS:PORT (e.g. "
-                             "127.0.0.1:2020) or off") from None
+            raise self.error(node, key, f"{text!r} is not ADDRESS:PORT (e.g. {example}) or "
+                             "off") from None
         return host, number
 
     def count(self, node: yaml.Node, key: str, low: int, high: int) -> int:

@@ -261,6 +261,16 @@ class HttpCheck:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The status page, /api/status and /metrics (off unless `web:` is given)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 9813
+    auth_file: str | None = None  # `user:password` lines, root-only; required off loopback
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
@@ -274,6 +284,7 @@ class Config:
     checks: tuple[HttpCheck, ...] = ()
     system: tuple[Threshold, ...] = ()
     system_every: float = 10.0
+    web: Web = field(default_factory=Web)
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property

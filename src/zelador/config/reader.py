@@ -7,6 +7,7 @@ Validation lives here and only here: once `load_config` returns, the rest of zel
 from __future__ import annotations
 
 import grp
+import ipaddress
 
 import yaml
 
@@ -23,6 +24,7 @@ from zelador.config.model import (
     Intake,
     Program,
     Threshold,
+    Web,
 )
 from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
@@ -80,7 +82,7 @@ class _Reader(CheckReader):
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
-                                      "history", "alerts", "checks", "system"))
+                                      "history", "alerts", "checks", "system", "web"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top and "jobs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
@@ -110,10 +112,29 @@ class _Reader(CheckReader):
                              "system rule and an HTTP check; rename one")
         alerts = (self.alerts(top["alerts"], programs, jobs, tuple(names)) if "alerts" in top
                   else Alerts())
+        web = self.web(top["web"]) if "web" in top else Web()
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
                       check=check, jobs=jobs, intake=intake, history=history, alerts=alerts,
-                      checks=checks, system=system, system_every=system_every,
+                      checks=checks, system=system, system_every=system_every, web=web,
                       warnings=tuple(self.warnings))
+
+    def web(self, node: yaml.Node) -> Web:
+        entries = self.mapping(node, "web", ("listen", "auth_file"))
+        values: dict[str, object] = {"enabled": True}
+        if "listen" in entries:
+            listen = self.scalar(entries["listen"], "web.listen")
+            if listen in (False, "off", "no"):
+                return Web()
+            values["host"], values["port"] = self.address(entries["listen"], listen, "web.listen",
+                                                          "127.0.0.1:9813")
+        if "auth_file" in entries:
+            values["auth_file"] = self.secret_file(entries["auth_file"], "web.auth_file")
+        web = Web(**values)  # type: ignore[arg-type]
+        if not ipaddress.ip_address(web.host).is_loopback and web.auth_file is None:
+            raise self.error(entries.get("listen", node), "web.listen",
+                             f"{web.host!r} is not loopback: give web.auth_file (user:password "
+                             "lines, chmod 600) so the page is not open to the network")
+        return web
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:
         entries = self.mapping(node, "check", ("every", "timeout"))

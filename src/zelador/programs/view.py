@@ -20,6 +20,7 @@ def program_status(state: ProgramState) -> dict[str, Any]:
         "state": state.phase.value,
         "pid": instance.pid if instance else None,
         "uptime": uptime,
+        "started": instance.create_time if uptime is not None and instance else None,
         "restarts": state.restarts,
         "attempts": state.attempts,
         "last_exit": state.last_exit,

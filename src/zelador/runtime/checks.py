@@ -233,9 +233,11 @@ class CheckBook:
         streak, verdict = judge_threshold(rule, entry.streaks.get(name, Streak()), value,
                                           entry.every, time.time())
         entry.streaks[name] = streak
-        if verdict is None:
-            return
         cycles, window = cycles_of(rule, entry.every)
+        again = (verdict is None and streak.failing and rule.action == "restart" and
+                 len(streak.recent) >= window and sum(streak.recent[-window:]) >= cycles)
+        if verdict is None and not again:
+            return  # (`again`: still above after our restart, for as long again: once more)
         what = f"{_figure(rule)} {show(unit, value)}"
         fields = {"program": program, "value": f"{value:g}", "threshold": f"{rule.above:g}",
                   "action": rule.action}
@@ -250,11 +252,13 @@ class CheckBook:
         doing = {"restart": f"; restarting {program}", "command": "; running its command",
                  "alert": ""}[rule.action]
         self._emit(event("check_failed", f"{name}: {what} > {show(unit, rule.above)}"
-                         f"{' in ' + span if span else ''}{doing}", subject=name,
+                         f"{' in ' + span if span else ''}"
+                         f"{' again, after the restart' if again else ''}{doing}", subject=name,
                          subject_kind=CHECK, priority=4, **fields))
         if rule.action == "restart" and program is not None:
             self._restart(program, f"{what} above {show(unit, rule.above)}")
-            entry.streaks[name] = Streak(failing=True, value=value, at=streak.at)
+            # the new instance is judged afresh; the problem stays open until it recovers
+            entry.streaks[name] = Streak(failing=True, value=value, at=streak.at, runs=streak.runs)
         self._command(rule.command, name, value, rule.above, "check_failed")
 
     def _judge_http(self, entry: Entry, outcome: tuple[probes.Result, Any]) -> None:
@@ -334,6 +338,7 @@ class CheckBook:
                             "state": "FAILING" if streak.failing else
                             ("OK" if streak.runs else "PENDING"),
                             "value": None if streak.value is None else show(unit, streak.value),
+                            "raw": streak.value,
                             "threshold": threshold, "reason": streak.reason,
                             "checked": streak.at, "every": entry.every})
         return out

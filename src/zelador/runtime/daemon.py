@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zelador.alerts.outbox import Outbox, Sender
 from zelador.config.model import Channel, Config
@@ -34,6 +34,9 @@ from zelador.runtime.control import ControlServer
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
 from zelador.runtime.loop import Loop, Timer
+
+if TYPE_CHECKING:
+    from zelador.web.server import WebServer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
 from zelador.store.history import HistoryWriter, ReportRow
@@ -104,6 +107,10 @@ class Daemon:
             self._restore(state_file)
             self.loop.after_turn(self._persist)
         self._watchdog = watchdog_interval()
+        self.web: WebServer | None = None
+        self.loop_lag = 0.0
+        if config.web.enabled and not once:
+            self._open_web(config, history_file)
 
     @property
     def config(self) -> Config:
@@ -130,6 +137,9 @@ class Daemon:
             self.jobs.start()
             self.checks.start()
             self._open_intake()
+            if self.web is not None:
+                self.web.start()
+                self._measure_lag(self.loop.clock())
             if self.outbox is not None:
                 self.outbox.start()
         try:
@@ -148,6 +158,8 @@ class Daemon:
             if self.intake is not None:
                 self.intake.close()  # (applies what it had received)
             self.checks.close()
+            if self.web is not None:
+                self.web.close()
             if self.outbox is not None:
                 self.outbox.close()  # an attempt under way may finish (2 s at most)
             if self.state_file is not None:
@@ -247,6 +259,34 @@ class Daemon:
         if self.alerts.has_duplicates_open():
             self.alerts.after_turn({name: bool(st.duplicates)
                                     for name, st in self.supervisor.group.states.items()})
+
+    # --- the web server -----------------------------------------------------------------------
+
+    def _open_web(self, config: Config, history_file: str | None) -> None:
+        from zelador.web.server import Snapshots, WebServer
+
+        settings = config.web
+        try:
+            self.web = WebServer(settings, Snapshots(self.loop, self._snapshot), history_file)
+        except OSError as exc:  # the port is taken: supervision goes on without the page
+            self.journal.emit(Event("degraded", f"no status page: cannot listen on "
+                                    f"{settings.host}:{settings.port}: {exc.strerror}",
+                                    priority=3))
+
+    def _snapshot(self) -> dict[str, Any]:
+        """What the page, /api/status and /metrics show (built on the loop thread)."""
+        data = self.answer({"cmd": "status"})
+        data["host"] = self.config.alerts.host or socket.gethostname()
+        data["incidents"] = self.alerts.status() if self.alerts is not None else []
+        data["loop_lag"] = self.loop_lag
+        return data
+
+    def _measure_lag(self, due: float) -> None:
+        """How late a timer runs: a loop held up by anything shows here (and in /metrics)."""
+        now = self.loop.clock()
+        self.loop_lag = max(0.0, now - due)
+        later = now + 1.0
+        self.loop.at(later, lambda: self._measure_lag(later))
 
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 

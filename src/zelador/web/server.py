@@ -1,0 +1,231 @@
+"""A small threaded HTTP server: `/` (the page), `/api/status` (JSON), `/metrics`.
+
+It never touches the loop's state: `Snapshots.get` hands it the latest status dict, asking the
+loop (through `Loop.post`) for a fresh one at most once a second, whatever the request rate.
+Bounded like something exposed: at most MAX_CLIENTS connections at once (more get 503 and are
+closed), each connection ended CONNECTION_DEADLINE after it opened whatever it sends (a
+slowloris client holds a thread that long, no longer), http.server's own limits on header lines
+and count, GET and HEAD only (anything else: 405). Optional basic auth from a root-only file of
+`user:password` lines.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from zelador.config.model import Web
+from zelador.runtime.loop import Loop
+from zelador.web.page import PAGE
+
+MAX_CLIENTS = 32
+IDLE_TIMEOUT = 10.0  # a socket read waits at most this
+CONNECTION_DEADLINE = 30.0  # a connection is closed this long after it opened
+FRESH = 1.0  # a snapshot older than this is asked for again
+EVENTS = 50
+
+
+class Snapshots:
+    """The latest status, built on the loop thread and read by server threads."""
+
+    def __init__(self, loop: Loop, build: Callable[[], dict[str, Any]]) -> None:
+        self._loop = loop
+        self._build = build
+        self._lock = threading.Lock()
+        self._data: dict[str, Any] = {}
+        self._at = -FRESH
+        self._asked: threading.Event | None = None
+
+    def get(self, wait: float = 1.0) -> dict[str, Any]:
+        with self._lock:
+            if time.monotonic() - self._at < FRESH:
+                return self._data
+            asked = self._asked
+            if asked is None:  # one request to the loop, however many readers are waiting
+                asked = self._asked = threading.Event()
+                self._loop.post(lambda: self._refresh(asked))
+        asked.wait(wait)  # a busy loop: serve what we had
+        with self._lock:
+            return self._data
+
+    def _refresh(self, asked: threading.Event) -> None:
+        data = self._build()
+        with self._lock:
+            self._data, self._at, self._asked = data, time.monotonic(), None
+        asked.set()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 owner: WebServer) -> None:
+        self.owner = owner
+        self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.open: dict[socket.socket, float] = {}
+        self.open_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            self.shutdown_request(request)
+            return
+        with self.open_lock:
+            self.open[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.open_lock:
+                self.open.pop(request, None)
+            self.slots.release()
+
+    def sweep(self) -> None:
+        """End connections past their deadline (their thread's read then fails)."""
+        now = time.monotonic()
+        with self.open_lock:
+            late = [conn for conn, opened in self.open.items()
+                    if now - opened > CONNECTION_DEADLINE]
+        for conn in late:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "zelador"
+    sys_version = ""
+    timeout = IDLE_TIMEOUT
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # a request is not an event
+
+    def do_GET(self) -> None:
+        self._answer(body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def _refuse(self) -> None:
+        self._send(405, b"only GET and HEAD\n", "text/plain", extra={"Allow": "GET, HEAD"})
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+    def _answer(self, body: bool) -> None:
+        owner = self.server.owner
+        if not owner.authorized(self.headers.get("Authorization", "")):
+            self._send(401, b"authentication required\n", "text/plain",
+                       extra={"WWW-Authenticate": 'Basic realm="zelador"'})
+            return
+        path = self.path.split("?", 1)[0]
+        if path == "/":
+            self._send(200, PAGE.encode(), "text/html; charset=utf-8", body=body)
+        elif path == "/api/status":
+            data = json.dumps(owner.status(), default=str).encode()
+            self._send(200, data, "application/json", body=body)
+        elif path == "/metrics":
+            self._send(200, owner.metrics(), "text/plain; version=0.0.4; charset=utf-8",
+                       body=body)
+        else:
+            self._send(404, b"not found: try /, /api/status, /metrics\n", "text/plain",
+                       body=body)
+
+    def _send(self, status: int, data: bytes, kind: str, *, body: bool = True,
+              extra: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy",
+                         "default-src 'self'; script-src 'unsafe-inline'; "
+                         "style-src 'unsafe-inline'")
+        for key, value in (extra or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+
+class WebServer:
+    def __init__(self, settings: Web, snapshots: Snapshots, history_file: str | None) -> None:
+        from zelador.web.metrics import Metrics  # prometheus_client: only when web is on
+
+        self.settings = settings
+        self._snapshots = snapshots
+        self._history = history_file
+        self._metrics = Metrics()
+        self._auth: tuple[float, set[str]] = (-1.0, set())
+        self._server = _Server((settings.host, settings.port), _Handler, self)
+        self.port = self._server.server_address[1]
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
+                         name="web", daemon=True).start()
+        threading.Thread(target=self._sweep, name="web-sweep", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(1.0):
+            self._server.sweep()
+
+    def status(self) -> dict[str, Any]:
+        data = dict(self._snapshots.get())
+        if self._history is not None:
+            from zelador.store.history import read_events
+
+            try:
+                data["events"] = list(reversed(read_events(self._history, limit=EVENTS,
+                                                           fields=False)))
+            except Exception:  # a damaged or busy history: the page without its events
+                data["events"] = []
+        return data
+
+    def metrics(self) -> bytes:
+        return self._metrics.render(self._snapshots.get())
+
+    def authorized(self, header: str) -> bool:
+        path = self.settings.auth_file
+        if path is None:
+            return True
+        if not header.startswith("Basic "):
+            return False
+        try:
+            given = base64.b64decode(header[6:], validate=True).decode("utf-8")
+        except ValueError:
+            return False
+        return any(hmac.compare_digest(given, line) for line in self._users(path))
+
+    def _users(self, path: str) -> set[str]:
+        """`user:password` lines, read again when the file changes."""
+        try:
+            changed = os.stat(path).st_mtime
+        except OSError:
+            return set()
+        if changed != self._auth[0]:
+            with open(path, encoding="utf-8") as stream:
+                users = {line.strip() for line in stream if ":" in line}
+            self._auth = (changed, users)
+        return self._auth[1]
