@@ -12,9 +12,9 @@ for arg in "$@"; do
     esac
 done
 if [ "$system" = yes ]; then
-    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl debootstrap systemd-container  # + boot the Debians
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus debootstrap systemd-container  # + boot the Debians
 else
-    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl  # a real multi-process daemon, a real SMTP server
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus  # nginx, a real SMTP server, promtool
 fi
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Mfe, Zelador, pids_named, wait_for
@@ -37,6 +39,25 @@ def get(url: str, auth: str | None = None, method: str = "GET") -> tuple[int, by
             return answer.status, answer.read(), answer.headers
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), exc.headers
+
+
+def lint(metrics: bytes) -> None:
+    """promtool (Debian's prometheus package) finds nothing to say about our metrics."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/test.sh installs prometheus)")
+    done = subprocess.run([promtool, "check", "metrics"], input=metrics, capture_output=True)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def test_the_shipped_prometheus_rules_are_valid() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (scripts/test.sh installs prometheus)")
+    rules = Path(__file__).parents[2] / "docs" / "prometheus" / "zelador-rules.yml"
+    done = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def web_config(mfe: Mfe, port: int, extra: str = "") -> str:
@@ -83,6 +104,7 @@ def test_status_metrics_and_page_follow_a_kill(tmp_path: Path, mfe: Mfe) -> None
                           families["zelador_program_restarts"].samples
                           if s.name == "zelador_program_restarts_total"}
         assert restarts_total == {"comunicador": 1.0}
+        lint(get(f"{base}/metrics")[1])
         page = get(f"{base}/")[1].decode()
         assert "<title>zelador</title>" in page and "http" not in page.split("<script>")[1]
         events = json.loads(get(f"{base}/api/status")[1])["events"]
