@@ -25,7 +25,15 @@ from zelador.cli.alerts import add_commands as add_alert_commands
 from zelador.cli.jobs import add_commands as add_job_commands
 from zelador.cli.jobs import state_dir
 from zelador.config.model import DEFAULT_PATH, Config
-from zelador.errors import EX_CONFIG, EX_DOWN, EX_OK, EX_USAGE, ControlError, ZeladorError
+from zelador.errors import (
+    EX_CONFIG,
+    EX_DOWN,
+    EX_OK,
+    EX_USAGE,
+    ControlError,
+    UsageError,
+    ZeladorError,
+)
 from zelador.runtime.control import ask
 
 if TYPE_CHECKING:
@@ -210,6 +218,20 @@ def cmd_checks(args: argparse.Namespace) -> int:
     return EX_DOWN if any(c["state"] == "FAILING" for c in checks) else EX_OK
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from zelador.cli.fleet import run_fleet
+
+    hosts, path = args.zookeeper, args.path
+    if hosts is None:  # from the config (run on a terminal, or with -c on a desk)
+        config = load_config(args.config, check_files=False)
+        hosts = config.fleet.zookeeper
+        path = path or config.fleet.path
+    path = path or "/zelador"
+    if not hosts:
+        raise UsageError(f"no fleet.zookeeper in {args.config}: give --zookeeper HOST:PORT,...")
+    return run_fleet(hosts, path, down_only=args.down, watch=args.watch, as_json=args.json)
+
+
 def cmd_control(args: argparse.Namespace) -> int:
     path = socket_path(args)
     before = ask(path, {"cmd": args.command, "program": args.program})["program"]
@@ -319,6 +341,15 @@ def parser() -> argparse.ArgumentParser:
                             help="every check: state, last value, last result; exit 3 if one fails")
     checks.add_argument("--json", action="store_true")
     checks.set_defaults(func=cmd_checks)
+    fleet = sub.add_parser("fleet", parents=[common],
+                           help="every terminal in ZooKeeper and what is down on it; exit 3 if "
+                                "anything is")
+    fleet.add_argument("--zookeeper", help="HOST:PORT,... (default: fleet.zookeeper)")
+    fleet.add_argument("--path", help="the fleet's znode (default: fleet.path, /zelador)")
+    fleet.add_argument("--down", action="store_true", help="only terminals with a problem")
+    fleet.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
+    fleet.add_argument("--json", action="store_true")
+    fleet.set_defaults(func=cmd_fleet)
     units = sub.add_parser("units", parents=[common],
                            help="render the systemd units for this config (print, or --output DIR)")
     units.add_argument("--output", metavar="DIR",

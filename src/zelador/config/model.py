@@ -271,6 +271,20 @@ class Web:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """Seed 004: this terminal's state in ZooKeeper, for a view of the whole chain."""
+
+    zookeeper: str = ""  # host:port,host:port ...; "" : off
+    path: str = "/zelador"
+    name: str | None = None  # this terminal's name there; None: the host name
+    timeout: float = 10.0  # the ZooKeeper session timeout: a dead terminal's node goes after it
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.zookeeper)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     interval: float = 10.0
@@ -285,6 +299,7 @@ class Config:
     system: tuple[Threshold, ...] = ()
     system_every: float = 10.0
     web: Web = field(default_factory=Web)
+    fleet: Fleet = field(default_factory=Fleet)
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
 
     @property

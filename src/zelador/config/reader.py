@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import re
 
 import yaml
 
@@ -19,6 +20,7 @@ from zelador.config.model import (
     Check,
     Config,
     Control,
+    Fleet,
     History,
     HttpCheck,
     Intake,
@@ -82,7 +84,8 @@ class _Reader(CheckReader):
 
     def config(self, root: yaml.Node) -> Config:
         top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
-                                      "history", "alerts", "checks", "system", "web"))
+                                      "history", "alerts", "checks", "system", "web",
+                                      "fleet"))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top and "jobs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
@@ -113,10 +116,39 @@ class _Reader(CheckReader):
         alerts = (self.alerts(top["alerts"], programs, jobs, tuple(names)) if "alerts" in top
                   else Alerts())
         web = self.web(top["web"]) if "web" in top else Web()
+        fleet = self.fleet(top["fleet"]) if "fleet" in top else Fleet()
         return Config(path=self.path, interval=interval, programs=tuple(programs), control=control,
                       check=check, jobs=jobs, intake=intake, history=history, alerts=alerts,
                       checks=checks, system=system, system_every=system_every, web=web,
+                      fleet=fleet,
                       warnings=tuple(self.warnings))
+
+    def fleet(self, node: yaml.Node) -> Fleet:
+        entries = self.mapping(node, "fleet", ("zookeeper", "path", "name", "timeout"))
+        if "zookeeper" not in entries:
+            raise self.error(node, "fleet.zookeeper", "missing: the ensemble (e.g. "
+                             "zk1:2181,zk2:2181,zk3:2181)")
+        hosts = self.string(entries["zookeeper"], "fleet.zookeeper")
+        for part in hosts.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise self.error(entries["zookeeper"], "fleet.zookeeper", f"{part.strip()!r} is "
+                                 "not HOST:PORT (e.g. zk1:2181)")
+        values: dict[str, object] = {"zookeeper": hosts}
+        if "path" in entries:
+            path = self.string(entries["path"], "fleet.path")
+            if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", path):
+                raise self.error(entries["path"], "fleet.path", f"{path!r} is not an absolute "
+                                 "znode path (e.g. /zelador)")
+            values["path"] = path
+        if "name" in entries:
+            name = self.string(entries["name"], "fleet.name")
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+                raise self.error(entries["name"], "fleet.name", f"{name!r}: letters, digits, _ . -")
+            values["name"] = name
+        if "timeout" in entries:
+            values["timeout"] = self.duration(entries["timeout"], "fleet.timeout", minimum=4.0)
+        return Fleet(**values)  # type: ignore[arg-type]
 
     def web(self, node: yaml.Node) -> Web:
         entries = self.mapping(node, "web", ("listen", "auth_file"))

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from zelador import __version__
 from zelador.alerts.outbox import Outbox, Sender
 from zelador.config.model import Channel, Config
 from zelador.config.reader import check_names, load_config
@@ -36,6 +37,7 @@ from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
 from zelador.runtime.loop import Loop, Timer
 
 if TYPE_CHECKING:
+    from zelador.fleet.zookeeper import Publisher
     from zelador.web.server import WebServer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.store import state
@@ -111,6 +113,9 @@ class Daemon:
         self.loop_lag = 0.0
         if config.web.enabled and not once:
             self._open_web(config, history_file)
+        self.fleet: Publisher | None = None
+        self._fleet_doc: dict[str, Any] = {}
+        self._fleet_round = 0
 
     @property
     def config(self) -> Config:
@@ -140,6 +145,7 @@ class Daemon:
             if self.web is not None:
                 self.web.start()
                 self._measure_lag(self.loop.clock())
+            self._open_fleet(self.config)
             if self.outbox is not None:
                 self.outbox.start()
         try:
@@ -160,6 +166,8 @@ class Daemon:
             self.checks.close()
             if self.web is not None:
                 self.web.close()
+            if self.fleet is not None:
+                self.fleet.close()
             if self.outbox is not None:
                 self.outbox.close()  # an attempt under way may finish (2 s at most)
             if self.state_file is not None:
@@ -288,6 +296,47 @@ class Daemon:
         later = now + 1.0
         self.loop.at(later, lambda: self._measure_lag(later))
 
+    # --- the fleet (ZooKeeper) -----------------------------------------------------------------
+
+    def _open_fleet(self, config: Config) -> None:
+        if not config.fleet.enabled:
+            return
+        from zelador.fleet.zookeeper import Publisher
+
+        name = config.fleet.name or socket.gethostname()
+
+        def say(message: str, priority: int) -> None:  # from kazoo's threads and the writer's
+            self.loop.post(lambda: self.journal.emit(Event("fleet_state", message,
+                                                           priority=priority)))
+
+        try:
+            self.fleet = Publisher(config.fleet, name, say)
+        except ImportError:
+            self.journal.emit(Event("degraded", "fleet: python3-kazoo is not installed; this "
+                                    "terminal is not published", priority=3))
+            return
+        self.fleet.start()
+        self._fleet_doc = {}
+        self._fleet_round += 1
+        self._publish_fleet(self._fleet_round)
+
+    def _publish_fleet(self, round_: int) -> None:
+        """Once a second: this terminal's state, handed to the publisher when it changed."""
+        if self.fleet is None or round_ != self._fleet_round:
+            return  # (a reload replaced the publisher: its own round goes on)
+        sup = self.supervisor
+        programs = {name: st.phase.value for name, st in sup.group.states.items()}
+        fine = ("RUNNING", "WAITING")
+        doc = {"version": __version__, "summary": sup.group.summary(), "programs": programs,
+               "down": sorted(n for n, state in programs.items() if state not in fine),
+               "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},
+               "problems": sorted(f"{i['subject']} {i['problem']}" for i in
+                                  (self.alerts.status() if self.alerts is not None else []))}
+        if doc != self._fleet_doc:
+            self._fleet_doc = doc
+            self.fleet.publish({**doc, "updated_at": round(time.time(), 3)})
+        self.loop.at(self.loop.clock() + 1.0, lambda: self._publish_fleet(round_))
+
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 
     def _history_problem(self, message: str) -> None:
@@ -407,9 +456,16 @@ class Daemon:
                                     f"stays: {exc}", priority=3))
             self.notifier.ready(self.supervisor.group.summary())
             return
+        old_fleet = self.config.fleet
         added, removed = self.supervisor.reconfigure(new)
         self.jobs.reconfigure(new.jobs)
         self.checks.configure(new)
+        if new.fleet != old_fleet:
+            if self.fleet is not None:
+                self.fleet.close()
+                self.fleet = None
+            if not self.once:
+                self._open_fleet(new)
         if not self.once:
             self.checks.start()
         if self.alerts is not None and self.outbox is not None:

@@ -49,6 +49,7 @@ MESSAGE_IDS: dict[str, str] = {
     "alert_failed": "940c44f11cc34a51adca8a1ff00abc6b",
     "alert_given_up": "67ccde5c376842a6acde7479cc075913",
     "check_failed": "fc0384c8e0a045a5856b6efd92c1b2ee",
+    "fleet_state": "1b19b35f744b4b8cad664ac7a196e09c",
     "check_recovered": "e6e364249dce4975be8d36d4269cc679",
 }
 
