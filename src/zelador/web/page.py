@@ -22,7 +22,7 @@ th{background:#eceef1;font-weight:600}
 <h1>zelador on <span id="host"></span></h1>
 <div id="summary"></div><div id="stale">no answer from zelador: showing the last known state</div>
 <h2>Programs</h2><div class="wrap"><table id="programs"><thead><tr><th>program</th><th>state</th>
-<th>pid</th><th>uptime</th><th>restarts</th><th class="wide">last exit / note</th></tr></thead>
+<th class="wide">pid</th><th>uptime</th><th>restarts</th><th class="wide">last exit / note</th></tr></thead>
 <tbody></tbody></table></div>
 <h2>Jobs</h2><div class="wrap"><table id="jobs"><thead><tr><th>job</th><th>state</th>
 <th>last run</th><th class="wide">next expected</th></tr></thead><tbody></tbody></table></div>
@@ -36,7 +36,8 @@ th{background:#eceef1;font-weight:600}
 "use strict";
 function span(s){if(s==null)return "-";s=Math.round(s);var d=Math.floor(s/86400),h=Math.floor(s%86400/3600),m=Math.floor(s%3600/60);
  return d?d+"d "+h+"h":h?h+"h "+m+"m":m?m+"m "+(s%60)+"s":s+"s"}
-function when(t){return t==null?"-":new Date(t*1000).toLocaleString()}
+function when(t){if(t==null)return "-";var d=new Date(t*1000);
+ return d.toDateString()===new Date().toDateString()?d.toLocaleTimeString():d.toLocaleString()}
 function fill(id,rows){var body=document.querySelector("#"+id+" tbody");body.textContent="";
  rows.forEach(function(r){var tr=document.createElement("tr");r.forEach(function(c,i){
   var td=document.createElement("td");td.textContent=c[0];if(c[1])td.className=c[1];tr.appendChild(td)});
@@ -44,7 +45,7 @@ function fill(id,rows){var body=document.querySelector("#"+id+" tbody");body.tex
 function show(d){
  document.getElementById("host").textContent=d.host||"";
  document.getElementById("summary").textContent=d.summary||"";
- fill("programs",(d.programs||[]).map(function(p){return [[p.name],[p.state,p.state],[p.pid==null?"-":String(p.pid)],
+ fill("programs",(d.programs||[]).map(function(p){return [[p.name],[p.state,p.state],[p.pid==null?"-":String(p.pid),"wide"],
   [span(p.uptime)],[String(p.restarts)],[p.reason||p.last_exit||"","wide"]]}));
  fill("jobs",(d.jobs||[]).map(function(j){var l=j.last;return [[j.name],[j.state,j.state],
   [l?l.result+" "+when(l.ended):"-"],[j.expected_text||"-","wide"]]}));
