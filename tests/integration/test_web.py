@@ -164,3 +164,42 @@ def test_idle_half_sent_and_too_many_connections_are_bounded(tmp_path: Path, mfe
         for conn in held:
             conn.close()
         zel.stop()
+
+
+def test_buttons_restart_only_with_auth_token_and_same_origin(tmp_path: Path, mfe: Mfe) -> None:
+    users = tmp_path / "web.auth"
+    users.write_text("admin:s3cret\n")
+    users.chmod(0o600)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    zel = Zelador(tmp_path, web_config(mfe, port, f", auth_file: {users}, "
+                                       "allow_control: true")).start()
+    try:
+        zel.wait_event("started", "comunicador")
+        token = json.loads(get(f"{base}/api/status", "admin:s3cret")[1])["control_token"]
+        body = json.dumps({"program": "comunicador", "verb": "restart"}).encode()
+
+        def post(headers: dict[str, str], data: bytes = body) -> int:
+            request = urllib.request.Request(f"{base}/api/control", data=data, method="POST",
+                                             headers={"Content-Type": "application/json",
+                                                      **headers})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    return int(answer.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        auth = "Basic " + base64.b64encode(b"admin:s3cret").decode()
+        assert post({"X-CSRF-Token": token}) == 401  # no credentials
+        assert post({"Authorization": auth}) == 403  # no token: a cross-site form
+        assert post({"Authorization": auth, "X-CSRF-Token": token,
+                     "Origin": "http://evil.example"}) == 403
+        assert post({"Authorization": auth, "X-CSRF-Token": token}, b"{}") == 400
+        assert post({"Authorization": auth, "X-CSRF-Token": token},
+                    b'{"program": "nope", "verb": "restart"}') == 404
+        assert post({"Authorization": auth, "X-CSRF-Token": token,
+                     "Origin": f"http://127.0.0.1:{port}"}) == 200
+        zel.wait_event("started", "comunicador", count=2)
+        assert "restart requested" in zel.matching("stopping", "comunicador")[0]["message"]
+    finally:
+        zel.stop()

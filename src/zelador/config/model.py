@@ -268,6 +268,7 @@ class Web:
     host: str = "127.0.0.1"
     port: int = 9813
     auth_file: str | None = None  # `user:password` lines, root-only; required off loopback
+    allow_control: bool = False  # restart/stop/start buttons (needs auth_file)
 
 
 @dataclass(frozen=True)

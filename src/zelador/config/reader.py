@@ -151,7 +151,7 @@ class _Reader(CheckReader):
         return Fleet(**values)  # type: ignore[arg-type]
 
     def web(self, node: yaml.Node) -> Web:
-        entries = self.mapping(node, "web", ("listen", "auth_file"))
+        entries = self.mapping(node, "web", ("listen", "auth_file", "allow_control"))
         values: dict[str, object] = {"enabled": True}
         if "listen" in entries:
             listen = self.scalar(entries["listen"], "web.listen")
@@ -161,7 +161,12 @@ class _Reader(CheckReader):
                                                           "127.0.0.1:9813")
         if "auth_file" in entries:
             values["auth_file"] = self.secret_file(entries["auth_file"], "web.auth_file")
+        if "allow_control" in entries:
+            values["allow_control"] = self.boolean(entries["allow_control"], "web.allow_control")
         web = Web(**values)  # type: ignore[arg-type]
+        if web.allow_control and web.auth_file is None:
+            raise self.error(entries["allow_control"], "web.allow_control", "buttons that "
+                             "restart programs need web.auth_file (who may press them)")
         if not ipaddress.ip_address(web.host).is_loopback and web.auth_file is None:
             raise self.error(entries.get("listen", node), "web.listen",
                              f"{web.host!r} is not loopback: give web.auth_file (user:password "

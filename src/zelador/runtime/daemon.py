@@ -276,6 +276,8 @@ class Daemon:
         settings = config.web
         try:
             self.web = WebServer(settings, Snapshots(self.loop, self._snapshot), history_file)
+            if settings.allow_control:
+                self.web.allow(self.answer)
         except OSError as exc:  # the port is taken: supervision goes on without the page
             self.journal.emit(Event("degraded", f"no status page: cannot listen on "
                                     f"{settings.host}:{settings.port}: {exc.strerror}",

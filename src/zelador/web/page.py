@@ -47,12 +47,22 @@ function show(d){
  document.getElementById("summary").textContent=d.summary||"";
  fill("programs",(d.programs||[]).map(function(p){return [[p.name],[p.state,p.state],[p.pid==null?"-":String(p.pid),"wide"],
   [span(p.uptime)],[String(p.restarts)],[p.reason||p.last_exit||"","wide"]]}));
+ if(d.control_token)addButtons(d);
  fill("jobs",(d.jobs||[]).map(function(j){var l=j.last;return [[j.name],[j.state,j.state],
   [l?l.result+" "+when(l.ended):"-"],[j.expected_text||"-","wide"]]}));
  fill("checks",(d.checks||[]).map(function(c){return [[c.name],[c.state,c.state],[c.value||"-"],[c.reason||"","wide"]]}));
  fill("incidents",(d.incidents||[]).map(function(i){return [[i.subject+" "+i.problem],[when(i.opened)],[i.message,"wide"]]}));
  fill("events",(d.events||[]).map(function(e){return [[when(e.time)],[e.kind],[e.message,"wide"]]}));
 }
+function addButtons(d){var rows=document.querySelectorAll("#programs tbody tr");
+ (d.programs||[]).forEach(function(p,i){var td=document.createElement("td");
+  ["restart","stop","start"].forEach(function(verb){var b=document.createElement("button");
+   b.textContent=verb;b.addEventListener("click",function(){
+    if(!confirm(verb+" "+p.name+"?"))return;
+    fetch("api/control",{method:"POST",credentials:"same-origin",headers:{"Content-Type":"application/json",
+     "X-CSRF-Token":d.control_token},body:JSON.stringify({program:p.name,verb:verb})}).then(function(r){
+     return r.json()}).then(function(a){if(a.error)alert(a.error);clearTimeout(timer);poll()})});
+   td.appendChild(b)});rows[i].appendChild(td)})}
 var timer=null;
 function poll(){fetch("api/status",{cache:"no-store",credentials:"same-origin"}).then(function(r){
   if(!r.ok)throw new Error(r.status);return r.json()}).then(function(d){

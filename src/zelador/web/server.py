@@ -16,6 +16,7 @@ import contextlib
 import hmac
 import json
 import os
+import secrets
 import socket
 import threading
 import time
@@ -56,6 +57,9 @@ class Snapshots:
         asked.wait(wait)  # a busy loop: serve what we had
         with self._lock:
             return self._data
+
+    def post(self, work: Callable[[], None]) -> None:
+        self._loop.post(work)
 
     def _refresh(self, asked: threading.Event) -> None:
         data = self._build()
@@ -126,7 +130,42 @@ class _Handler(BaseHTTPRequestHandler):
     def _refuse(self) -> None:
         self._send(405, b"only GET and HEAD\n", "text/plain", extra={"Allow": "GET, HEAD"})
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+    def do_POST(self) -> None:
+        """`/api/control` with `{"program": NAME, "verb": "restart"|"stop"|"start"}`, when
+        web.allow_control, authenticated, with the page's X-CSRF-Token and a same-origin
+        Origin (a cross-site form cannot read the token, nor set the header)."""
+        owner = self.server.owner
+        if not owner.settings.allow_control or self.path != "/api/control":
+            self._refuse()
+            return
+        if not owner.authorized(self.headers.get("Authorization", "")):
+            self._send(401, b"authentication required\n", "text/plain",
+                       extra={"WWW-Authenticate": 'Basic realm="zelador"'})
+            return
+        origin = self.headers.get("Origin")
+        if not hmac.compare_digest(self.headers.get("X-CSRF-Token", ""), owner.token) or (
+                origin is not None and origin.split("://", 1)[-1] != self.headers.get("Host")):
+            self._send(403, b"missing or wrong X-CSRF-Token, or a foreign Origin\n",
+                       "text/plain")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+            if not 0 < length <= 4096:
+                raise ValueError(length)
+            request = json.loads(self.rfile.read(length))
+            program, verb = str(request["program"]), str(request["verb"])
+            if verb not in ("restart", "stop", "start"):
+                raise ValueError(verb)
+        except (ValueError, KeyError, TypeError):
+            self._send(400, b'body: {"program": NAME, "verb": "restart"|"stop"|"start"}\n',
+                       "text/plain")
+            return
+        reply = owner.control(program, verb)
+        status = 200 if reply.get("ok") else 404 if reply.get("code") == "unknown_program" \
+            else 503
+        self._send(status, json.dumps(reply, default=str).encode(), "application/json")
 
     def _answer(self, body: bool) -> None:
         owner = self.server.owner
@@ -159,6 +198,9 @@ class _Handler(BaseHTTPRequestHandler):
                          "style-src 'unsafe-inline'")
         for key, value in (extra or {}).items():
             self.send_header(key, value)
+        if status >= 400:  # a refused request's body may be unread: no keep-alive after it
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         if body:
             self.wfile.write(data)
@@ -173,6 +215,8 @@ class WebServer:
         self._history = history_file
         self._metrics = Metrics()
         self._auth: tuple[float, set[str]] = (-1.0, set())
+        self.token = secrets.token_urlsafe(24)  # the page's CSRF token, new at every start
+        self._controls: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._server = _Server((settings.host, settings.port), _Handler, self)
         self.port = self._server.server_address[1]
         self._stop = threading.Event()
@@ -191,8 +235,31 @@ class WebServer:
         while not self._stop.wait(1.0):
             self._server.sweep()
 
+    def allow(self, answer: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        """Give the server the daemon's request handler (run on the loop thread)."""
+        self._controls = answer
+
+    def control(self, program: str, verb: str) -> dict[str, Any]:
+        """A button press: carried out on the loop thread; its answer within 5 s."""
+        if self._controls is None:
+            return {"error": "control is off"}
+        answer = self._controls
+        done = threading.Event()
+        box: dict[str, Any] = {"error": "zelador did not answer within 5s"}
+
+        def run() -> None:
+            box.clear()
+            box.update(answer({"cmd": verb, "program": program}))
+            done.set()
+
+        self._snapshots.post(run)
+        done.wait(5.0)
+        return box
+
     def status(self) -> dict[str, Any]:
         data = dict(self._snapshots.get())
+        if self.settings.allow_control and self._controls is not None:
+            data["control_token"] = self.token
         if self._history is not None:
             from zelador.store.history import read_events
 
