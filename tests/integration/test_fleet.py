@@ -66,10 +66,23 @@ fleet: {{zookeeper: "{zookeeper.hosts}", name: pos-{i}, timeout: 4s}}
         wait_for(lambda: states(zookeeper) == {"pos-1": "UP", "pos-2": "UP", "pos-3": "UP"}, 30,
                  "three terminals up")
         assert fleet(zookeeper)[0] == 0
-        # pos-2's Comunicador stopped: DOWN, and what is down is named
-        subprocess.run([sys.executable, "-m", "zelador", "stop", "comunicador", "--socket",
-                        daemons[1].socket], check=True, capture_output=True, timeout=60)
-        wait_for(lambda: states(zookeeper)["pos-2"] == "DOWN", 15, "pos-2 down")
+        watch_log = tmp_path / "watch.log"
+        with open(watch_log, "wb") as out:
+            watcher = subprocess.Popen([sys.executable, "-m", "zelador", "fleet", "--watch",
+                                        "--zookeeper", zookeeper.hosts], stdout=out, stderr=out)
+        try:
+            wait_for(lambda: "3 terminals: 3 up" in watch_log.read_text(), 30, "the watch")
+            # pos-2's Comunicador stopped: DOWN, and what is down is named
+            subprocess.run([sys.executable, "-m", "zelador", "stop", "comunicador", "--socket",
+                            daemons[1].socket], check=True, capture_output=True, timeout=60)
+            wait_for(lambda: states(zookeeper)["pos-2"] == "DOWN", 15, "pos-2 down")
+            wait_for(lambda: "3 terminals: 2 up, 1 down" in watch_log.read_text(), 15,
+                     "the watch saw it (a DataWatch on pos-2)")
+            watcher.send_signal(signal.SIGINT)
+            assert watcher.wait(15) == 0
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
         code, terminals = fleet(zookeeper, "--down")
         assert code == 3 and next(t for t in terminals if t["name"] == "pos-2")["down"] == \
             ["comunicador"]
