@@ -23,7 +23,6 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import psutil
 from tests.alertservers import Receiver
 from tests.conftest import wait_for
 
-from bench.supervisors import Layout, kills_of, pct, settle
+from bench.supervisors import Layout, kills_of, pct, run_zelador, settle
 from zelador.runtime.control import ask
 
 JOBS = "jobs:\n" + "".join(f"  job{i}: {{every: 1h}}\n" for i in range(10)) + \
@@ -40,17 +39,11 @@ JOBS = "jobs:\n" + "".join(f"  job{i}: {{every: 1h}}\n" for i in range(10)) + \
 
 
 def start(root: Path, layout: Layout, url: str, timeout: str) -> subprocess.Popen[bytes]:
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "zelador.yaml"
-    config.write_text(layout.zelador_config("10s") + JOBS + f"""alerts:
+    return run_zelador(root, layout.zelador_config("10s") + JOBS + f"""alerts:
   group_wait: 0s
   channels:
     hook: {{webhook: {{url: "{url}", timeout: {timeout}}}, rate_limit: 100000 in 1m}}
 """)
-    return subprocess.Popen([sys.executable, "-m", "zelador", "run", "-c", str(config),
-                             "--runtime-dir", str(root / "run"), "--log-target", "stderr",
-                             "--logs-dir", str(root / "logs"), "--state-dir", str(root / "state"),
-                             "--scopes", "no"], stderr=open(root / "zelador.log", "wb"))
 
 
 def report(sock: str, job: str, verb: str) -> None:

@@ -21,7 +21,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,21 +29,11 @@ from pathlib import Path
 import psutil
 from tests.conftest import wait_for
 
-from bench.supervisors import Layout, cpu_ns, kills_of, pct, settle
+from bench.supervisors import Layout, cpu_ns, kills_of, pct, run_zelador, settle
 from zelador.checks.samplers import Sampler
 from zelador.config.model import Threshold
 
 PROGS = Path(__file__).parents[1] / "tests" / "checkprogs.py"
-
-
-def start(root: Path, config: str) -> subprocess.Popen[bytes]:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "zelador.yaml").write_text(config)
-    return subprocess.Popen([sys.executable, "-m", "zelador", "run", "-c",
-                             str(root / "zelador.yaml"), "--runtime-dir", str(root / "run"),
-                             "--log-target", "stderr", "--logs-dir", str(root / "logs"),
-                             "--state-dir", str(root / "state"), "--scopes", "no"],
-                            stderr=open(root / "zelador.log", "wb"))
 
 
 def with_rules(layout: Layout) -> str:
@@ -56,8 +45,8 @@ def with_rules(layout: Layout) -> str:
 
 def sampling_cost(root: Path, programs: int, seconds: float) -> None:
     bare_layout, ruled_layout = Layout(root / "bare", programs), Layout(root / "ruled", programs)
-    bare = start(root / "a", bare_layout.zelador_config("10s"))
-    ruled = start(root / "b", with_rules(ruled_layout))
+    bare = run_zelador(root / "a", bare_layout.zelador_config("10s"))
+    ruled = run_zelador(root / "b", with_rules(ruled_layout))
     try:
         settle(bare_layout, 120)
         settle(ruled_layout, 120)
@@ -104,8 +93,8 @@ def restarts_beside_checks(root: Path, kills: int, gap: float) -> None:
     quiet_layout, busy_layout = Layout(root / "q", 1), Layout(root / "h", 1)
     checks = "checks:\n" + "".join(f'  c{i}: {{every: 1s, http: {{url: "{url}", timeout: 5s}}}}\n'
                                    for i in range(50))
-    quiet = start(root / "q-z", quiet_layout.zelador_config("10s"))
-    busy = start(root / "h-z", busy_layout.zelador_config("10s") + checks)
+    quiet = run_zelador(root / "q-z", quiet_layout.zelador_config("10s"))
+    busy = run_zelador(root / "h-z", busy_layout.zelador_config("10s") + checks)
     try:
         settle(quiet_layout)
         settle(busy_layout)
@@ -140,7 +129,7 @@ def hung_program(root: Path, hangs: int) -> None:
     shell: true
     health: {{tcp: "127.0.0.1:{port}", every: 1s, timeout: 1s, fails: 2, start_after: 2s}}
 """
-    daemon = start(root / "hung", config)
+    daemon = run_zelador(root / "hung", config)
     took = []
     try:
         for _ in range(hangs):

@@ -96,6 +96,17 @@ class Layout:
                 os.kill(pid, signal.SIGKILL)
 
 
+def run_zelador(root: Path, config: str) -> subprocess.Popen[bytes]:
+    """A zelador with `config` and its folders under `root` (its log: root/zelador.log)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "zelador.yaml").write_text(config)
+    return subprocess.Popen([sys.executable, "-m", "zelador", "run", "-c",
+                             str(root / "zelador.yaml"), "--runtime-dir", str(root / "run"),
+                             "--log-target", "stderr", "--logs-dir", str(root / "logs"),
+                             "--state-dir", str(root / "state"), "--scopes", "no"],
+                            stderr=open(root / "zelador.log", "wb"))
+
+
 def start_zelador(layout: Layout, root: Path, interval: str) -> subprocess.Popen[bytes]:
     config = root / "zelador.yaml"
     config.write_text(layout.zelador_config(interval))

@@ -29,17 +29,7 @@ from pathlib import Path
 from tests.conftest import wait_for
 from tests.zkserver import ZooKeeper, free_port
 
-from bench.supervisors import Layout, kills_of, pct, settle
-
-
-def start(root: Path, config: str) -> subprocess.Popen[bytes]:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "zelador.yaml").write_text(config)
-    return subprocess.Popen([sys.executable, "-m", "zelador", "run", "-c",
-                             str(root / "zelador.yaml"), "--runtime-dir", str(root / "run"),
-                             "--log-target", "stderr", "--logs-dir", str(root / "logs"),
-                             "--state-dir", str(root / "state"), "--scopes", "no"],
-                            stderr=open(root / "zelador.log", "wb"))
+from bench.supervisors import Layout, kills_of, pct, run_zelador, settle
 
 
 def fetch(url: str) -> bytes:
@@ -61,7 +51,7 @@ def endpoints(root: Path) -> None:
     layout = Layout(root / "big", 100)
     port = free_port()
     jobs = "jobs:\n" + "".join(f"  job{i}: {{every: 1h}}\n" for i in range(100))
-    daemon = start(root / "big-z", layout.zelador_config("10s") + jobs +
+    daemon = run_zelador(root / "big-z", layout.zelador_config("10s") + jobs +
                    f'intake: {{listen: off}}\nweb: {{listen: "127.0.0.1:{port}"}}\n')
     try:
         settle(layout, 120)
@@ -96,9 +86,9 @@ def endpoints(root: Path) -> None:
 def traffic(root: Path, kills: int, gap: float) -> None:
     quiet_layout, busy_layout = Layout(root / "q", 1), Layout(root / "b", 1)
     qport, bport = free_port(), free_port()
-    quiet = start(root / "q-z", quiet_layout.zelador_config("10s") +
+    quiet = run_zelador(root / "q-z", quiet_layout.zelador_config("10s") +
                   f'web: {{listen: "127.0.0.1:{qport}"}}\n')
-    busy = start(root / "b-z", busy_layout.zelador_config("10s") +
+    busy = run_zelador(root / "b-z", busy_layout.zelador_config("10s") +
                  f'web: {{listen: "127.0.0.1:{bport}"}}\n')
     stop = threading.Event()
     served = [0]
