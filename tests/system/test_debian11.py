@@ -29,6 +29,11 @@ def test_installs_supervises_and_survives_its_own_restart_on_debian_11(bullseye:
     assert (bullseye.pids("Comunicador"), bullseye.pids("Monitor")) == ([new], [monitor])
     status = bullseye.sh("zelador status")
     assert re.search(rf"comunicador\s+RUNNING\s+{new}\s", status), status
+    # the shipped config's status page, with Debian 11's prometheus_client (0.9)
+    fetch = ("python3 -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen("
+             "sys.argv[1], timeout=10).read().decode())' http://127.0.0.1:9813/metrics")
+    metrics = wait_for(lambda: bullseye.run(fetch).stdout, 10, "/metrics")
+    assert 'zelador_program_up{program="comunicador"} 1.0' in metrics
 
 
 def test_jobs_on_debian_11_croniter_0_3_and_python_3_9(bullseye: Machine) -> None:

@@ -29,3 +29,11 @@ def test_every_message_id_is_explained_in_the_catalog():
     ids = set(re.findall(r"^-- ([0-9a-f]{32})$", catalog, re.M))
     assert set(MESSAGE_IDS.values()) <= ids
     assert len(set(MESSAGE_IDS.values())) == len(MESSAGE_IDS)
+
+
+def test_the_version_is_the_packages() -> None:
+    """`zelador --version` says what the .deb says (debian/changelog's first entry)."""
+    from zelador import __version__
+
+    changelog = (ROOT / "debian" / "changelog").read_text().splitlines()[0]
+    assert changelog.split("(", 1)[1].split(")", 1)[0].split("-")[0] == __version__

@@ -161,3 +161,35 @@ alerts:
     assert alerts.channel("phone").rate == 5
     assert alerts.channel("cmd").target.argv == ("/usr/local/bin/page", "--urgent")  # type: ignore[union-attr]
     assert alerts.rules[0].programs == ("comunicador",) and not alerts.rules[1].recoveries
+
+
+def test_the_checks_web_and_fleet_examples_of_the_issues_read_as_written():
+    config = parse_config(ISSUE_BLOCKS, check_files=False)
+    prog = config.programs[0]
+    assert prog.health is not None and prog.health.probe.kind == "http"
+    assert (prog.health.every, prog.health.probe.timeout, prog.health.fails) == (1.0, 1.0, 2)
+    assert prog.resources[0].above == 500e6 and prog.resources[0].cycles == 3
+    assert config.checks[0].json is not None and config.checks[0].json.items == ("data", "workers")
+    assert [r.metric for r in config.system] == ["disk", "memory"]
+    assert (config.web.enabled, config.web.host, config.web.port) == (True, "127.0.0.1", 9813)
+    assert (config.fleet.zookeeper, config.fleet.path) == ("127.0.0.1:2181", "/zelador")
+
+
+ISSUE_BLOCKS = """
+programs:
+  comunicador:
+    match: {name: Comunicador}
+    start: /bin/true
+    health: {http: "http://127.0.0.1:8098/", every: 1s, timeout: 1s, fails: 2, action: restart}
+    resources: {memory: {above: 500MB, for: 3 cycles, action: restart}}
+checks:
+  miners:
+    every: 5s
+    http: {url: "http://127.0.0.1:8097/api/workers", timeout: 2s}
+    json: {items: data.workers, key: name, time: last_seen, stale_after: 10m, ignore_after: 8h}
+system:
+  disk_root: {disk: /, above: 90%, action: alert}
+  memory: {memory: used, above: 95%, for: 5 cycles, action: alert}
+web: {listen: "127.0.0.1:9813"}
+fleet: {zookeeper: "127.0.0.1:2181", path: /zelador}
+"""

@@ -282,6 +282,9 @@ class Daemon:
             self.journal.emit(Event("degraded", f"no status page: cannot listen on "
                                     f"{settings.host}:{settings.port}: {exc.strerror}",
                                     priority=3))
+        except Exception as exc:  # a broken prometheus_client: supervise all the same
+            self.journal.emit(Event("degraded", f"no status page: {type(exc).__name__}: {exc}",
+                                    priority=3))
 
     def _snapshot(self) -> dict[str, Any]:
         """What the page, /api/status and /metrics show (built on the loop thread)."""
