@@ -98,7 +98,7 @@ def test_status_metrics_and_page_follow_a_kill(tmp_path: Path, mfe: Mfe) -> None
             get(f"{base}/metrics")[1].decode())}
         assert {"zelador_program_up", "zelador_program_state", "zelador_program_restarts",
                 "zelador_job_state", "zelador_check_ok", "zelador_build_info",
-                "zelador_loop_lag_seconds",
+                "zelador_loop_lag_seconds", "zelador_scan_duration_seconds",
                 "zelador_open_incidents"} <= set(families)
         restarts_total = {s.labels["program"]: s.value for s in
                           families["zelador_program_restarts"].samples

@@ -292,6 +292,7 @@ class Daemon:
         data["host"] = self.config.alerts.host or socket.gethostname()
         data["incidents"] = self.alerts.status() if self.alerts is not None else []
         data["loop_lag"] = self.loop_lag
+        data["scan_seconds"] = self.supervisor.scan_seconds
         return data
 
     def _measure_lag(self, due: float) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Collection, Iterable, Sequence
 from typing import Callable, Protocol
 
@@ -94,6 +95,7 @@ class Supervisor:
                  watches: Watcher, sinks: Sequence[Sink], pidfd: bool = True,
                  subreaper: bool = False, proc_events: ProcEvents | None = None) -> None:
         self.config = config
+        self.scan_seconds = 0.0  # how long the last full look at the process table took
         self.loop = loop
         self.table = table
         self.launcher = launcher
@@ -171,8 +173,10 @@ class Supervisor:
         if deaths or ended or self._scan_wanted or now >= due:
             self._scan_wanted = False
             self._last_scan = now
+            began = time.perf_counter()
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()},
                                        self._starting_sessions())
+            self.scan_seconds = time.perf_counter() - began  # for /metrics
         live = self.table.live() if any(families.values()) else set()
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):

@@ -39,6 +39,10 @@ class _Snapshot:
                                 "How late the supervision loop ran its last timer")
         lag.add_metric([], float(data.get("loop_lag", 0.0)))
         yield lag
+        scan = GaugeMetricFamily("zelador_scan_duration_seconds",
+                                 "How long the last full look at the process table took")
+        scan.add_metric([], float(data.get("scan_seconds", 0.0)))
+        yield scan
         programs = data.get("programs", [])
         up = GaugeMetricFamily("zelador_program_up", "1 if the program runs", labels=["program"])
         state = GaugeMetricFamily("zelador_program_state", "The program's state (one-hot)",
