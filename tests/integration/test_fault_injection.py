@@ -191,10 +191,17 @@ def test_random_faults_never_break_the_invariants(stubborn_mfe, zelador_factory,
                 with_suppress_kill(pid)
     assert not sampler.seen_two, sampler.seen_two[:5]
     assert all(n <= 1 for n in sampler.worst.values()), sampler.worst
-    cpu_before = cpu(z.proc.pid)
-    quiet = time.monotonic() + 1.0
-    wait_for(lambda: time.monotonic() > quiet, 2, "a quiet second")
-    assert cpu(z.proc.pid) - cpu_before < 0.1, "zelador spins when nothing happens"
+    # Once the faults stop, zelador settles (a restart of its own just before the end still
+    # has its start-up to do): one of five seconds in a row must be quiet; a spin fails all.
+    used = []
+    for _ in range(5):
+        cpu_before = cpu(z.proc.pid)
+        quiet = time.monotonic() + 1.0
+        wait_for(lambda q=quiet: time.monotonic() > q, 2, "a quiet second")
+        used.append(cpu(z.proc.pid) - cpu_before)
+        if used[-1] < 0.1:
+            break
+    assert min(used) < 0.1, f"zelador spins when nothing happens: {used} s of CPU per second"
     assert sum(counters(z).values()) >= 1  # the faults did happen
 
 
