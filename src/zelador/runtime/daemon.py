@@ -14,7 +14,7 @@ import socket
 import sqlite3
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from zelador import __version__
 from zelador.alerts.outbox import Outbox, Sender
@@ -32,14 +32,12 @@ from zelador.programs.view import program_status
 from zelador.runtime.alerts import AlertDesk
 from zelador.runtime.checks import CheckBook
 from zelador.runtime.control import ControlServer
+from zelador.runtime.fleet import FleetLink
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
 from zelador.runtime.loop import Loop, Timer
-
-if TYPE_CHECKING:
-    from zelador.fleet.zookeeper import Publisher
-    from zelador.web.server import WebServer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
+from zelador.runtime.web import WebLink
 from zelador.store import state
 from zelador.store.history import HistoryWriter, ReportRow
 from zelador.systemd.journal import Journal
@@ -109,13 +107,10 @@ class Daemon:
             self._restore(state_file)
             self.loop.after_turn(self._persist)
         self._watchdog = watchdog_interval()
-        self.web: WebServer | None = None
-        self.loop_lag = 0.0
+        self.web = WebLink(self.loop, self.journal.emit)
         if config.web.enabled and not once:
-            self._open_web(config, history_file)
-        self.fleet: Publisher | None = None
-        self._fleet_doc: dict[str, Any] = {}
-        self._fleet_round = 0
+            self.web.open(config.web, self._snapshot, self.answer, history_file)
+        self.fleet = FleetLink(self.loop, self.journal.emit, self._fleet_state)
 
     @property
     def config(self) -> Config:
@@ -142,10 +137,8 @@ class Daemon:
             self.jobs.start()
             self.checks.start()
             self._open_intake()
-            if self.web is not None:
-                self.web.start()
-                self._measure_lag(self.loop.clock())
-            self._open_fleet(self.config)
+            self.web.start()
+            self.fleet.open(self.config.fleet)
             if self.outbox is not None:
                 self.outbox.start()
         try:
@@ -164,10 +157,8 @@ class Daemon:
             if self.intake is not None:
                 self.intake.close()  # (applies what it had received)
             self.checks.close()
-            if self.web is not None:
-                self.web.close()
-            if self.fleet is not None:
-                self.fleet.close()
+            self.web.close()
+            self.fleet.close()
             if self.outbox is not None:
                 self.outbox.close()  # an attempt under way may finish (2 s at most)
             if self.state_file is not None:
@@ -270,78 +261,27 @@ class Daemon:
 
     # --- the web server -----------------------------------------------------------------------
 
-    def _open_web(self, config: Config, history_file: str | None) -> None:
-        from zelador.web.server import Snapshots, WebServer
-
-        settings = config.web
-        try:
-            self.web = WebServer(settings, Snapshots(self.loop, self._snapshot), history_file)
-            if settings.allow_control:
-                self.web.allow(self.answer)
-        except OSError as exc:  # the port is taken: supervision goes on without the page
-            self.journal.emit(Event("degraded", f"no status page: cannot listen on "
-                                    f"{settings.host}:{settings.port}: {exc.strerror}",
-                                    priority=3))
-        except Exception as exc:  # a broken prometheus_client: supervise all the same
-            self.journal.emit(Event("degraded", f"no status page: {type(exc).__name__}: {exc}",
-                                    priority=3))
-
-    def _snapshot(self) -> dict[str, Any]:
+    def _snapshot(self, _: dict[str, Any]) -> dict[str, Any]:
         """What the page, /api/status and /metrics show (built on the loop thread)."""
         data = self.answer({"cmd": "status"})
         data["host"] = self.config.alerts.host or socket.gethostname()
         data["incidents"] = self.alerts.status() if self.alerts is not None else []
-        data["loop_lag"] = self.loop_lag
+        data["loop_lag"] = self.web.lag
         data["scan_seconds"] = self.supervisor.scan_seconds
         return data
 
-    def _measure_lag(self, due: float) -> None:
-        """How late a timer runs: a loop held up by anything shows here (and in /metrics)."""
-        now = self.loop.clock()
-        self.loop_lag = max(0.0, now - due)
-        later = now + 1.0
-        self.loop.at(later, lambda: self._measure_lag(later))
-
     # --- the fleet (ZooKeeper) -----------------------------------------------------------------
 
-    def _open_fleet(self, config: Config) -> None:
-        if not config.fleet.enabled:
-            return
-        from zelador.fleet.zookeeper import Publisher
-
-        name = config.fleet.name or socket.gethostname()
-
-        def say(message: str, priority: int) -> None:  # from kazoo's threads and the writer's
-            self.loop.post(lambda: self.journal.emit(Event("fleet_state", message,
-                                                           priority=priority)))
-
-        try:
-            self.fleet = Publisher(config.fleet, name, say)
-        except ImportError:
-            self.journal.emit(Event("degraded", "fleet: python3-kazoo is not installed; this "
-                                    "terminal is not published", priority=3))
-            return
-        self.fleet.start()
-        self._fleet_doc = {}
-        self._fleet_round += 1
-        self._publish_fleet(self._fleet_round)
-
-    def _publish_fleet(self, round_: int) -> None:
-        """Once a second: this terminal's state, handed to the publisher when it changed."""
-        if self.fleet is None or round_ != self._fleet_round:
-            return  # (a reload replaced the publisher: its own round goes on)
+    def _fleet_state(self) -> dict[str, Any]:
+        """This terminal as the fleet sees it (without its time: a change is a change of this)."""
         sup = self.supervisor
         programs = {name: st.phase.value for name, st in sup.group.states.items()}
         fine = ("RUNNING", "WAITING")
-        doc = {"version": __version__, "summary": sup.group.summary(), "programs": programs,
-               "down": sorted(n for n, state in programs.items() if state not in fine),
-               "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},
-               "problems": sorted(f"{i['subject']} {i['problem']}" for i in
-                                  (self.alerts.status() if self.alerts is not None else []))}
-        if doc != self._fleet_doc:
-            self._fleet_doc = doc
-            self.fleet.publish({**doc, "updated_at": round(time.time(), 3)})
-        self.loop.at(self.loop.clock() + 1.0, lambda: self._publish_fleet(round_))
+        return {"version": __version__, "summary": sup.group.summary(), "programs": programs,
+                "down": sorted(n for n, state in programs.items() if state not in fine),
+                "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},
+                "problems": sorted(f"{i['subject']} {i['problem']}" for i in
+                                   (self.alerts.status() if self.alerts is not None else []))}
 
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 
@@ -467,11 +407,9 @@ class Daemon:
         self.jobs.reconfigure(new.jobs)
         self.checks.configure(new)
         if new.fleet != old_fleet:
-            if self.fleet is not None:
-                self.fleet.close()
-                self.fleet = None
+            self.fleet.close()
             if not self.once:
-                self._open_fleet(new)
+                self.fleet.open(new.fleet)
         if not self.once:
             self.checks.start()
         if self.alerts is not None and self.outbox is not None:

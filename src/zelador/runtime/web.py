@@ -1,0 +1,57 @@
+"""The status page wired to the loop: the server (web/server.py, threads of its own) is given a
+snapshot builder that runs on the loop thread, and, with allow_control, the daemon's request
+handler; the loop's own lateness is measured here for /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zelador.config.model import Web
+from zelador.events import Event
+from zelador.runtime.loop import Loop
+
+if TYPE_CHECKING:
+    from zelador.web.server import WebServer
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class WebLink:
+    def __init__(self, loop: Loop, emit: Callable[[Event], None]) -> None:
+        self.loop = loop
+        self._emit = emit
+        self.server: WebServer | None = None
+        self.lag = 0.0  # how late the loop ran its last 1 s timer
+
+    def open(self, settings: Web, snapshot: Handler, answer: Handler,
+             history_file: str | None) -> None:
+        from zelador.web.server import Snapshots, WebServer
+
+        try:
+            self.server = WebServer(settings, Snapshots(self.loop, lambda: snapshot({})),
+                                    history_file)
+            if settings.allow_control:
+                self.server.allow(answer)
+        except OSError as exc:  # the port is taken: supervision goes on without the page
+            self._emit(Event("degraded", f"no status page: cannot listen on "
+                             f"{settings.host}:{settings.port}: {exc.strerror}", priority=3))
+        except Exception as exc:  # a broken prometheus_client: supervise all the same
+            self._emit(Event("degraded", f"no status page: {type(exc).__name__}: {exc}",
+                             priority=3))
+
+    def start(self) -> None:
+        if self.server is not None:
+            self.server.start()
+            self._measure(self.loop.clock())
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def _measure(self, due: float) -> None:
+        """How late a timer runs: a loop held up by anything shows here (and in /metrics)."""
+        now = self.loop.clock()
+        self.lag = max(0.0, now - due)
+        later = now + 1.0
+        self.loop.at(later, lambda: self._measure(later))
