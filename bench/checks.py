@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import psutil
-from tests.conftest import wait_for
+from tests.conftest import free_port, wait_for
 
 from bench.supervisors import Layout, cpu_ns, kills_of, pct, run_zelador, settle
 from zelador.checks.samplers import Sampler
@@ -148,12 +148,6 @@ def hung_program(root: Path, hangs: int) -> None:
         daemon.wait()
         for pid in tagged(tag):
             os.kill(pid, signal.SIGKILL)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def main() -> None:

@@ -4,7 +4,6 @@ zelador uses (with its real error shapes), and an SMTP server with STARTTLS (aio
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import subprocess
 import threading
@@ -14,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.conftest import free_port
 
 
 class _Server(ThreadingHTTPServer):
@@ -217,7 +218,3 @@ class Smtp:
             self.controller = None
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

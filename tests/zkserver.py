@@ -9,13 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.conftest import free_port
+
 ZK = Path("/usr/share/zookeeper/bin/zkServer.sh")
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ZooKeeper:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,16 +21,11 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import Zelador, wait_for
+from tests.conftest import Zelador, free_port, wait_for
 from zelador.runtime.control import ask
 
 PROGS = Path(__file__).parents[1] / "checkprogs.py"
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def tagged(kind: str, tag: str) -> list[int]:

@@ -16,16 +16,11 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.conftest import Zelador, wait_for
+from tests.conftest import Zelador, free_port, wait_for
 from zelador.runtime.control import ask
 
 ZELADOR = [sys.executable, "-m", "zelador"]
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def jobs_config(port: int, jobs: str, intake: str = "") -> str:

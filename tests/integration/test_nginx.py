@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import pids_named, wait_for, with_suppress_kill
+from tests.conftest import free_port, pids_named, wait_for, with_suppress_kill
 
 NGINX = "/usr/sbin/nginx"
 
@@ -22,12 +21,6 @@ pytestmark = [
                        "(scripts/setup.sh installs nginx-light)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="nginx's master runs as root"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -20,14 +20,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Mfe, Zelador, pids_named, wait_for
+from tests.conftest import Mfe, Zelador, free_port, pids_named, wait_for
 from zelador.web.server import IDLE_TIMEOUT, MAX_CLIENTS
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str, auth: str | None = None, method: str = "GET") -> tuple[int, bytes, Any]:

@@ -261,7 +261,7 @@ class Daemon:
 
     # --- the web server -----------------------------------------------------------------------
 
-    def _snapshot(self, _: dict[str, Any]) -> dict[str, Any]:
+    def _snapshot(self) -> dict[str, Any]:
         """What the page, /api/status and /metrics show (built on the loop thread)."""
         data = self.answer({"cmd": "status"})
         data["host"] = self.config.alerts.host or socket.gethostname()

@@ -24,12 +24,12 @@ class WebLink:
         self.server: WebServer | None = None
         self.lag = 0.0  # how late the loop ran its last 1 s timer
 
-    def open(self, settings: Web, snapshot: Handler, answer: Handler,
+    def open(self, settings: Web, snapshot: Callable[[], dict[str, Any]], answer: Handler,
              history_file: str | None) -> None:
         from zelador.web.server import Snapshots, WebServer
 
         try:
-            self.server = WebServer(settings, Snapshots(self.loop, lambda: snapshot({})),
+            self.server = WebServer(settings, Snapshots(self.loop, snapshot),
                                     history_file)
             if settings.allow_control:
                 self.server.allow(answer)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 from zelador.alerts.channels import Runner
 from zelador.alerts.channels.common import document, short
@@ -21,25 +20,15 @@ from zelador.config.model import Command
 from zelador.errors import UnsafeFileError
 
 
-def _run(argv: list[str], data: bytes, timeout: float,
-         env: dict[str, str]) -> tuple[int | None, bytes]:
-    """Outside the daemon (`zelador alerts test`): a plain child, killed whole on timeout."""
-    popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        out, _ = popen.communicate(data, timeout=timeout)
-        return popen.returncode, out
-    except subprocess.TimeoutExpired:
-        os.killpg(popen.pid, 9)
-        popen.wait()
-        return None, b""
-
-
 class CommandSender:
     def __init__(self, target: Command, host: str, runner: Runner | None = None) -> None:
         self.target = target
         self.host = host
-        self.runner = runner or _run
+        if runner is None:  # outside the daemon (`zelador alerts test`): a launcher of our own
+            from zelador.programs.launcher import Launcher
+
+            runner = Launcher().run_helper
+        self.runner = runner
 
     def send(self, batch: Batch) -> Outcome:
         doc = document(batch, self.host)
