@@ -16,16 +16,14 @@ from urllib.parse import urlsplit
 import yaml
 
 from zelador.alerts.problems import ALL_PROBLEMS, PROBLEMS
+from zelador.config import keys
 from zelador.config.host import check_root_only, running_as_root
 from zelador.config.jobs import JobReader
 from zelador.config.model import Alerts, Channel, Command, Email, Job, Program, Rule, Telegram, Webhook
 from zelador.config.yamlnodes import close_matches
 from zelador.errors import UnsafeFileError
 
-ALERT_KEYS = ("channels", "rules", "group_wait", "remind_every", "flapping", "retry",
-              "give_up_after", "host")
 CHANNEL_KINDS = ("webhook", "telegram", "email", "command")
-RULE_KEYS = ("programs", "jobs", "checks", "events", "channels", "recoveries")
 _ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+$")
 _OFF = (False, "off", "no", "never")
 
@@ -35,7 +33,7 @@ class AlertReader(JobReader):
 
     def alerts(self, node: yaml.Node, programs: list[Program], jobs: tuple[Job, ...],
                checks: tuple[str, ...] = ()) -> Alerts:
-        entries = self.mapping(node, "alerts", ALERT_KEYS)
+        entries = self.mapping(node, "alerts", keys.names("alerts"))
         values: dict[str, object] = {}
         channels = self.channels(entries["channels"]) if "channels" in entries else ()
         values["channels"] = channels
@@ -72,7 +70,7 @@ class AlertReader(JobReader):
         return tuple(out)
 
     def channel(self, name: str, node: yaml.Node, key: str) -> Channel:
-        entries = self.mapping(node, key, (*CHANNEL_KINDS, "rate_limit"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME"))
         kinds = [k for k in CHANNEL_KINDS if k in entries]
         if len(kinds) != 1:
             raise self.error(node, key, "give exactly one of " + ", ".join(CHANNEL_KINDS) +
@@ -97,7 +95,7 @@ class AlertReader(JobReader):
     def webhook(self, node: yaml.Node, key: str) -> Webhook:
         if isinstance(node, yaml.ScalarNode):
             return Webhook(url=self.url(node, key))
-        entries = self.mapping(node, key, ("url", "timeout", "headers"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME.webhook"))
         if "url" not in entries:
             raise self.error(node, f"{key}.url", "missing: where to POST (e.g. "
                              "http://127.0.0.1:8099/zelador)")
@@ -119,8 +117,7 @@ class AlertReader(JobReader):
         return tuple(pairs)
 
     def telegram(self, node: yaml.Node, key: str) -> Telegram:
-        entries = self.mapping(node, key, ("token_file", "chat_id", "on_recovery", "timeout",
-                                           "api_url"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME.telegram"))
         for needed, example in (("token_file", "/etc/zelador/telegram.token"),
                                 ("chat_id", '"-100123"')):
             if needed not in entries:
@@ -142,8 +139,7 @@ class AlertReader(JobReader):
         return Telegram(**values)  # type: ignore[arg-type]
 
     def email(self, node: yaml.Node, key: str) -> Email:
-        entries = self.mapping(node, key, ("host", "port", "tls", "user", "password_file", "from",
-                                           "to", "timeout", "ca_file"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME.email"))
         for needed, example in (("host", "smtp.example.net"), ("from", "pos@example.net"),
                                 ("to", "[ops@example.net]")):
             if needed not in entries:
@@ -179,7 +175,7 @@ class AlertReader(JobReader):
     def alert_command(self, node: yaml.Node, key: str) -> Command:
         if not isinstance(node, yaml.MappingNode):
             return Command(argv=self.command(node, key, False))
-        entries = self.mapping(node, key, ("argv", "timeout"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME.command"))
         if "argv" not in entries:
             raise self.error(node, f"{key}.argv", "missing: the command to run (a list or a "
                              "line split like a shell would, never run by one)")
@@ -198,7 +194,7 @@ class AlertReader(JobReader):
         out = []
         for index, item in enumerate(node.value):
             key = f"alerts.rules[{index}]"
-            entries = self.mapping(item, key, RULE_KEYS)
+            entries = self.mapping(item, key, keys.names("alerts.rules[]"))
             values: dict[str, object] = {}
             for field in ("programs", "jobs", "checks", "channels"):
                 if field in entries:
@@ -265,7 +261,7 @@ class AlertReader(JobReader):
         return int(found.group(1)), self._span(node, key, found.group(2))
 
     def retry(self, node: yaml.Node) -> tuple[float, float]:
-        entries = self.mapping(node, "alerts.retry", ("first", "max"))
+        entries = self.mapping(node, "alerts.retry", keys.names("alerts.retry"))
         first = (self.duration(entries["first"], "alerts.retry.first", minimum=1.0)
                  if "first" in entries else 5.0)
         most = (self.duration(entries["max"], "alerts.retry.max", minimum=1.0)

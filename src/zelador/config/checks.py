@@ -12,14 +12,11 @@ import re
 import yaml
 
 from zelador.checks.metrics import PROGRAM_METRICS, SYSTEM_METRICS, parse_value
+from zelador.config import keys
 from zelador.config.alerts import AlertReader
 from zelador.config.model import Freshness, Health, HttpCheck, Probe, Program, Threshold
 from zelador.config.yamlnodes import close_matches
 
-HEALTH_KEYS = ("http", "tcp", "command", "every", "timeout", "fails", "start_after", "action")
-RULE_KEYS = ("above", "for", "action", "command", "children", "per_core")
-CHECK_KEYS = ("http", "every", "timeout", "fails", "json", "command")
-HTTP_KEYS = ("url", "method", "headers", "timeout", "status", "body")
 SYSTEM_ARGS = {"memory": ("used",), "swap": ("used",), "cpu": ("used",), "processes": ("count",),
                "load": ("1", "5", "15")}
 MAX_TIMEOUT = 300.0
@@ -35,7 +32,8 @@ class CheckReader(AlertReader):
             values["health"] = self.health(entries["health"], f"{key}.health")
         if "resources" in entries:
             where = f"{key}.resources"
-            rules = self.mapping(entries["resources"], where, (*PROGRAM_METRICS, "every"))
+            rules = self.mapping(entries["resources"], where,
+                                 keys.names("programs.NAME.resources"))
             if "every" in rules:
                 values["resources_every"] = self.duration(rules["every"], f"{where}.every",
                                                           minimum=0.5)
@@ -45,7 +43,7 @@ class CheckReader(AlertReader):
         return dataclasses.replace(program, **values) if values else program  # type: ignore[arg-type]
 
     def health(self, node: yaml.Node, key: str) -> Health:
-        entries = self.mapping(node, key, HEALTH_KEYS)
+        entries = self.mapping(node, key, keys.names("programs.NAME.health"))
         kinds = [k for k in ("http", "tcp", "command") if k in entries]
         if len(kinds) != 1:
             raise self.error(node, key, "give exactly one of http (a URL), tcp (HOST:PORT) and "
@@ -79,7 +77,7 @@ class CheckReader(AlertReader):
     def http_probe(self, node: yaml.Node, key: str, timeout: float) -> Probe:
         if isinstance(node, yaml.ScalarNode):
             return Probe("http", target=self.url(node, key), timeout=timeout)
-        entries = self.mapping(node, key, HTTP_KEYS)
+        entries = self.mapping(node, key, keys.names("programs.NAME.health.http"))
         if "url" not in entries:
             raise self.error(node, f"{key}.url", "missing (e.g. http://127.0.0.1:8098/)")
         values: dict[str, object] = {"kind": "http", "target": self.url(entries["url"],
@@ -116,8 +114,8 @@ class CheckReader(AlertReader):
     def threshold(self, name: str, metric: str, node: yaml.Node, key: str, *,
                   program: bool) -> Threshold:
         table = PROGRAM_METRICS if program else SYSTEM_METRICS
-        allowed = RULE_KEYS if program else (*RULE_KEYS, *SYSTEM_METRICS)
-        entries = self.mapping(node, key, allowed)
+        entries = self.mapping(node, key, keys.names("programs.NAME.resources.FIGURE" if program
+                                                     else "system.NAME"))
         values: dict[str, object] = {"name": name, "metric": metric}
         if not program:
             given = [m for m in SYSTEM_METRICS if m in entries]
@@ -201,7 +199,7 @@ class CheckReader(AlertReader):
         return tuple(out)
 
     def http_check(self, name: str, node: yaml.Node, key: str) -> HttpCheck:
-        entries = self.mapping(node, key, CHECK_KEYS)
+        entries = self.mapping(node, key, keys.names("checks.NAME"))
         if "http" not in entries:
             raise self.error(node, f"{key}.http", "missing: the URL to ask (e.g. http: "
                              "{url: \"http://127.0.0.1:8097/api\", timeout: 2s})")
@@ -221,7 +219,7 @@ class CheckReader(AlertReader):
         return HttpCheck(**values)  # type: ignore[arg-type]
 
     def freshness(self, node: yaml.Node, key: str) -> Freshness:
-        entries = self.mapping(node, key, ("items", "key", "time", "stale_after", "ignore_after"))
+        entries = self.mapping(node, key, keys.names("checks.NAME.json"))
         for needed, example in (("items", "data.workers"), ("key", "name"), ("time", "last_seen")):
             if needed not in entries:
                 raise self.error(node, f"{key}.{needed}", f"missing (e.g. {example})")
@@ -245,7 +243,7 @@ class CheckReader(AlertReader):
         every = 10.0
         rules = []
         for name, rule_node in entries.items():
-            if name == "every":
+            if name in keys.names("system"):  # every; any other key names a rule
                 every = self.duration(rule_node, "system.every", minimum=0.5)
                 continue
             rules.append(self.threshold(name, "", rule_node, f"system.{name}", program=False))

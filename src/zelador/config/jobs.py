@@ -11,11 +11,11 @@ import pwd
 
 import yaml
 
+from zelador.config import keys
 from zelador.config.model import History, Intake, Job
 from zelador.config.programs import PROGRAM_NAME, ProgramReader
 from zelador.jobs.schedule import ScheduleError, on_calendar, parse_cron, zone_of
 
-JOB_KEYS = ("schedule", "timezone", "every", "max_runtime", "grace", "id", "run", "shell", "user")
 _OFF = (False, "off", "no")
 
 
@@ -40,7 +40,7 @@ class JobReader(ProgramReader):
         return tuple(jobs)
 
     def job(self, name: str, node: yaml.Node, key: str) -> Job:
-        entries = self.mapping(node, key, JOB_KEYS)
+        entries = self.mapping(node, key, keys.names("jobs.NAME"))
         values: dict[str, object] = {"name": name}
         if ("schedule" in entries) == ("every" in entries):
             raise self.error(node, key, "give exactly one of `schedule` (cron, e.g. \"30 2 * * *\") "
@@ -96,8 +96,7 @@ class JobReader(ProgramReader):
         return Job(**values)  # type: ignore[arg-type]
 
     def intake(self, node: yaml.Node) -> Intake:
-        keys = ("listen", "allow", "max_connections", "idle_timeout")
-        entries = self.mapping(node, "intake", keys)
+        entries = self.mapping(node, "intake", keys.names("intake"))
         values: dict[str, object] = {}
         if "listen" in entries:
             listen = self.scalar(entries["listen"], "intake.listen")
@@ -151,7 +150,7 @@ class JobReader(ProgramReader):
         return value
 
     def history(self, node: yaml.Node) -> History:
-        entries = self.mapping(node, "history", ("keep", "max_rows"))
+        entries = self.mapping(node, "history", keys.names("history"))
         values: dict[str, object] = {}
         if "keep" in entries:
             values["keep"] = self.duration(entries["keep"], "history.keep", minimum=3600.0)

@@ -16,6 +16,7 @@ from typing import Callable
 
 import yaml
 
+from zelador.config import keys
 from zelador.config.durations import parse_duration
 from zelador.config.host import check_root_only, running_as_root
 from zelador.config.model import Match, Program, Restart, Stop
@@ -36,10 +37,7 @@ class ProgramReader(NodeReader):
         self.warnings: list[str] = []
 
     def program(self, name: str, node: yaml.Node, key: str) -> Program:
-        allowed = ("match", "start", "shell", "start_timeout", "stop", "restart", "part_of",
-                   "after", "user", "group", "environment", "working_directory", "duplicates",
-                   "family", "health", "resources")
-        entries = self.mapping(node, key, allowed)
+        entries = self.mapping(node, key, keys.names("programs.NAME"))
         if "match" not in entries:
             raise self.error(node, f"{key}.match", "missing: say how to recognise the process "
                              "(e.g. match: {name: Comunicador})")
@@ -86,7 +84,7 @@ class ProgramReader(NodeReader):
         return Program(**values)  # type: ignore[arg-type]
 
     def match(self, node: yaml.Node, key: str) -> Match:
-        entries = self.mapping(node, key, ("name", "exe", "cmdline", "pidfile", "user"))
+        entries = self.mapping(node, key, keys.names("programs.NAME.match"))
         if not entries:
             raise self.error(node, key, "empty: give at least one of name, exe, cmdline, pidfile")
         values = {k: self.string(v, f"{key}.{k}") for k, v in entries.items()}
@@ -153,7 +151,7 @@ class ProgramReader(NodeReader):
         self.warnings.append(str(error))
 
     def stop(self, node: yaml.Node, key: str, shell: bool) -> Stop:
-        entries = self.mapping(node, key, ("signal", "timeout", "command"))
+        entries = self.mapping(node, key, keys.names("programs.NAME.stop"))
         values: dict[str, object] = {}
         if "signal" in entries:
             values["signal"] = self.signal(entries["signal"], f"{key}.signal")
@@ -173,7 +171,7 @@ class ProgramReader(NodeReader):
             raise self.error(node, key, f"{value!r} is not a signal name (e.g. TERM, INT, HUP)") from None
 
     def restart(self, node: yaml.Node, key: str) -> Restart:
-        entries = self.mapping(node, key, ("delay", "max_delay", "stable", "burst", "then"))
+        entries = self.mapping(node, key, keys.names("programs.NAME.restart"))
         values: dict[str, object] = {}
         for name in ("delay", "max_delay", "stable"):
             if name in entries:

@@ -12,6 +12,7 @@ import re
 
 import yaml
 
+from zelador.config import keys
 from zelador.config.checks import CheckReader
 from zelador.config.durations import format_duration
 from zelador.config.host import check_root_only, running_as_root
@@ -83,9 +84,7 @@ class _Reader(CheckReader):
     """Reads the file-level sections; each program's is read by ProgramReader, jobs by JobReader."""
 
     def config(self, root: yaml.Node) -> Config:
-        top = self.mapping(root, "", ("interval", "programs", "control", "check", "jobs", "intake",
-                                      "history", "alerts", "checks", "system", "web",
-                                      "fleet"))
+        top = self.mapping(root, "", keys.names(""))
         interval = self.duration(top["interval"], "interval", minimum=0.1) if "interval" in top else 10.0
         if "programs" not in top and "jobs" not in top:
             raise self.error(root, "programs", "missing: list the programs to watch (or jobs:)")
@@ -124,7 +123,7 @@ class _Reader(CheckReader):
                       warnings=tuple(self.warnings))
 
     def fleet(self, node: yaml.Node) -> Fleet:
-        entries = self.mapping(node, "fleet", ("zookeeper", "path", "name", "timeout"))
+        entries = self.mapping(node, "fleet", keys.names("fleet"))
         if "zookeeper" not in entries:
             raise self.error(node, "fleet.zookeeper", "missing: the ensemble (e.g. "
                              "zk1:2181,zk2:2181,zk3:2181)")
@@ -151,7 +150,7 @@ class _Reader(CheckReader):
         return Fleet(**values)  # type: ignore[arg-type]
 
     def web(self, node: yaml.Node) -> Web:
-        entries = self.mapping(node, "web", ("listen", "auth_file", "allow_control"))
+        entries = self.mapping(node, "web", keys.names("web"))
         values: dict[str, object] = {"enabled": True}
         if "listen" in entries:
             listen = self.scalar(entries["listen"], "web.listen")
@@ -174,7 +173,7 @@ class _Reader(CheckReader):
         return web
 
     def check(self, node: yaml.Node, programs: list[Program]) -> Check:
-        entries = self.mapping(node, "check", ("every", "timeout"))
+        entries = self.mapping(node, "check", keys.names("check"))
         every = self.duration(entries["every"], "check.every", minimum=1.0) if "every" in entries else 60.0
         if "timeout" not in entries:
             return Check(every=every)
@@ -188,7 +187,7 @@ class _Reader(CheckReader):
         return Check(every=every, timeout=timeout)
 
     def control(self, node: yaml.Node) -> Control:
-        entries = self.mapping(node, "control", ("socket", "group"))
+        entries = self.mapping(node, "control", keys.names("control"))
         sock = self.string(entries["socket"], "control.socket") if "socket" in entries else None
         group = None
         if "group" in entries:
