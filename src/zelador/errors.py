@@ -17,6 +17,18 @@ EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_CONFIG = 78
 
+# What each exit status means, for zelador(1) and `zelador --help`.
+EXIT_STATUS = (
+    (EX_OK, "success; status and check: every watched program is running"),
+    (EX_RUNTIME, "a runtime error; alerts test: a channel did not take the message"),
+    (EX_DOWN, "status and check: a watched program is not running; jobs: a job is FAIL, TIMEOUT "
+     "or MISSED; checks: a check is failing; fleet: a terminal is DOWN or MISSING; start, stop, "
+     "restart: not done (FATAL, BACKOFF, or past --timeout)"),
+    (EX_USAGE, "the command line is wrong"),
+    (EX_UNAVAILABLE, "the daemon cannot be reached, or another zelador holds the lock"),
+    (EX_CONFIG, "the config is wrong or unsafe (validate --strict: warnings too)"),
+)
+
 
 class ZeladorError(Exception):
     """Base of every error zelador raises on purpose; its text is one line a sysadmin can act on."""

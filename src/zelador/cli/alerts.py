@@ -108,7 +108,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, load: Callable[[str]
     alerts.add_argument("action", nargs="?", choices=("test",),
                         help="test: send a test message to every channel (or CHANNEL) now")
     alerts.add_argument("channel", nargs="?", help="the channel to test")
-    alerts.add_argument("--json", action="store_true")
+    alerts.add_argument("--json", action="store_true", help="JSON instead of text")
     alerts.add_argument("--limit", type=int, default=20, help="outbox rows shown (20)")
     alerts.add_argument("--state-dir", default=None,
                         help="where alerts.db is ($STATE_DIRECTORY or /var/lib/zelador)")

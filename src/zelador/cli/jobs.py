@@ -118,34 +118,36 @@ def _local(moment: float) -> str:
 def add_commands(sub: Any, common: argparse.ArgumentParser, socket_path: SocketPath) -> None:
     report = sub.add_parser("report", parents=[common],
                             help="report a job's start or end to the daemon")
-    report.add_argument("job")
-    report.add_argument("verb", choices=("start", "ok", "fail"))
+    report.add_argument("job", help="the job's name")
+    report.add_argument("verb", choices=("start", "ok", "fail"),
+                        help="start: a run began; ok, fail: how it ended")
     report.add_argument("--message", "-m", help="a short text kept with the report")
     report.add_argument("--exit-code", type=int, help="the job's exit status")
     report.add_argument("--run", help="run id pairing this report with its start")
     report.set_defaults(func=lambda args: cmd_report(args, socket_path))
     wrap = sub.add_parser("exec", parents=[common],
                           help="run a job's command and report its start, end and output")
-    wrap.add_argument("job")
+    wrap.add_argument("job", help="the job's name")
     wrap.add_argument("--user", help="run the command as this user (zelador exec runs as root)")
     wrap.add_argument("--state-dir", default=None,
                       help="whose spool/ keeps reports while zelador is down "
                            "($STATE_DIRECTORY or /var/lib/zelador)")
-    wrap.add_argument("argv", nargs="*", metavar="-- COMMAND ARGS")
+    wrap.add_argument("argv", nargs="*", metavar="-- COMMAND ARGS",
+                      help="the command to run and its arguments, after --")
     wrap.set_defaults(func=lambda args: cmd_exec(args, socket_path))
     jobs = sub.add_parser("jobs", parents=[common],
                           help="the jobs, their last run and next expected; exit 3 on a problem")
-    jobs.add_argument("--json", action="store_true")
+    jobs.add_argument("--json", action="store_true", help="JSON instead of text")
     jobs.set_defaults(func=lambda args: cmd_jobs(args, socket_path))
     history = sub.add_parser("history", parents=[common],
                              help="events of programs and jobs from the history, newest last")
-    history.add_argument("name", nargs="?", help="only this program or job")
+    history.add_argument("name", nargs="?", help="only this program, job or check")
     history.add_argument("--since", default=None, help="e.g. 1d, 2h, 30m (default: all)")
     history.add_argument("--kind", action="append", default=[],
                          help="only these event kinds (e.g. exited,job_failed); repeatable")
     history.add_argument("--limit", type=int, default=None,
                          help="only the newest N events (default: all since --since, else 1000)")
-    history.add_argument("--json", action="store_true")
+    history.add_argument("--json", action="store_true", help="JSON instead of text")
     history.add_argument("--state-dir", default=None,
                          help="where history.db is ($STATE_DIRECTORY or /var/lib/zelador)")
     history.set_defaults(func=cmd_history)

@@ -24,6 +24,7 @@ from zelador import __version__
 from zelador.cli.alerts import add_commands as add_alert_commands
 from zelador.cli.jobs import add_commands as add_job_commands
 from zelador.cli.jobs import state_dir
+from zelador.cli.names import add_command as add_names_command
 from zelador.config.model import DEFAULT_PATH, Config
 from zelador.errors import (
     EX_CONFIG,
@@ -335,11 +336,11 @@ def parser() -> argparse.ArgumentParser:
                           help="exit 78 on warnings too (a missing script, overlapping matches)")
     validate.set_defaults(func=cmd_validate)
     status = sub.add_parser("status", parents=[common], help="what the running daemon sees")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="JSON instead of text")
     status.set_defaults(func=cmd_status)
     checks = sub.add_parser("checks", parents=[common],
                             help="every check: state, last value, last result; exit 3 if one fails")
-    checks.add_argument("--json", action="store_true")
+    checks.add_argument("--json", action="store_true", help="JSON instead of text")
     checks.set_defaults(func=cmd_checks)
     fleet = sub.add_parser("fleet", parents=[common],
                            help="every terminal in ZooKeeper and what is down on it; exit 3 if "
@@ -348,7 +349,7 @@ def parser() -> argparse.ArgumentParser:
     fleet.add_argument("--path", help="the fleet's znode (default: fleet.path, /zelador)")
     fleet.add_argument("--down", action="store_true", help="only terminals with a problem")
     fleet.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
-    fleet.add_argument("--json", action="store_true")
+    fleet.add_argument("--json", action="store_true", help="JSON instead of text")
     fleet.set_defaults(func=cmd_fleet)
     units = sub.add_parser("units", parents=[common],
                            help="render the systemd units for this config (print, or --output DIR)")
@@ -358,15 +359,17 @@ def parser() -> argparse.ArgumentParser:
     units.set_defaults(func=cmd_units)
     for verb in ("start", "stop", "restart"):
         cmd = sub.add_parser(verb, parents=[common], help=f"{verb} a program and wait for it")
-        cmd.add_argument("program")
+        cmd.add_argument("program", help="a program named in the config")
         cmd.add_argument("--no-wait", action="store_true", help="return at once")
         cmd.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (60)")
         cmd.set_defaults(func=cmd_control)
     add_job_commands(sub, common, socket_path)
     add_alert_commands(sub, common, lambda path: load_config(path, host_checks=False), state_dir)
+    add_names_command(sub, common)
     demo = sub.add_parser("demo", parents=[common],
                           help="lay out a stand-in MFE and supervise it in the foreground")
-    demo.add_argument("--dir", default="/tmp/zelador-demo")
+    demo.add_argument("--dir", default="/tmp/zelador-demo",
+                      help="where the stand-in MFE and its state go (/tmp/zelador-demo)")
     daemon_options(demo)
     demo.set_defaults(func=cmd_demo)
     return top
