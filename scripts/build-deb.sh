@@ -1,6 +1,6 @@
 #!/bin/bash
-# Build dist/zelador_<version>_all.deb on Debian 11/12 (as root: installs its build deps) and
-# print its path. `--version V` stamps another version on the build (the system tests use it to
+# Build dist/zelador_<version>_all.deb and its source package (.dsc, .tar.xz, .changes: what
+# lintian checks) on Debian 11/12 (as root: installs its build deps) and print the .deb's path. `--version V` stamps another version on the build (the system tests use it to
 # upgrade a terminal from the current version to a later one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +24,9 @@ if [ -n "$version" ]; then
     sed -i "1s/([^)]*)/($version)/" "$work/debian/changelog"
 fi
 # Debian's python first: a pyenv or venv python breaks pybuild.
-(cd "$work" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >"$top/build.log" 2>&1) || {
+(cd "$work" && PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc >"$top/build.log" 2>&1) || {
     tail -40 "$top/build.log" >&2; exit 1; }
 mkdir -p dist
 built=$(cd "$top" && ls zelador_*_all.deb)
-mv "$top/$built" dist/
+mv "$top"/zelador_* dist/
 echo "dist/$built"

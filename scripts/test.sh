@@ -12,9 +12,9 @@ for arg in "$@"; do
     esac
 done
 if [ "$system" = yes ]; then
-    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus zookeeper python3-kazoo default-jre-headless chromium debootstrap systemd-container  # + boot the Debians
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus zookeeper python3-kazoo default-jre-headless chromium man-db debootstrap systemd-container lintian  # + boot the Debians, lint the package
 else
-    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus zookeeper python3-kazoo default-jre-headless chromium  # test servers, a browser
+    bash scripts/setup.sh nginx-light python3-aiosmtpd openssl prometheus zookeeper python3-kazoo default-jre-headless chromium man-db  # test servers, a browser, man
 fi
 .venv/bin/ruff check src tests bench
 .venv/bin/mypy

@@ -1,3 +1,3 @@
 """zelador: keeps vendor daemons alive on point-of-sale terminals."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

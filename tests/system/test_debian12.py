@@ -386,6 +386,18 @@ def test_system_checks_under_systemd_are_listed_and_journaled(bookworm: Machine)
         bookworm.sh("systemctl reload zelador")
 
 
+def test_man_pages_and_tab_completion_are_installed_and_work(bookworm: Machine) -> None:
+    """What apt put there: the pages where man looks, the completion where bash-completion
+    loads it, completing the shipped config's programs through the installed zelador."""
+    for page in ("usr/share/man/man1/zelador.1.gz", "usr/share/man/man5/zelador.yaml.5.gz"):
+        assert (bookworm.root / page).is_file(), page
+    replay = ("source /usr/share/bash-completion/completions/zelador; "
+              "COMP_WORDS=(zelador restart ''); COMP_CWORD=2; _zelador; echo ${COMPREPLY[@]}")
+    assert bookworm.sh(f"bash -c \"{replay}\"") == "comunicador monitor"
+    catalog = bookworm.sh("journalctl --list-catalog | grep -c zelador")
+    assert int(catalog) >= len(MESSAGE_IDS)
+
+
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:
     com = one_pid(bookworm, "Comunicador")
     bookworm.sh("apt-get purge -y -q zelador", timeout=180)

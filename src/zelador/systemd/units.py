@@ -64,7 +64,7 @@ def render_service(config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE) -> s
     return f"""\
 [Unit]
 Description=zelador: keeps the point-of-sale vendor daemons (SEFAZ-CE MFE) alive
-Documentation=file:///usr/share/doc/zelador/operations.md
+Documentation=man:zelador(1) file:///usr/share/doc/zelador/operations.md
 After=network.target local-fs.target
 # Never give up restarting zelador; a broken config (exit 78) is the one thing that stops it:
 # `systemctl status zelador` then shows the error with file:line.
@@ -101,7 +101,7 @@ def render_check(config: Config, config_path: str = DEFAULT_PATH,
     service = f"""\
 [Unit]
 Description=zelador check: are the watched programs running? (starts them if zelador is not)
-Documentation=file:///usr/share/doc/zelador/operations.md
+Documentation=man:zelador(1) file:///usr/share/doc/zelador/operations.md
 
 [Service]
 Type=oneshot
@@ -115,7 +115,7 @@ TimeoutStartSec={span(config.check_timeout)}
     timer = f"""\
 [Unit]
 Description=Run zelador check every {span(config.check.every)}
-Documentation=file:///usr/share/doc/zelador/operations.md
+Documentation=man:zelador(1) file:///usr/share/doc/zelador/operations.md
 
 [Timer]
 OnBootSec={span(config.check.every)}
