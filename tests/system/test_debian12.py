@@ -391,9 +391,10 @@ def test_man_pages_and_tab_completion_are_installed_and_work(bookworm: Machine) 
     loads it, completing the shipped config's programs through the installed zelador."""
     for page in ("usr/share/man/man1/zelador.1.gz", "usr/share/man/man5/zelador.yaml.5.gz"):
         assert (bookworm.root / page).is_file(), page
-    replay = ("source /usr/share/bash-completion/completions/zelador; "
-              "COMP_WORDS=(zelador restart ''); COMP_CWORD=2; _zelador; echo ${COMPREPLY[@]}")
-    assert bookworm.sh(f"bash -c \"{replay}\"") == "comunicador monitor"
+    bookworm.write("/root/tab.sh", "source /usr/share/bash-completion/completions/zelador\n"
+                   "COMP_WORDS=(zelador restart ''); COMP_CWORD=2; _zelador\n"
+                   'echo "${COMPREPLY[@]}"\n')
+    assert bookworm.sh("bash /root/tab.sh") == "comunicador monitor"
     catalog = bookworm.sh("journalctl --list-catalog | grep -c zelador")
     assert int(catalog) >= len(MESSAGE_IDS)
 

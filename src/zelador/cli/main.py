@@ -298,7 +298,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
-    top = Parser(prog="zelador", description="Keeps vendor daemons alive.")
+    top = Parser(prog="zelador", description="Keeps vendor daemons alive.",
+                 epilog="A command's options: zelador COMMAND --help. Everything: man zelador; "
+                        "every config key: man zelador.yaml.")
     top.add_argument("--version", action="version", version=f"zelador {__version__}")
     common = Parser(add_help=False)
     common.add_argument("-c", "--config", default=os.environ.get("ZELADOR_CONFIG", DEFAULT_PATH),
