@@ -127,20 +127,14 @@ def bash_completion(top: argparse.ArgumentParser) -> str:
             last = index == len(command.positionals) - 1 and option.many
             pattern = f"{command.name}:{index}" + (f"|{command.name}:*" if last else "")
             positional.append(_case(pattern, _positional_completion(command, option)))
-    return "\n".join([
-        "# bash completion for zelador(1); rendered from its argument parser by",
-        "# zelador.cli.manpages: do not edit.",
-        f'_zelador_commands="{names}"',
-        "",
-        "_zelador_options_of() {",
-        '    case $1 in', *options_of, "    esac", "}",
-        "",
-        "_zelador_values_of() {  # the options that take a value",
-        '    case $1 in', *values_of, "    esac", "}",
-        "",
-        "_zelador_value() {  # complete the value of option $2 of command $1",
-        '    case $1:$2 in', *value, "    esac", "}",
-        "",
-        "_zelador_positional() {  # complete positional $2 (from 0) of command $1",
-        '    case $1:$2 in', *positional, "    esac", "}",
-    ]) + "\n" + _FUNCTIONS
+    functions = (("_zelador_options_of() {", "$1", options_of),
+                 ("_zelador_values_of() {  # the options that take a value", "$1", values_of),
+                 ("_zelador_value() {  # complete the value of option $2 of command $1",
+                  "$1:$2", value),
+                 ("_zelador_positional() {  # complete positional $2 (from 0) of command $1",
+                  "$1:$2", positional))
+    out = ["# bash completion for zelador(1); rendered from its argument parser by",
+           "# zelador.cli.manpages: do not edit.", f'_zelador_commands="{names}"']
+    for opening, subject, cases in functions:
+        out += ["", opening, f"    case {subject} in", *cases, "    esac", "}"]
+    return "\n".join(out) + "\n" + _FUNCTIONS
