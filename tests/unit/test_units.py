@@ -114,7 +114,20 @@ def test_units_command_prints_every_file_without_output(capsys):
     assert f"ExecStart=/usr/bin/zelador run --config {REPO}/config/zelador.yaml" in out
 
 
-def test_the_cli_names_the_same_default_exe():
+def test_the_cli_names_the_same_default_exe_and_config():
     import importlib
 
     assert importlib.import_module("zelador.cli.main").DEFAULT_EXE == DEFAULT_EXE
+    assert importlib.import_module("zelador.cli.main").DEFAULT_PATH == DEFAULT_PATH
+
+
+def test_the_cli_starts_without_the_config_model_yaml_sqlite_or_psutil():
+    """`zelador report`, `names` (on every Tab) and `--version` import only what they need."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, zelador.cli.main; print(' '.join(sorted(m for m in sys.modules if m in "
+             "('zelador.config.model', 'yaml', 'sqlite3', 'psutil', 'zelador.store.history'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == ""

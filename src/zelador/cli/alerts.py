@@ -12,10 +12,12 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from zelador.config.model import Config
 from zelador.errors import EX_OK, EX_RUNTIME, UsageError
+
+if TYPE_CHECKING:
+    from zelador.config.model import Config
 
 FILE = "alerts.db"  # alerts/store.py has the same; imported lazily there (sqlite3, json)
 

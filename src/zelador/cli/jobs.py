@@ -16,8 +16,6 @@ from typing import Any, Callable
 from zelador.config.durations import format_duration, parse_duration
 from zelador.errors import EX_DOWN, EX_OK, UsageError
 from zelador.runtime.control import ask
-from zelador.store.history import FILE as HISTORY_FILE
-from zelador.store.history import read_events
 
 SocketPath = Callable[[argparse.Namespace], str]
 
@@ -90,6 +88,9 @@ def render_jobs(jobs: list[dict[str, Any]]) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from zelador.store.history import FILE as HISTORY_FILE
+    from zelador.store.history import read_events
+
     since = None
     if args.since:
         try:

@@ -25,7 +25,6 @@ from zelador.cli.alerts import add_commands as add_alert_commands
 from zelador.cli.jobs import add_commands as add_job_commands
 from zelador.cli.jobs import state_dir
 from zelador.cli.names import add_command as add_names_command
-from zelador.config.model import DEFAULT_PATH, Config
 from zelador.errors import (
     EX_CONFIG,
     EX_DOWN,
@@ -38,11 +37,13 @@ from zelador.errors import (
 from zelador.runtime.control import ask
 
 if TYPE_CHECKING:
+    from zelador.config.model import Config
     from zelador.runtime.daemon import Daemon
 
 # The daemon, the YAML reader, psutil and the unit renderer are imported by the commands that
 # use them: `zelador history`, `report` and `exec` start in a fraction of the time.
 DEFAULT_EXE = "/usr/bin/zelador"  # systemd/units.py has the same; a test holds them equal
+DEFAULT_PATH = "/etc/zelador/zelador.yaml"  # config/model.py has the same; a test holds them equal
 
 
 def load_config(path: str, **options: bool) -> Config:
