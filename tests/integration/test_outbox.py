@@ -206,6 +206,8 @@ def test_a_channel_over_its_rate_limit_waits_and_groups_what_piles_up(tmp_path: 
         rig.feed("job_failed", name="c")
         wait_for(lambda: len(rig.channel.batches) == 2, what="the second message")
         assert [i["subject"] for i in rig.channel.batches[1].items] == ["b", "c"]
-        assert stamps[1] - stamps[0] >= 1.0  # one message per second: the limit held
+        # one message per second: the limit held. zelador stamps each attempt as it begins,
+        # a moment before this wrapper does (and the first moment may be the longer one)
+        assert stamps[1] - stamps[0] >= 0.99
     finally:
         rig.outbox.close()

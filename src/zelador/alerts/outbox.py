@@ -76,21 +76,28 @@ class Sender(Protocol):
 class _Lane:
     """One channel's sender thread (one attempt at a time) and its rate limit."""
 
-    def __init__(self, channel: Channel, sender: Sender, done: Callable[[str, int, Outcome], None]):
+    def __init__(self, channel: Channel, sender: Sender, done: Callable[[str, int, Outcome], None],
+                 clock: Callable[[], float]):
         self.channel = channel
         self.sender = sender
         self.busy: int | None = None  # the batch under way
+        # when attempts began, stamped on the sender thread as it begins one: the gap a server
+        # sees between two messages is never shorter than the limit (read only while not busy)
         self.stamps: collections.deque[float] = collections.deque(maxlen=channel.rate)
         self._done = done
+        self._clock = clock
         self._worker = Pool(1, f"alert-{channel.name}")
 
-    def start(self, number: int, batch: Batch, now: float) -> None:
+    def start(self, number: int, batch: Batch) -> None:
         self.busy = number
-        self.stamps.append(now)
-        self._worker.submit(lambda: self.sender.send(batch),
+        self._worker.submit(lambda: self._attempt(batch),
                             lambda outcome, error: self._done(self.channel.name, number, (
                                 outcome if error is None else  # a channel bug: a failed attempt
                                 Outcome(False, error=f"{type(error).__name__}: {error}"))))
+
+    def _attempt(self, batch: Batch) -> Outcome:
+        self.stamps.append(self._clock())
+        return self.sender.send(batch)
 
     def free_at(self, now: float) -> float:
         """When the rate limit lets the next message go."""
@@ -192,7 +199,7 @@ class Outbox:
                 del self._lanes[name]
         for name, chan in wanted.items():
             if name not in self._lanes:
-                self._lanes[name] = _Lane(chan, self._build(chan), self._lane_done)
+                self._lanes[name] = _Lane(chan, self._build(chan), self._lane_done, self._clock)
         gone = self.conn.execute(
             f"UPDATE outbox SET state = 'failed', last_error = 'channel no longer in the config' "
             f"WHERE state = 'pending' AND channel NOT IN ({','.join('?' * len(wanted))})",
@@ -287,7 +294,7 @@ class Outbox:
         ids = [r.id for r in rows]
         self.conn.execute(f"UPDATE outbox SET state = 'sending', batch = ? WHERE id IN "
                           f"({','.join('?' * len(ids))})", (number, *ids))
-        lane.start(number, Batch(name, [r.item for r in rows], self._previous(name, rows)), now)
+        lane.start(number, Batch(name, [r.item for r in rows], self._previous(name, rows)))
 
     def _merge_unsent(self, channel: str) -> None:
         """A recovery waiting behind its own problem (whose attempt failed after the recovery
