@@ -17,9 +17,8 @@ import time
 from typing import Any
 
 from zelador import __version__
-from zelador.alerts.outbox import Outbox, Sender
-from zelador.config.model import Channel, Config
-from zelador.config.reader import check_names, load_config
+from zelador.config.model import Config
+from zelador.config.reader import load_config
 from zelador.errors import ZeladorError
 from zelador.events import Event, Sink
 from zelador.programs.launcher import Launcher
@@ -29,7 +28,7 @@ from zelador.programs.procevents import open_proc_events
 from zelador.programs.proctable import ProcessTable
 from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
-from zelador.runtime.alerts import AlertDesk
+from zelador.runtime.alerts import AlertLink
 from zelador.runtime.checks import CheckBook
 from zelador.runtime.control import ControlServer
 from zelador.runtime.fleet import FleetLink
@@ -68,12 +67,11 @@ class Daemon:
                 journal.emit(Event("degraded", f"no history: cannot open {history_file}: {exc}",
                                    priority=3))
         sinks: list[Sink] = [journal] if self.history is None else [journal, self.history]
-        self.outbox: Outbox | None = None
-        self.alerts: AlertDesk | None = None
+        self.alerts = AlertLink(self.loop, journal.emit)
         if alerts_file is not None:
-            self._open_alerts(config, alerts_file)
-            if self.alerts is not None:
-                sinks.append(self.alerts)
+            self.alerts.open(config, alerts_file, self._run_helper, said=self._said)
+            if self.alerts.desk is not None:
+                sinks.append(self.alerts.desk)
         self._sinks = sinks
         self.notifier = notifier or Notifier(
             lambda msg: journal.emit(Event("degraded", msg, priority=4)))
@@ -86,8 +84,10 @@ class Daemon:
             launcher=launcher, watches=watches or Watches(), sinks=sinks, pidfd=PIDFD,
             subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
-        if self.alerts is not None:
-            self.loop.after_turn(self._alerts_after_turn)
+        if self.alerts.desk is not None:
+            self.loop.after_turn(lambda: self.alerts.after_turn(
+                lambda: {name: bool(st.duplicates)
+                         for name, st in self.supervisor.group.states.items()}))
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
         self.checks = CheckBook(config, loop=self.loop, sinks=sinks,
@@ -139,8 +139,7 @@ class Daemon:
             self._open_intake()
             self.web.start()
             self.fleet.open(self.config.fleet)
-            if self.outbox is not None:
-                self.outbox.start()
+            self.alerts.start()
         try:
             self.supervisor.settle()  # the first look: adopt what runs, start what does not
             if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
@@ -159,8 +158,7 @@ class Daemon:
             self.checks.close()
             self.web.close()
             self.fleet.close()
-            if self.outbox is not None:
-                self.outbox.close()  # an attempt under way may finish (2 s at most)
+            self.alerts.close()
             if self.state_file is not None:
                 self._persist(force=True)  # a job report of the last second is not lost
             if self.history is not None:
@@ -221,26 +219,6 @@ class Daemon:
 
     # --- alerts ---------------------------------------------------------------------------------
 
-    def _open_alerts(self, config: Config, path: str) -> None:
-        from zelador.alerts.channels import build
-
-        host = config.alerts.host or socket.gethostname()
-
-        def sender(channel: Channel) -> Sender:
-            return build(channel, host, runner=self._run_helper)
-
-        try:
-            self.outbox = Outbox(path, config.alerts, build=sender, host=host,
-                                 report=lambda e: self.loop.post(lambda: self._said(e)))
-            self.outbox.keep = config.history.keep
-            restored = self.outbox.restored()
-        except (OSError, sqlite3.Error) as exc:  # supervision goes on without alerts
-            self.outbox = None
-            self.journal.emit(Event("degraded", f"no alerts: cannot open {path}: {exc}",
-                                    priority=3))
-            return
-        self.alerts = AlertDesk(config.alerts, self.loop, self.outbox.submit, restored)
-
     def _run_helper(self, argv: list[str], data: bytes, timeout: float,
                     env: dict[str, str]) -> tuple[int | None, bytes]:
         """An alert command, from its channel's thread: spawned through the launcher, so the
@@ -250,14 +228,8 @@ class Daemon:
     def _said(self, event: Event) -> None:
         """What the outbox says (alert_sent ...): to the journal and the history, not to alerts."""
         for sink in self._sinks:
-            if sink is not self.alerts:
+            if sink is not self.alerts.desk:
                 sink.emit(event)
-
-    def _alerts_after_turn(self) -> None:
-        assert self.alerts is not None
-        if self.alerts.has_duplicates_open():
-            self.alerts.after_turn({name: bool(st.duplicates)
-                                    for name, st in self.supervisor.group.states.items()})
 
     # --- the web server -----------------------------------------------------------------------
 
@@ -265,7 +237,7 @@ class Daemon:
         """What the page, /api/status and /metrics show (built on the loop thread)."""
         data = self.answer({"cmd": "status"})
         data["host"] = self.config.alerts.host or socket.gethostname()
-        data["incidents"] = self.alerts.status() if self.alerts is not None else []
+        data["incidents"] = self.alerts.status()
         data["loop_lag"] = self.web.lag
         data["scan_seconds"] = self.supervisor.scan_seconds
         return data
@@ -281,7 +253,7 @@ class Daemon:
                 "down": sorted(n for n, state in programs.items() if state not in fine),
                 "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},
                 "problems": sorted(f"{i['subject']} {i['problem']}" for i in
-                                   (self.alerts.status() if self.alerts is not None else []))}
+                                   self.alerts.status())}
 
     # --- jobs: the history's complaints, the TCP intake -------------------------------------------
 
@@ -412,12 +384,7 @@ class Daemon:
                 self.fleet.open(new.fleet)
         if not self.once:
             self.checks.start()
-        if self.alerts is not None and self.outbox is not None:
-            self.outbox.update(new.alerts)
-            self.alerts.reconfigure(new.alerts, {("program", p.name) for p in new.programs} |
-                                    {("job", j.name) for j in new.jobs} |
-                                    {("check", c) for c in check_names(list(new.programs),
-                                                                       new.checks, new.system)})
+        self.alerts.reconfigure(new)
         if self.history is not None:
             self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows
         if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):
