@@ -7,7 +7,16 @@ import pytest
 
 from zelador.checks.freshness import ShapeError, ages
 from zelador.checks.metrics import BYTES, PERCENT, SECONDS, parse_value, show
-from zelador.checks.rules import FAILED, RECOVERED, Streak, cycles_of, judge_probe, judge_threshold
+from zelador.checks.rules import (
+    AGAIN,
+    FAILED,
+    RECOVERED,
+    Streak,
+    acted,
+    cycles_of,
+    judge_probe,
+    judge_threshold,
+)
 from zelador.config.model import Freshness, Threshold
 
 
@@ -58,6 +67,43 @@ def test_probe_fails_after_n_in_a_row_and_recovers_on_one_success() -> None:
         streak, verdict = judge_probe(streak, ok, 2, 0.0, "")
         out.append(verdict)
     assert out == [None, None, None, FAILED, None, RECOVERED]
+
+
+def restarting(results: list[bool], fails: int) -> list[str | None]:
+    """A probe with action restart: the runtime calls `acted` after each FAILED or AGAIN."""
+    streak, out = Streak(), []
+    for ok in results:
+        streak, verdict = judge_probe(streak, ok, fails, 0.0, "", again=True)
+        if verdict in (FAILED, AGAIN):
+            streak = acted(streak)
+        out.append(verdict)
+    return out
+
+
+def test_a_probe_still_failing_after_the_restart_acts_again_after_fails_more() -> None:
+    assert restarting([False] * 7, 2) == [None, FAILED, None, AGAIN, None, AGAIN, None]
+    assert restarting([False, False, False, True], 2) == [None, FAILED, None, RECOVERED]
+
+
+def test_without_again_an_open_problem_is_acted_on_once() -> None:
+    streak, out = Streak(), []
+    for _ in range(6):
+        streak, verdict = judge_probe(streak, False, 2, 0.0, "")
+        out.append(verdict)
+    assert out == [None, FAILED, None, None, None, None]
+
+
+def test_a_threshold_after_the_restart_is_judged_on_the_new_instance_alone() -> None:
+    rule = Threshold("memory", "memory", 500.0, cycles=2, window=3)
+    streak, out = Streak(), []
+    for value in (600, 600, 600, 400, 600, 600, 400, 400):
+        streak, verdict = judge_threshold(rule, streak, value, 10.0, 0.0, again=True)
+        if verdict in (FAILED, AGAIN):
+            streak = acted(streak)
+        out.append(verdict)
+    # open on the 2nd; the restart's instance: 600 (1 of 2), 400, 600 -> 2 of 3 again;
+    # then two clean samples in a row close it
+    assert out == [None, FAILED, None, None, AGAIN, None, None, RECOVERED]
 
 
 @pytest.mark.parametrize(("unit", "text", "value"), [

@@ -20,7 +20,16 @@ import psutil
 
 from zelador.checks import freshness, probes
 from zelador.checks.metrics import PROGRAM_METRICS, SYSTEM_METRICS, show
-from zelador.checks.rules import FAILED, RECOVERED, Streak, cycles_of, judge_probe, judge_threshold
+from zelador.checks.rules import (
+    AGAIN,
+    FAILED,
+    RECOVERED,
+    Streak,
+    acted,
+    cycles_of,
+    judge_probe,
+    judge_threshold,
+)
 from zelador.config.durations import format_duration
 from zelador.config.model import Config, HttpCheck, Program, Threshold
 from zelador.events import Event, Sink, event
@@ -48,7 +57,6 @@ class Entry:
     streaks: dict[str, Streak] = field(default_factory=dict)  # rule or item -> streak
     busy: bool = False
     timer: Timer | None = None
-    bad_since_action: int = 0
 
     def spec(self) -> object:
         return (self.kind, self.every, self.program.health if self.program else None,
@@ -179,28 +187,24 @@ class CheckBook:
         prog = entry.program
         assert prog is not None and prog.health is not None
         health, name = prog.health, f"{prog.name}.health"
+        restart = health.action == "restart"
         streak, verdict = judge_probe(entry.streaks.get("health", Streak()), result.ok,
-                                      health.fails, time.time(), result.reason)
+                                      health.fails, time.time(), result.reason, again=restart)
         entry.streaks["health"] = streak
         if verdict == RECOVERED:
-            entry.bad_since_action = 0
             self._emit(event("check_recovered", f"{name}: healthy again: {result.reason}",
                              subject=name, subject_kind=CHECK, priority=5, program=prog.name))
             return
-        if not streak.failing or result.ok:
+        if verdict is None:
             return
-        entry.bad_since_action += 1
-        if verdict != FAILED and entry.bad_since_action < health.fails:
-            return  # still failing after our action: act again after `fails` more
-        entry.bad_since_action = 0
-        doing = (f"restarting {prog.name}" if health.action == "restart" else
-                 "alerting (action: alert)")
+        doing = f"restarting {prog.name}" if restart else "alerting (action: alert)"
         self._emit(event("check_failed", f"{name}: {health.fails} failed checks in a row"
-                         f"{'' if verdict == FAILED else ' again, after the restart'}, last: "
+                         f"{' again, after the restart' if verdict == AGAIN else ''}, last: "
                          f"{result.reason}; {doing}", subject=name, subject_kind=CHECK,
                          priority=4, program=prog.name, action=health.action))
-        if health.action == "restart":
+        if restart:
             self._restart(prog.name, f"health check failed {health.fails} times: {result.reason}")
+            entry.streaks["health"] = acted(streak)
 
     def _sample_all(self, running: list[tuple[Program, Any]]) -> dict[str, dict[str, float]]:
         """On a worker: each running program's figures (one that just ended is left out)."""
@@ -230,14 +234,13 @@ class CheckBook:
 
     def _judge_rule(self, entry: Entry, rule: Threshold, value: float, name: str, unit: str,
                     program: str | None) -> None:
+        restart = rule.action == "restart" and program is not None
         streak, verdict = judge_threshold(rule, entry.streaks.get(name, Streak()), value,
-                                          entry.every, time.time())
+                                          entry.every, time.time(), again=restart)
         entry.streaks[name] = streak
+        if verdict is None:
+            return
         cycles, window = cycles_of(rule, entry.every)
-        again = (verdict is None and streak.failing and rule.action == "restart" and
-                 len(streak.recent) >= window and sum(streak.recent[-window:]) >= cycles)
-        if verdict is None and not again:
-            return  # (`again`: still above after our restart, for as long again: once more)
         what = f"{_figure(rule)} {show(unit, value)}"
         fields = {"program": program, "value": f"{value:g}", "threshold": f"{rule.above:g}",
                   "action": rule.action}
@@ -253,12 +256,12 @@ class CheckBook:
                  "alert": ""}[rule.action]
         self._emit(event("check_failed", f"{name}: {what} > {show(unit, rule.above)}"
                          f"{' in ' + span if span else ''}"
-                         f"{' again, after the restart' if again else ''}{doing}", subject=name,
+                         f"{' again, after the restart' if verdict == AGAIN else ''}{doing}",
+                         subject=name,
                          subject_kind=CHECK, priority=4, **fields))
-        if rule.action == "restart" and program is not None:
+        if restart and program is not None:
             self._restart(program, f"{what} above {show(unit, rule.above)}")
-            # the new instance is judged afresh; the problem stays open until it recovers
-            entry.streaks[name] = Streak(failing=True, value=value, at=streak.at, runs=streak.runs)
+            entry.streaks[name] = acted(streak)
         self._command(rule.command, name, value, rule.above, "check_failed")
 
     def _judge_http(self, entry: Entry, outcome: tuple[probes.Result, Any]) -> None:
