@@ -147,3 +147,23 @@ def test_zelador_help_fits_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     for sub in (top, *subparsers(top).choices.values()):
         text = sub.format_help()
         assert max(len(row) for row in text.splitlines()) <= 80, sub.prog
+
+
+def test_zelador_names_names_checks_as_the_reader_does(tmp_path: Path) -> None:
+    """`zelador names` reads plain YAML (Tab must work on a file with an error elsewhere); its
+    check names must still be the ones events and alerts.rules use."""
+    import yaml
+
+    from zelador.cli.names import names_in
+    from zelador.config.reader import check_names
+
+    text = "".join(snippet for _, snippet in CONFIG_EXAMPLES)
+    path = tmp_path / "zelador.yaml"
+    path.write_text(text)
+    config = load_config(str(path), check_files=False)
+    data = yaml.safe_load(text)
+    assert names_in(data, "checks") == check_names(list(config.programs), config.checks,
+                                                   config.system)
+    assert names_in(data, "programs") == [p.name for p in config.programs]
+    assert names_in(data, "jobs") == [j.name for j in config.jobs]
+    assert names_in(data, "channels") == [c.name for c in config.alerts.channels]

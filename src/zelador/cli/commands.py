@@ -40,12 +40,9 @@ class Command:
 
 
 def _option(action: argparse.Action) -> Option:
-    switch = action.nargs == 0
     metavar = action.metavar if isinstance(action.metavar, str) else None
-    if action.option_strings:
-        shown = "" if switch else (metavar or action.dest.upper())
-    else:
-        shown = metavar or action.dest.upper()
+    switch = bool(action.option_strings) and action.nargs == 0
+    shown = "" if switch else (metavar or action.dest.upper())
     return Option(flags=tuple(action.option_strings), dest=action.dest, metavar=shown,
                   help=action.help or "", choices=tuple(str(c) for c in action.choices or ()),
                   many=action.nargs in ("*", "+"), optional=action.nargs in ("?", "*"))
@@ -70,7 +67,8 @@ def walk(top: argparse.ArgumentParser, common: tuple[str, ...]) -> tuple[Command
 
 
 def common_options(top: argparse.ArgumentParser) -> tuple[Option, ...]:
-    """The options every subcommand takes (-c, --socket, --runtime-dir), from `run`'s parser."""
+    """The options every subcommand takes (-c, --socket, --runtime-dir): those `run` and
+    `status` share, which have nothing else in common."""
     run = subparsers(top).choices["run"]
     status = subparsers(top).choices["status"]
     shared = {a.dest for a in status._actions} & {a.dest for a in run._actions}

@@ -16,7 +16,8 @@ KINDS = ("programs", "jobs", "checks", "channels")
 
 
 def names_in(data: object, kind: str) -> list[str]:
-    """The `kind` names in a parsed config; checks as events name them (comunicador.health)."""
+    """The `kind` names in a parsed config; checks as events name them (comunicador.health),
+    as config.reader.check_names does from a validated config (a test holds the two equal)."""
     top = data if isinstance(data, dict) else {}
 
     def keys(value: object, skip: tuple[str, ...] = ()) -> list[str]:
