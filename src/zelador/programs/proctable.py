@@ -1,4 +1,5 @@
-"""The process table, read through psutil, cheaply: only pids new since the last scan are read.
+"""The process table, read from /proc, cheaply: only pids new since the last scan are read, and
+of those, most only as far as their stat line (programs/procstat.py).
 
 A process is `(pid, create_time)`. Zombies count as dead. Processes we may not read
 (AccessDenied) are tolerated: a criterion we cannot check does not match. A pid seen less than
@@ -19,6 +20,16 @@ import psutil
 
 from zelador.config.model import Match, Program
 from zelador.programs.family import Node, children_index, descendants, top_most
+from zelador.programs.procstat import (
+    COMM_LEN,
+    Gone,
+    Stat,
+    full_name,
+    read_cmdline,
+    read_exe,
+    read_stat,
+    read_user,
+)
 from zelador.programs.states import Instance, Observed
 
 Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
@@ -56,52 +67,31 @@ def matches(match: Match, proc: Proc, pidfile_pid: int | None = None) -> bool:
     return not (match.pidfile is not None and proc.pid != pidfile_pid)
 
 
-def read_proc(pid: int, fields: frozenset[str]) -> Proc | None:
-    """Read one process, or None if it is gone or a zombie."""
+def read_proc(pid: int, fields: frozenset[str], users: dict[int, str] | None = None,
+              stat: Stat | None = None) -> Proc | None:
+    """Read one process (its stat, and of exe/cmdline/user what `fields` asks), or None if it
+    is gone or a zombie. An attribute we may not read is None (a criterion on it fails)."""
     try:
-        process = psutil.Process(pid)
-        with process.oneshot():
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return None
-            create_time = process.create_time()
-            name = process.name()
-            ppid = process.ppid()
-            sid = _session_of(pid)
-            exe = _tolerant(process.exe) if "exe" in fields else None
-            argv = _tolerant(process.cmdline) if "cmdline" in fields else None
-            user = _tolerant(process.username) if "user" in fields else None
-    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        stat = stat or read_stat(pid)
+        if stat.zombie:
+            return None
+        argv = read_cmdline(pid) if "cmdline" in fields or len(stat.name) >= COMM_LEN else None
+        exe = read_exe(pid) if "exe" in fields else None
+        user = read_user(pid, {} if users is None else users) if "user" in fields else None
+    except Gone:
         return None
-    except psutil.AccessDenied:
-        return None
-    cmdline = " ".join(argv) if isinstance(argv, list) else None
-    return Proc(pid, create_time, name, ppid, sid, exe if isinstance(exe, str) else None, cmdline,
-                user if isinstance(user, str) else None)
-
-
-def _session_of(pid: int) -> int:
-    try:
-        return os.getsid(pid)
-    except OSError:
-        return 0
-
-
-def _tolerant(getter: Callable[[], object]) -> object:
-    try:
-        return getter()
-    except psutil.AccessDenied:
-        return None
+    cmdline = " ".join(argv) if argv is not None and "cmdline" in fields else None
+    return Proc(pid, stat.create_time, full_name(stat, argv), stat.ppid, stat.sid, exe, cmdline,
+                user)
 
 
 def alive(instance: Instance) -> bool:
     """True if this exact process (pid and start time) still runs and is not a zombie."""
     try:
-        process = psutil.Process(instance.pid)
-        with process.oneshot():
-            return (process.create_time() == instance.create_time
-                    and process.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
+        stat = read_stat(instance.pid)
+    except Gone:
         return False
+    return stat.create_time == instance.create_time and not stat.zombie
 
 
 class ProcessTable:
@@ -130,6 +120,17 @@ class ProcessTable:
         for match in self._programs.values():
             fields |= match.fields()
         self._fields = frozenset(fields)
+        # What a process's name tells: a program with a name can match only a process of that
+        # name (cut to comm's length), one without a name may match any. Most processes are
+        # read no further than their stat.
+        self._anyone = frozenset().union(*(m.fields() for m in self._programs.values()
+                                           if m.pidfile is None and m.name is None))
+        self._by_comm: dict[str, frozenset[str]] = {}
+        for match in self._programs.values():
+            if match.pidfile is None and match.name is not None:
+                comm = match.name[:COMM_LEN]
+                self._by_comm[comm] = self._by_comm.get(comm, frozenset()) | match.fields()
+        self._users: dict[int, str] = {}
         self._read_all_again()
 
     def _read_all_again(self) -> None:
@@ -199,7 +200,12 @@ class ProcessTable:
         if pid in self._exclude:
             self._known[pid] = None
             return
-        proc = read_proc(pid, self._fields)
+        try:
+            stat = read_stat(pid)
+        except Gone:
+            stat = None
+        fields = self._anyone | self._by_comm.get(stat.name, frozenset()) if stat else frozenset()
+        proc = read_proc(pid, fields, self._users, stat) if stat else None
         previous = self._known.get(pid)
         if previous is not None and proc is not None and previous.create_time != proc.create_time:
             self._forget(pid)
@@ -292,7 +298,7 @@ class ProcessTable:
             return []
         proc = self._known.get(wanted)
         if proc is None or not alive(proc.instance):
-            proc = read_proc(wanted, self._fields)
+            proc = read_proc(wanted, self._fields, self._users)
         return [proc] if proc is not None and matches(match, proc, wanted) else []
 
 
