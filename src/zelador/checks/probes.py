@@ -8,18 +8,19 @@ launcher (its session is killed whole at the timeout, and the reaper leaves it a
 
 from __future__ import annotations
 
-import http.client
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlsplit
 
 from zelador.config.durations import format_duration
 from zelador.config.model import Probe
+
+if TYPE_CHECKING:
+    import http.client
 
 MAX_BODY = 1024 * 1024
 CHUNK = 65536
@@ -70,10 +71,14 @@ def _tcp(probe: Probe, started: float) -> Result:
 
 
 def _http(probe: Probe, started: float, keep_body: bool) -> Result:
+    import http.client  # (and email, ssl: 6 MB a daemon without HTTP checks does not carry)
+
     parts = urlsplit(probe.target)
     deadline = started + probe.timeout
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
+        import ssl
+
         conn = http.client.HTTPSConnection(parts.hostname or "", parts.port,
                                            timeout=probe.timeout,
                                            context=ssl.create_default_context())

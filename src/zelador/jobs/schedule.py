@@ -18,9 +18,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from croniter import croniter  # type: ignore[import-untyped]
+from typing import Any
 
 SHORTHANDS = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
               "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
@@ -61,7 +59,7 @@ def parse_cron(expression: str, zone: str | None = None) -> Cron:
             raise ScheduleError(f"{expression!r}: {name} field {part!r} is not standard cron "
                                 "(use numbers, names, *, ranges a-b, lists a,b and steps /n)")
     try:
-        croniter(cron.fields, datetime(2000, 1, 1))
+        _croniter(cron.fields, datetime(2000, 1, 1))
     except (ValueError, KeyError) as exc:
         raise ScheduleError(f"{expression!r}: {exc}") from None
     zone_of(zone)
@@ -70,8 +68,18 @@ def parse_cron(expression: str, zone: str | None = None) -> Cron:
     return cron
 
 
+def _croniter(fields: str, start: datetime) -> Any:
+    """croniter, imported when a cron schedule is first used (with dateutil, 1.5 MB a daemon
+    without cron jobs does not carry)."""
+    from croniter import croniter  # type: ignore[import-untyped]
+
+    return croniter(fields, start)
+
+
 def zone_of(name: str | None) -> tzinfo:
     """The named zone; None: TZ if set, else /etc/localtime, else UTC."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # (only for jobs on a calendar)
+
     if name is None:
         name = os.environ.get("TZ", "").lstrip(":") or None
         if name is None:
@@ -91,7 +99,7 @@ def next_after(cron: Cron, after: float) -> float | None:
     """The first expected run strictly after `after` (seconds since the epoch)."""
     zone = zone_of(cron.zone)
     start = datetime.fromtimestamp(after, zone).replace(tzinfo=None, microsecond=0)
-    walls = croniter(cron.fields, start - timedelta(hours=3))  # a repeated hour lies behind `start`
+    walls = _croniter(cron.fields, start - timedelta(hours=3))  # a repeated hour lies behind `start`
     for _ in range(_SEARCH_LIMIT):
         try:
             wall = walls.get_next(datetime)
@@ -117,7 +125,7 @@ def _placed(wall: datetime, zone: tzinfo) -> float | None:
 
 def on_calendar(cron: Cron) -> str:
     """The same schedule as an OnCalendar= value, e.g. `*-*-* 02:30:00 Europe/Prague`."""
-    expanded = croniter(cron.fields, datetime(2000, 1, 1)).expanded
+    expanded = _croniter(cron.fields, datetime(2000, 1, 1)).expanded
     dom_any, dow_any = expanded[2] == ["*"], expanded[4] == ["*"]
     if not dom_any and not dow_any:
         raise ScheduleError(f"{cron.expression!r}: cron runs on the day of month OR the weekday, "

@@ -6,7 +6,6 @@ Together with launcher.py, the only place that reaps."""
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import subprocess
 from collections.abc import Mapping
@@ -39,6 +38,8 @@ def become_subreaper() -> bool:
     """Make orphans of our descendants our children (prctl), so we reap them and learn how
     they died. They still outlive us: when we exit they go to PID 1 as before."""
     try:
+        import ctypes  # (once, at start-up: not kept in every module's import)
+
         libc = ctypes.CDLL(None, use_errno=True)
         return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
     except (OSError, AttributeError):
