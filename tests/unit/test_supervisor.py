@@ -9,6 +9,7 @@ follows the scan cadence.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,9 +18,10 @@ from zelador.config.model import Config, Match, Program, Restart
 from zelador.events import Event
 from zelador.programs.launcher import Child, Launcher
 from zelador.programs.policy import START_POLL_FAST
+from zelador.programs.procevents import Batch
 from zelador.programs.states import Instance, Observed, Phase
 from zelador.runtime.loop import Loop
-from zelador.runtime.supervisor import Supervisor
+from zelador.runtime.supervisor import COALESCE, Supervisor
 
 A = Instance(100, 1000.0)
 B = Instance(200, 2000.0)
@@ -305,3 +307,66 @@ def test_a_start_command_seen_as_the_program_dies_with_its_exit():
     state = sup.group.states["comunicador"]
     assert state.phase == Phase.BACKOFF and "started" not in sink.kinds()
     assert "status 1" in next(e for e in sink.events if e.kind == "start_failed").message
+
+
+class FakeConnector:
+    """Stands in for ProcEvents: a socketpair the test makes readable, and the batches it says."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.ours, self.theirs = socket.socketpair()
+        self.ours.setblocking(False)
+        self.batches: list[Batch] = []
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self.ours.fileno()
+
+    def say(self, batch: Batch) -> None:
+        self.batches.append(batch)
+        self.theirs.send(b"x")
+
+    def read(self) -> Batch:
+        out = Batch()
+        with contextlib.suppress(BlockingIOError):
+            self.ours.recv(4096)
+        for batch in self.batches:
+            out.execs |= batch.execs
+            out.overflow = out.overflow or batch.overflow
+        self.batches.clear()
+        return out
+
+
+def with_connector() -> tuple:
+    sup, clock, table, _, _ = running_after_first_look()
+    connector = FakeConnector()
+    sup.proc_events = connector  # type: ignore[assignment]
+    sup.loop.watch(connector.fileno(), sup._on_proc_events)
+    table.calls.clear()
+    return sup, clock, table, connector
+
+
+def test_a_burst_of_execs_is_read_once_per_pause_not_once_per_exec():
+    sup, clock, table, connector = with_connector()
+    connector.say(Batch(execs={300}))
+    sup.loop.turn(0)
+    assert table.calls == ["refresh [300]"]
+    assert not sup.loop.watching(connector.fileno())  # paused: more execs wait in the socket
+    connector.say(Batch(execs={301}))
+    connector.say(Batch(execs={302}))
+    sup.loop.turn(0)
+    assert table.calls == ["refresh [300]"]  # nothing read during the pause
+    clock.jump(COALESCE)
+    sup.loop.turn(0)
+    assert table.calls == ["refresh [300]", "refresh [301, 302]"]  # both in one turn
+    clock.jump(COALESCE)
+    sup.loop.turn(0)  # nothing more came: listening again
+    assert sup.loop.watching(connector.fileno())
+
+
+def test_lost_events_mean_a_full_look_at_everything():
+    sup, _, table, connector = with_connector()
+    connector.say(Batch(overflow=True))
+    sup.loop.turn(0)
+    assert table.calls[:2] == ["configure", "scan"]

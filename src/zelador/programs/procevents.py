@@ -185,6 +185,10 @@ class ProcEvents:
                 raise
             parse(datagram, batch)
 
+    @property
+    def closed(self) -> bool:
+        return self._sock.fileno() < 0
+
     def close(self) -> None:
         self._sock.close()
 

@@ -123,8 +123,9 @@ class ProcessTable:
         # What a process's name tells: a program with a name can match only a process of that
         # name (cut to comm's length), one without a name may match any. Most processes are
         # read no further than their stat.
-        self._anyone = frozenset().union(*(m.fields() for m in self._programs.values()
-                                           if m.pidfile is None and m.name is None))
+        nameless = [m for m in self._programs.values() if m.pidfile is None and m.name is None]
+        self._nameless = bool(nameless)
+        self._anyone = frozenset().union(*(m.fields() for m in nameless))
         self._by_comm: dict[str, frozenset[str]] = {}
         for match in self._programs.values():
             if match.pidfile is None and match.name is not None:
@@ -204,6 +205,7 @@ class ProcessTable:
             stat = read_stat(pid)
         except Gone:
             stat = None
+        candidate = stat is not None and (self._nameless or stat.name in self._by_comm)
         fields = self._anyone | self._by_comm.get(stat.name, frozenset()) if stat else frozenset()
         proc = read_proc(pid, fields, self._users, stat) if stat else None
         previous = self._known.get(pid)
@@ -219,7 +221,7 @@ class ProcessTable:
         if first_seen is not None and now - first_seen < YOUNG:  # maybe not exec'd yet
             self._young[pid] = first_seen
         hits = {name for name, match in self._programs.items()
-                if match.pidfile is None and matches(match, proc)}
+                if match.pidfile is None and matches(match, proc)} if candidate else set()
         if hits:
             self._hits[pid] = hits
         else:

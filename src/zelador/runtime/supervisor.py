@@ -59,6 +59,7 @@ from zelador.runtime.scripts import Scripts
 NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
 DESKTOP_SETTLE = 0.5  # a session that has no DISPLAY yet is looked at again this soon
 CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against lost ones
+COALESCE = 0.02  # after exec events, the connector is read again this much later (not at once)
 
 
 class Table(Protocol):
@@ -252,12 +253,31 @@ class Supervisor:
         self._scan_wanted = True
 
     def _on_proc_events(self) -> None:
+        """The connector's socket is readable: take what is there, then stop listening for
+        COALESCE seconds, so a burst of execs elsewhere costs one wake-up per pause, not one
+        each (a watched program's exec is still seen within COALESCE)."""
+        assert self.proc_events is not None
+        self._take_events()
+        self.loop.unwatch(self.proc_events.fileno())
+        self.loop.at(self.loop.clock() + COALESCE, self._after_pause)
+
+    def _after_pause(self) -> None:
+        if self.proc_events is None or self.proc_events.closed:
+            return
+        if self._take_events():  # still busy: the next look comes after another pause
+            self.loop.at(self.loop.clock() + COALESCE, self._after_pause)
+        else:
+            self.loop.watch(self.proc_events.fileno(), self._on_proc_events)
+
+    def _take_events(self) -> bool:
+        """Note what the connector said; True if it said anything."""
         assert self.proc_events is not None
         batch = self.proc_events.read()
         if batch.overflow:  # events were lost: read every process again, not just new pids
             self.table.configure(self.config.programs)
             self._scan_wanted = True
         self._execs |= batch.execs
+        return batch.overflow or bool(batch.execs or batch.forks or batch.exits)
 
     def _collect_orphans(self) -> None:
         with self.launcher.helper_lock:  # a helper being spawned is registered first
