@@ -109,8 +109,12 @@ def test_bad_reports_are_answered_err_counted_and_journaled_once_a_minute(seed_d
     z.wait_event("report_rejected")
     assert len(z.matching("report_rejected")) == 1  # 150 bad lines: one journal line
     assert ask(z.socket, {"cmd": "jobs"})["intake"]["rejected"] == 150
-    wait_for(lambda: history(z, "SELECT COUNT(*) FROM reports WHERE accepted = 0")[0][0] == 150,
+    said = z.matching("report_rejected")[0]["message"]
+    assert "unknown job" in said and "bad state" in said  # counted per kind, not kept
+    # a few of them are kept in the history as examples, not every one
+    wait_for(lambda: history(z, "SELECT COUNT(*) FROM reports WHERE accepted = 0")[0][0] >= 1,
              what="raw reports in the history")
+    assert history(z, "SELECT COUNT(*) FROM reports WHERE accepted = 0")[0][0] < 150
 
 
 def test_pipelined_reports_on_one_connection(seed_daemon) -> None:

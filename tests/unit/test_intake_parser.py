@@ -82,3 +82,31 @@ def test_fuzz_100k_random_and_mutated_lines_never_raise() -> None:
                 assert JOBS.resolve(got) in JOBS.names
         else:
             assert isinstance(got, str) and got and "\n" not in got, (seed, bytes(line))
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b"state=fail;name=x;exit=99999999999999999999", "out of range"),
+    (b"state=fail;name=x;exit=256", "exit='256' is out of range"),
+    (b"state=fail;name=x;exit=-1", "out of range"),
+    (b"state=ok;name=x;duration=1e300", "out of range"),
+    (b"state=ok;name=x;duration=nan", "out of range"),
+    (b"state=ok;name=x;duration=inf", "out of range"),
+    (b"state=ok;id=2147483648", "out of range"),
+    (b"state=ok;name=x;exit=" + b"9" * 4000, "out of range")])
+def test_numbers_are_bounded(line: bytes, reason: str) -> None:
+    got = parse_line(line)
+    assert isinstance(got, str) and reason in got, got
+
+
+def test_every_refusal_has_one_of_a_few_kinds() -> None:
+    from zelador.jobs.intake import KINDS, reason_kind
+
+    kinds = {kind for _, kind in KINDS}
+    for line in (b"name=x", b"state=ok", b"state=done;name=x", b"state=ok;name=x;colour=red",
+                 b"state=ok;name", b"state=ok;id=abc", b"state=ok;name=x;name=y",
+                 b"state=ok;name=x;run=a b", b"state=ok;name=x;duration=-1",
+                 b"state=ok;name=x;exit=300"):
+        got = parse_line(line)
+        assert isinstance(got, str) and reason_kind(got) in kinds, got
+    assert reason_kind("too many open runs (100 of job x started)") == "too many open runs"
+    assert reason_kind("something new") == "other"

@@ -242,3 +242,36 @@ def test_random_reports_and_ticks_keep_the_invariants() -> None:
             if isinstance(given, Report) and given.verb == "start" and given.run_id not in was_open:
                 assert state.phase == JobPhase.RUNNING, seed  # a new start (not a repeated one)
             assert len({r.run_id for r in state.runs}) == len(state.runs), seed
+
+
+def test_one_start_more_than_max_open_runs_is_refused_and_changes_nothing() -> None:
+    from zelador.jobs.engine import Refused
+
+    job = Job("capped", every=3600.0, max_runtime=600.0, grace=300.0, max_open_runs=3)
+    state = initial(job, 1000.0)
+    for i in range(3):
+        state, _ = step(job, state, Report("start", f"r{i}"), 1001.0 + i)
+    same, actions = step(job, state, Report("start", "r3"), 1005.0)
+    assert same is state and len(actions) == 1 and isinstance(actions[0], Refused)
+    assert "too many open runs" in actions[0].reason
+    again, actions = step(job, state, Report("start", "r1"), 1006.0)  # a retried start: no-op
+    assert again is state and not actions
+    state, _ = step(job, state, Report("ok", "r0"), 1007.0)
+    state, actions = step(job, state, Report("start", "r3"), 1008.0)
+    assert kinds(actions) == ["job_started"] and len(state.runs) == 3
+
+
+def test_many_due_runs_time_out_in_one_pass() -> None:
+    import dataclasses as dc
+
+    from zelador.jobs.engine import Run
+
+    job = Job("flooded", every=3600.0, max_runtime=600.0, grace=300.0, max_open_runs=1000)
+    runs = tuple(Run(f"r{i}", 1000.0 + i * 0.001, 1600.0 + i * 0.001) for i in range(20_000))
+    state = dc.replace(initial(job, 1000.0), runs=runs, expected=None)
+    assert deadline(job, state) == 1600.0
+    state, actions = step(job, state, Tick(), 1700.0)
+    assert not state.runs and state.phase == JobPhase.TIMEOUT
+    assert kinds(actions).count("job_timeout") == 20_000 and len(rows(actions)) == 20_000
+    assert state.last is not None and state.last.run_id == "r19999"
+    assert len(state.timed_out) == 16 and state.timed_out[-1] == "r19999"

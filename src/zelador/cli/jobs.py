@@ -112,6 +112,18 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def exit_status(text: str) -> int:
+    """An exit status for argparse: a whole number 0-255, else a clear error."""
+    try:
+        value = int(text) if len(text) <= 10 else -1
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+    if not 0 <= value <= 255:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is out of range (an exit status is "
+                                         "0 to 255)")
+    return value
+
+
 def _local(moment: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(moment))
 
@@ -123,7 +135,7 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, socket_path: SocketP
     report.add_argument("verb", choices=("start", "ok", "fail"),
                         help="start: a run began; ok, fail: how it ended")
     report.add_argument("--message", "-m", help="a short text kept with the report")
-    report.add_argument("--exit-code", type=int, help="the job's exit status")
+    report.add_argument("--exit-code", type=exit_status, help="the job's exit status (0-255)")
     report.add_argument("--run", help="run id pairing this report with its start")
     report.set_defaults(func=lambda args: cmd_report(args, socket_path))
     wrap = sub.add_parser("exec", parents=[common],

@@ -72,9 +72,12 @@ class JobReader(ProgramReader):
         for span in ("max_runtime", "grace"):
             if span in entries:
                 values[span] = self.duration(entries[span], f"{key}.{span}", minimum=1.0)
+        if "max_open_runs" in entries:
+            values["max_open_runs"] = self.count(entries["max_open_runs"],
+                                                 f"{key}.max_open_runs", 1, 1000)
         if "id" in entries:
             ident = self.scalar(entries["id"], f"{key}.id")
-            if not isinstance(ident, int) or isinstance(ident, bool) or ident < 0:
+            if not isinstance(ident, int) or isinstance(ident, bool) or not 0 <= ident < 2**31:
                 raise self.error(entries["id"], f"{key}.id", f"{ident!r} is not a whole number "
                                  "(the seed's id=, e.g. 25)")
             values["id"] = ident

@@ -158,6 +158,8 @@ SECTIONS: tuple[Section, ...] = (
         Key("max_runtime", "1h", "a run that reported its start and not its end within this: "
             "TIMEOUT"),
         Key("grace", "10m", "no run started within this of the expected moment: MISSED"),
+        Key("max_open_runs", "100", "runs started and not ended at once (1-1000); one more "
+            "START is answered ERR too many open runs"),
         Key("id", "none", "a numeric id a report may name the job by"),
         Key("run", "none", "a command for the job's own systemd timer (zelador units renders "
             "it)"),

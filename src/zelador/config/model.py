@@ -129,6 +129,7 @@ class Job:
     timezone: str | None = None  # the cron's zone; None: the machine's local time
     max_runtime: float = 3600.0  # started and not ended within it: TIMEOUT
     grace: float = 600.0  # not started within it of the expected time: MISSED
+    max_open_runs: int = 100  # started and not ended at once; one more START is refused
     id: int | None = None  # the numeric `id=` of the seed's report lines
     run: tuple[str, ...] = ()  # what the rendered timer runs, through `zelador exec`
     user: str | None = None  # who `run` runs as

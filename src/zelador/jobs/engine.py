@@ -112,7 +112,14 @@ Input = Union[Report, Tick, Reconfigured]
 # --- outputs --------------------------------------------------------------------------------
 
 
-Action = Union[Event, RunRow]
+@dataclass(frozen=True)
+class Refused:
+    """The report was not applied (the state is unchanged): the reporter is told `ERR reason`."""
+
+    reason: str
+
+
+Action = Union[Event, RunRow, Refused]
 Outcome = tuple[JobState, list[Action]]
 
 
@@ -132,8 +139,9 @@ def initial(job: Job, now: float) -> JobState:
 
 
 def deadline(job: Job, state: JobState) -> float | None:
-    """When `Tick` must next be given (the nearest run deadline or end of grace)."""
-    moments = [run.deadline for run in state.runs]
+    """When `Tick` must next be given (the nearest run deadline or end of grace). Runs are kept
+    oldest first and all get the same max_runtime, so the first one's deadline is the nearest."""
+    moments = [state.runs[0].deadline] if state.runs else []
     if state.expected is not None:
         moments.append(state.expected + job.grace)
     return min(moments, default=None)
@@ -149,10 +157,9 @@ def step(job: Job, state: JobState, given: Input, now: float) -> Outcome:
 
 def _tick(job: Job, state: JobState, given: Input, now: float) -> Outcome:
     actions: list[Action] = []
-    for run in state.runs:
-        if run.deadline <= now:
-            state, more = _timeout(job, state, run, now)
-            actions.extend(more)
+    if state.runs and state.runs[0].deadline <= now:  # one pass however many are due
+        due = [run for run in state.runs if run.deadline <= now]
+        state, actions = _timeout(job, state, due, now)
     if state.expected is not None and now >= state.expected + job.grace:
         if state.runs:  # a run still going (max_runtime longer than the period) covers it
             state = dataclasses.replace(state, expected=_after_window(job, state.expected, now))
@@ -162,20 +169,27 @@ def _tick(job: Job, state: JobState, given: Input, now: float) -> Outcome:
     return state, actions
 
 
-def _timeout(job: Job, state: JobState, run: Run, now: float) -> Outcome:
-    ran = now - run.started
-    finished = Finished(run.run_id, JobPhase.TIMEOUT, now, run.started, None, ran)
-    runs = tuple(r for r in state.runs if r is not run)
+def _timeout(job: Job, state: JobState, due: list[Run], now: float) -> Outcome:
+    """The runs in `due` (oldest first) outlived max_runtime: one pass, O(runs)."""
+    gone = {id(run) for run in due}
+    actions: list[Action] = []
+    reason = ""
+    for run in due:
+        ran = now - run.started
+        reason = (f"run {run.run_id} started {format_moment(run.started)} has not ended within "
+                  f"max_runtime {format_duration(job.max_runtime)}")
+        actions.append(event("job_timeout", f"job {job.name} TIMEOUT: {reason}", subject=job.name,
+                             subject_kind=JOB, priority=3, run=run.run_id,
+                             duration_usec=_usec(ran), max_runtime_usec=_usec(job.max_runtime)))
+        actions.append(RunRow(job.name, run.run_id, JobPhase.TIMEOUT, run.started, now, None, ran,
+                              "no end reported within max_runtime"))
+    last = due[-1]
+    finished = Finished(last.run_id, JobPhase.TIMEOUT, now, last.started, None, now - last.started)
     state = dataclasses.replace(
-        state, phase=JobPhase.TIMEOUT, since=now, runs=runs, last=finished,
-        timed_out=(*state.timed_out, run.run_id)[-TIMED_OUT_KEPT:],
-        reason=f"run {run.run_id} started {format_moment(run.started)} has not ended within "
-               f"max_runtime {format_duration(job.max_runtime)}")
-    ev = event("job_timeout", f"job {job.name} TIMEOUT: {state.reason}", subject=job.name,
-               subject_kind=JOB, priority=3, run=run.run_id, duration_usec=_usec(ran),
-               max_runtime_usec=_usec(job.max_runtime))
-    return state, [ev, RunRow(job.name, run.run_id, JobPhase.TIMEOUT, run.started, now, None, ran,
-                              "no end reported within max_runtime")]
+        state, phase=JobPhase.TIMEOUT, since=now, last=finished, reason=reason,
+        runs=tuple(r for r in state.runs if id(r) not in gone),
+        timed_out=(*state.timed_out, *(r.run_id for r in due[-TIMED_OUT_KEPT:]))[-TIMED_OUT_KEPT:])
+    return state, actions
 
 
 def _missed(job: Job, state: JobState, now: float) -> Outcome:
@@ -229,6 +243,9 @@ def _start(job: Job, state: JobState, report: Report, now: float) -> Outcome:
     run_id = report.run_id or f"{now:.0f}.{serial}"
     if any(run.run_id == run_id for run in state.runs):
         return state, []  # a repeated start of the same run (a client that retried)
+    if len(state.runs) >= job.max_open_runs:  # O(runs) per report: bounded by the cap
+        return state, [Refused(f"too many open runs ({len(state.runs)} of job {job.name} started "
+                               f"and not ended; max_open_runs {job.max_open_runs})")]
     was = state.phase
     run = Run(run_id, now, now + job.max_runtime, report.source)
     state = _satisfied(job, state, now)

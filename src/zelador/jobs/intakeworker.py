@@ -8,10 +8,15 @@ and serves: parsing and answering happen in this process, with its own interpret
 flood of reports competes with zelador's supervision loop for CPU only, and with a lower
 priority. The network-facing parser never runs as root.
 
-Channel, one JSON object a line. To zelador: `{"a": [[job, verb, run, exit, msg, duration,
-source, raw]...], "r": [[source, reason, raw, job]...], "c": [accepted, rejected, refused,
-busy]}` per round. From zelador: `{"names": [...], "ids": {"25": "name"}}` when the jobs change.
-When zelador goes away (the channel closes) the worker exits.
+Channel, one JSON object a line. To zelador: `{"b": batch, "a": [[job, verb, run, exit, msg,
+duration, source, raw]...], "r": [[source, reason, raw, job]...], "c": [accepted, rejected,
+refused, busy, evicted], "k": {kind: count}}` per round (`a`: the accepted reports, at most
+FRAME_REPORTS, waiting for their answer; `r`: a few refused lines as examples; `c` and `k`:
+counts since this worker started). From zelador: `{"ack": batch, "v": ["", "too many open runs",
+...]}` once it holds a batch durably (one verdict per report, "" for OK), and `{"names": [...],
+"ids": {"25": "name"}}` when the jobs change. zelador checks every line it reads: anything but
+the above costs this worker (it is killed and started again). When zelador goes away (the
+channel closes) the worker exits.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ import socket
 import sys
 from typing import Any
 
-from zelador.jobs.intake import Accepted, Directory, IntakeServer, Limits, Outcome
+from zelador.jobs.intake import Accepted, Directory, Rejected
+from zelador.jobs.intakeserver import IntakeServer, Limits
 
 
 def directory_from(message: dict[str, Any]) -> Directory:
@@ -31,18 +37,14 @@ def directory_from(message: dict[str, Any]) -> Directory:
                      {int(k): str(v) for k, v in message.get("ids", {}).items()})
 
 
-def encode(outcomes: list[Outcome], server: IntakeServer) -> bytes:
-    accepted, rejected = [], []
-    for got in outcomes:
-        if isinstance(got, Accepted):
-            p = got.parsed
-            accepted.append([got.job, p.verb, p.run_id, p.exit_status, p.message, p.duration,
-                             got.source, got.raw])
-        else:
-            rejected.append([got.source, got.reason, got.raw, got.job])
+def encode(batch: int, accepted: list[Accepted], samples: list[Rejected],
+           server: IntakeServer) -> bytes:
+    rows = [[got.job, got.parsed.verb, got.parsed.run_id, got.parsed.exit_status,
+             got.parsed.message, got.parsed.duration, got.source, got.raw] for got in accepted]
     c = server.counters
-    return json.dumps({"a": accepted, "r": rejected,
-                       "c": [c.accepted, c.rejected, c.refused, c.busy]}).encode() + b"\n"
+    return json.dumps({"b": batch, "a": rows,
+                       "r": [[got.source, got.reason, got.raw, got.job] for got in samples],
+                       "c": c.as_list(), "k": c.kinds}).encode() + b"\n"
 
 
 def drop_privileges(user: str) -> None:
@@ -73,10 +75,14 @@ def main(argv: list[str]) -> int:
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            server.directory = directory_from(json.loads(line))
+            message = json.loads(line)
+            if "ack" in message:
+                server.ack(int(message["ack"]), [str(v) for v in message.get("v", ())])
+            else:
+                server.directory = directory_from(message)
 
-    def deliver(outcomes: list[Outcome]) -> None:
-        channel.sendall(encode(outcomes, server))
+    def deliver(batch: int, accepted: list[Accepted], samples: list[Rejected]) -> None:
+        channel.sendall(encode(batch, accepted, samples, server))
 
     limits = Limits(tuple(settings.get("allow", ())), int(settings.get("max_connections", 256)),
                     float(settings.get("idle_timeout", 10.0)))

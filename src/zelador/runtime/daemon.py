@@ -33,12 +33,19 @@ from zelador.runtime.checks import CheckBook
 from zelador.runtime.control import ControlServer
 from zelador.runtime.fleet import FleetLink
 from zelador.runtime.intake import IntakeProcess
-from zelador.runtime.jobs import JobBook, job_status, replay_spool, report_from
+from zelador.runtime.jobs import (
+    JobBook,
+    job_status,
+    replay_reports,
+    replay_spool,
+    report_from,
+    report_json,
+)
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.runtime.web import WebLink
 from zelador.store import state
-from zelador.store.history import HistoryWriter, ReportRow
+from zelador.store.history import HistoryWriter, ReportRow, read_reports_after
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
 
@@ -100,6 +107,7 @@ class Daemon:
         self.intake: IntakeProcess | None = None
         self.state_file = state_file
         self._saved: dict[str, Any] = {}
+        self._applied: int | None = None  # the last report the saved job states hold
         self._seen: tuple[object, ...] = ()  # the states the last snapshot was taken of
         self._saved_at = -JOBS_SAVED_EVERY
         self._save_timer: Timer | None = None
@@ -132,6 +140,10 @@ class Daemon:
         if self.control is not None:
             loop.watch(self.control.fileno(), self._accept)
         if not self.once:
+            if self.history is not None and self._applied is not None:
+                # reports answered OK after the last save (zelador was killed): apply them
+                replay_reports(read_reports_after(self.history.path, self._applied), self.jobs,
+                               self.journal.emit)
             if self.spool_dir is not None:
                 replay_spool(self.spool_dir, self.jobs, self.journal.emit)
             self.jobs.start()
@@ -178,6 +190,11 @@ class Daemon:
                 self.jobs.states = state.jobs_restore(data, self.jobs.states)
                 self.jobs.reconcile(state.saved_job_settings(data, self.jobs.jobs))
                 self._saved = {"programs": _rounded(data["programs"]), "jobs": data.get("jobs")}
+                applied = data.get("reports_applied")
+                if isinstance(applied, int) and not isinstance(applied, bool) and applied >= 0:
+                    self._applied = self.jobs.applied = applied
+                    if self.history is not None:
+                        self.history.reserve(applied)
         except state.StateFileError as exc:
             self.journal.emit(Event("state_ignored", f"state file {path} ignored, starting "
                                     f"fresh: {exc}", priority=4))
@@ -202,6 +219,7 @@ class Daemon:
         self._saved_at = now
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
         data["jobs"] = state.jobs_snapshot(self.jobs.states, self.jobs.jobs)
+        data["reports_applied"] = self.jobs.applied  # later ones are applied again at start
         kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
         if kept == self._saved:
             return
@@ -268,18 +286,12 @@ class Daemon:
         try:
             self.intake = IntakeProcess(settings, self.jobs, self.loop,
                                         spawn=self.supervisor.launcher.spawn_helper,
-                                        emit=self.journal.emit,
-                                        raw_row=self._raw_report if self.history else None)
+                                        emit=self.journal.emit, history=self.history)
         except OSError as exc:
             self.journal.emit(Event("degraded", f"cannot listen for job reports on "
                                     f"{settings.host}:{settings.port}: {exc.strerror}; jobs can "
                                     "still report with `zelador report` and `zelador exec`",
                                     priority=3))
-
-    def _raw_report(self, source: str, job: str | None, verb: str | None, accepted: bool,
-                    reason: str, raw: str) -> None:
-        assert self.history is not None
-        self.history.record_report(ReportRow(time.time(), source, job, verb, accepted, reason, raw))
 
     def _ping(self) -> None:
         assert self._watchdog is not None
@@ -312,7 +324,12 @@ class Daemon:
             return
         self.loop.unwatch(fd)
         conn, request = got
-        ControlServer.reply(conn, self.answer(request))
+        answer = self.answer(request)
+        if request.get("cmd") == "report" and answer.get("ok") and self.history is not None:
+            # answered once the history holds the report (as the TCP intake does)
+            self.history.barrier(lambda: self.loop.post(lambda: ControlServer.reply(conn, answer)))
+            return
+        ControlServer.reply(conn, answer)
 
     def answer(self, request: dict[str, object]) -> dict[str, Any]:
         """Reply to a control request (status, start, stop, restart)."""
@@ -356,11 +373,15 @@ class Daemon:
             report, at = report_from(request)
         except (TypeError, ValueError) as exc:
             return {"error": f"bad report: {exc}", "code": "usage"}
+        ident = self.history.next_report if self.history is not None else None
+        verdict = self.jobs.offer(name, report, at=at, ident=ident)
         if self.history is not None:
-            self.history.record_report(ReportRow(time.time(), report.source, name, report.verb,
-                                                 True, "", ""))
-        updated = self.jobs.report(name, report, at=at)
-        return {"ok": True, "job": job_status(self.jobs.jobs[name], updated)}
+            self.history.record_report(ReportRow(
+                time.time(), report.source, name, report.verb, not verdict, verdict, "", ident,
+                None if verdict else report_json(report, at)))
+        if verdict:
+            return {"error": f"report refused: {verdict}", "code": "refused"}
+        return {"ok": True, "job": job_status(self.jobs.jobs[name], self.jobs.states[name])}
 
     # --- reload and shutdown ------------------------------------------------------------------
 

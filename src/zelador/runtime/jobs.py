@@ -24,19 +24,20 @@ from zelador.jobs.engine import (
     Input,
     JobState,
     Reconfigured,
+    Refused,
     Report,
     RunRow,
     Tick,
     deadline,
     initial,
-    printable,
     step,
 )
-from zelador.jobs.intake import Directory
+from zelador.jobs.intake import LINE_CAP, MAX_DURATION, RUN_ID, Directory, reason_kind
 from zelador.jobs.schedule import format_moment
 from zelador.runtime.loop import Loop, Timer
 
 LONGEST_SLEEP = 60.0
+OUTPUT_KEPT = 10 * 1024  # characters of a run's output a report may carry
 REJECTS_SAID_EVERY = 60.0  # a flood of bad reports is one journal line a minute
 
 
@@ -54,7 +55,10 @@ class JobBook:
                                             for name, job in self.jobs.items()}
         self._timer: Timer | None = None
         self.rejected = 0  # bad reports since zelador started
-        self._unsaid: list[str] = []  # rejections not journaled yet
+        self.refused = 0  # reports the engine refused (too many open runs)
+        self.applied = 0  # the id (history) of the last report applied, saved with the states
+        self._unsaid: dict[str, int] = {}  # rejections not journaled yet, per kind: O(1) memory
+        self._last = ""  # the last one's text
         self._said_at = -REJECTS_SAID_EVERY
         self._say_timer: Timer | None = None
 
@@ -71,23 +75,35 @@ class JobBook:
                at: float | None = None) -> JobState:
         """Apply a report; `at` (wall time, not in the future) for one that was held back
         (`zelador exec` while zelador was down) and arrives late."""
-        self._feed(name, report, at)
-        if arm:
-            self.arm()
+        self.offer(name, report, arm=arm, at=at)
         return self.states[name]
 
-    def rejections(self, rows: Sequence[tuple[str, str, str, str | None]]) -> None:
-        """Reports the TCP intake refused: (source, reason, raw line, job), counted and said."""
-        for source, reason, raw, _job in rows:
-            self.rejected += 1
-            self._unsaid.append(f"{reason} (from {source}: {printable(raw, 80)!r})")
+    def offer(self, name: str, report: Report, *, arm: bool = True, at: float | None = None,
+              ident: int | None = None) -> str:
+        """Apply a report: "" when applied, else why it was refused (too many open runs). `ident`
+        is its id in the history (the saved state says up to which one was applied)."""
+        verdict = self._feed(name, report, at)
+        if ident is not None:
+            self.applied = max(self.applied, ident)
+        if verdict:
+            self.refused += 1
+            self.reject(verdict)
+        if arm:
+            self.arm()
+        return verdict
+
+    def rejections(self, kinds: Mapping[str, int], sample: str = "") -> None:
+        """Lines the TCP intake refused, counted per kind (`sample`: the text of one)."""
+        for kind, count in kinds.items():
+            self.rejected += count
+            self._unsaid[kind] = self._unsaid.get(kind, 0) + count
+        if sample:
+            self._last = sample
         self._say_rejects()
 
     def reject(self, reason: str) -> None:
-        """A bad report from the control socket (an unknown job)."""
-        self.rejected += 1
-        self._unsaid.append(reason)
-        self._say_rejects()
+        """A bad report from the control socket (an unknown job), or one the engine refused."""
+        self.rejections({reason_kind(reason): 1}, reason)
 
     def _say_rejects(self) -> None:
         if not self._unsaid:
@@ -97,11 +113,14 @@ class JobBook:
             if self._say_timer is None:
                 self._say_timer = self.loop.at(self._said_at + REJECTS_SAID_EVERY, self._said_later)
             return
-        count, last = len(self._unsaid), self._unsaid[-1]
-        self._unsaid = []
+        count = sum(self._unsaid.values())
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self._unsaid.items(),
+                                                              key=lambda item: -item[1]))
+        self._unsaid = {}
         self._said_at = now
         what = "a job report" if count == 1 else f"{count} job reports"
-        ev = Event("report_rejected", f"rejected {what} in the last minute; last: {last}",
+        last = f"; last: {self._last}" if self._last else ""
+        ev = Event("report_rejected", f"rejected {what} in the last minute ({kinds}){last}",
                    priority=4).with_fields(count=count, rejected_total=self.rejected)
         for sink in self.sinks:
             sink.emit(ev)
@@ -135,17 +154,21 @@ class JobBook:
             if name in self.jobs:
                 self._feed(name, Reconfigured(previous))
 
-    def _feed(self, name: str, given: Input, at: float | None = None) -> None:
+    def _feed(self, name: str, given: Input, at: float | None = None) -> str:
         now = self.wall()
         state, actions = step(self.jobs[name], self.states[name], given,
                               now if at is None else min(at, now))
         self.states[name] = state
+        verdict = ""
         for action in actions:
             if isinstance(action, Event):
                 for sink in self.sinks:
                     sink.emit(action)
+            elif isinstance(action, Refused):
+                verdict = action.reason
             elif self.record_run is not None:
                 self.record_run(action)
+        return verdict
 
     def arm(self) -> None:
         if self._timer is not None:
@@ -193,12 +216,54 @@ def report_from(request: dict[str, Any]) -> tuple[Report, float | None]:
     if verb not in ("start", "ok", "fail"):
         raise ValueError(f"{verb!r} is not start, ok or fail")
     at = request.get("at")
-    if at is not None and (not isinstance(at, (int, float)) or isinstance(at, bool)):
+    if at is not None and (not isinstance(at, (int, float)) or isinstance(at, bool)
+                           or not 0 <= at < 2**40):
         raise TypeError(f"at={at!r} is not a time")
-    report = Report(str(verb), _text(request.get("run")) or None, _int(request.get("exit_status")),
-                    _text(request.get("message")), _text(request.get("output")),
-                    _float(request.get("duration")), _text(request.get("source")) or "control")
+    run = _text(request.get("run"))[:200] or None
+    if run is not None and not RUN_ID.match(run):
+        raise ValueError(f"run {run!r} must be 1-64 letters, digits or _ . : @ -")
+    status = _int(request.get("exit_status"))
+    if status is not None and not 0 <= status <= 255:
+        raise ValueError(f"exit status {status} is out of range (0 to 255)")
+    report = Report(str(verb), run, status, _text(request.get("message"))[:LINE_CAP],
+                    _text(request.get("output"))[-OUTPUT_KEPT:], _float(request.get("duration")),
+                    _text(request.get("source"))[:100] or "control")
     return report, None if at is None else float(at)
+
+
+def report_json(report: Report, at: float | None = None) -> str:
+    """A report as kept in the history, to be applied again (`report_of`) after a crash."""
+    return json.dumps([report.verb, report.run_id, report.exit_status, report.message,
+                       report.duration, report.source, report.output, at], ensure_ascii=False)
+
+
+def report_of(text: str) -> tuple[Report, float | None]:
+    verb, run, status, message, duration, source, output, at = json.loads(text)
+    return report_from({"verb": verb, "run": run, "exit_status": status, "message": message,
+                        "duration": duration, "source": source, "output": output, "at": at})
+
+
+def replay_reports(rows: Sequence[tuple[int, float, str, str]], book: JobBook,
+                   emit: Callable[[Event], None]) -> None:
+    """Reports the history holds that the saved state had not applied yet (zelador was killed
+    after answering them OK): applied, each at its own time."""
+    applied = 0
+    for ident, ts, job, text in rows:
+        if job not in book.jobs:
+            continue
+        try:
+            report, at = report_of(text)
+        except (ValueError, TypeError) as exc:
+            emit(Event("degraded", f"report {ident} in the history cannot be applied again: "
+                       f"{exc}", priority=4))
+            continue
+        book.offer(job, report, arm=False, at=ts if at is None else at, ident=ident)
+        applied += 1
+    book.arm()
+    if applied:
+        emit(Event("reports_replayed", f"applied {applied} job reports that were answered OK "
+                   "but not yet in the saved state when zelador stopped", priority=5)
+             .with_fields(count=applied))
 
 
 def replay_spool(folder: str, book: JobBook, emit: Callable[[Event], None]) -> None:
@@ -257,6 +322,7 @@ def _int(value: object) -> int | None:
 def _float(value: object) -> float | None:
     if value is None:
         return None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-        raise TypeError(f"expected seconds, got {value!r}")
+    if (not isinstance(value, (int, float)) or isinstance(value, bool)
+            or not 0 <= value <= MAX_DURATION):
+        raise TypeError(f"expected seconds (0 to {MAX_DURATION:.0f}), got {value!r}")
     return float(value)

@@ -45,6 +45,7 @@ MESSAGE_IDS: dict[str, str] = {
     "job_missed": "d6e73135024a4a859fa2aa16faafaccd",
     "reports_replayed": "4705e66449ce4c9798d4543f1025695c",
     "report_rejected": "059793d220d54a3880c6a0dc678af1f8",
+    "intake_busy": "f94f9268990d4732879814ebc6e0c8e2",
     "alert_sent": "9a576d0745894b22b81c3010ad804804",
     "alert_failed": "940c44f11cc34a51adca8a1ff00abc6b",
     "alert_given_up": "67ccde5c376842a6acde7479cc075913",
