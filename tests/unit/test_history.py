@@ -17,8 +17,9 @@ import pytest
 
 from zelador.events import event
 from zelador.jobs.engine import JobPhase, RunRow
-from zelador.store import history
-from zelador.store.history import HistoryWriter, ReportRow, read_events, read_runs, write_rows
+from zelador.store import history, historywriter
+from zelador.store.history import ReportRow, read_events, read_runs, write_rows
+from zelador.store.historywriter import HistoryWriter
 
 
 def wait(predicate, timeout: float = 10.0) -> None:
@@ -80,7 +81,7 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_started(tmp_path: Path) -> 
 
 
 def test_a_full_queue_drops_and_counts_and_never_blocks(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(history, "QUEUE_SIZE", 10)
+    monkeypatch.setattr(historywriter, "QUEUE_SIZE", 10)
     path = str(tmp_path / "history.db")
     said: list[str] = []
     writer = HistoryWriter(path, keep=86400.0, max_rows=1000, on_problem=said.append)
@@ -100,8 +101,8 @@ def test_a_full_queue_drops_and_counts_and_never_blocks(tmp_path: Path, monkeypa
 
 
 def test_a_failed_write_is_kept_and_written_when_it_can(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setattr(history, "BATCH_WAIT", 0.0)
-    monkeypatch.setattr(history, "RETRY_MOST", 0.2)
+    monkeypatch.setattr(historywriter, "BATCH_WAIT", 0.0)
+    monkeypatch.setattr(historywriter, "RETRY_MOST", 0.2)
     path = str(tmp_path / "history.db")
     said: list[str] = []
     writer = HistoryWriter(path, keep=86400.0, max_rows=1000, on_problem=said.append)
@@ -143,11 +144,11 @@ def test_a_row_sqlite_cannot_hold_is_refused_alone_and_the_writer_goes_on(tmp_pa
 
 def test_the_writer_survives_any_exception_and_can_be_restarted(tmp_path: Path,
                                                                 monkeypatch) -> None:
-    monkeypatch.setattr(history, "RETRY_MOST", 0.1)
+    monkeypatch.setattr(historywriter, "RETRY_MOST", 0.1)
     path = str(tmp_path / "history.db")
     said: list[str] = []
     calls = [0]
-    real = history.write_rows
+    real = historywriter.write_rows
 
     def flaky(conn, batch):
         calls[0] += 1
@@ -155,7 +156,7 @@ def test_the_writer_survives_any_exception_and_can_be_restarted(tmp_path: Path,
             raise RuntimeError("a bug")
         real(conn, batch)
 
-    monkeypatch.setattr(history, "write_rows", flaky)
+    monkeypatch.setattr(historywriter, "write_rows", flaky)
     writer = HistoryWriter(path, keep=86400.0, max_rows=1000, on_problem=said.append)
     done = threading.Event()
     writer.emit(event("exited", "kept"))
@@ -197,7 +198,7 @@ def test_an_old_file_gets_the_new_column(tmp_path: Path) -> None:
 
 def test_disk_full_is_named_kept_and_written_when_space_returns(tmp_path: Path,
                                                                 monkeypatch) -> None:
-    monkeypatch.setattr(history, "RETRY_MOST", 0.2)
+    monkeypatch.setattr(historywriter, "RETRY_MOST", 0.2)
     small = tmp_path / "small"
     small.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(small)],

@@ -275,3 +275,65 @@ def test_many_due_runs_time_out_in_one_pass() -> None:
     assert kinds(actions).count("job_timeout") == 20_000 and len(rows(actions)) == 20_000
     assert state.last is not None and state.last.run_id == "r19999"
     assert len(state.timed_out) == 16 and state.timed_out[-1] == "r19999"
+
+
+# --- clock steps: `now` is the job clock (boot clock), `skew` the wall clock ahead of it -------
+
+HOUR, YEAR = 3600.0, 365 * 86400.0
+
+
+def test_a_step_of_the_wall_clock_neither_fires_nor_delays_a_timeout() -> None:
+    job = Job("sync", every=HOUR, max_runtime=600.0, grace=300.0)
+    for step_by in (HOUR, -HOUR, YEAR, -YEAR):
+        state = initial(job, 1000.0)
+        state, _ = step(job, state, Report("start", "r1"), 1000.0)
+        state, actions = step(job, state, Tick(), 1002.0, skew=step_by)  # stepped 2 s in
+        assert not actions and state.phase == JobPhase.RUNNING, step_by
+        assert deadline(job, state) == 1600.0  # on the job clock: unmoved
+        state, actions = step(job, state, Tick(), 1599.0, skew=step_by)
+        assert not actions, step_by
+        state, actions = step(job, state, Tick(), 1600.0, skew=step_by)
+        assert kinds(actions) == ["job_timeout"], step_by
+        assert rows(actions)[0].duration == 600.0  # not 600 s plus the step
+
+
+def test_a_step_does_not_make_an_interval_job_missed() -> None:
+    job = Job("sync", every=HOUR, max_runtime=600.0, grace=300.0)
+    state = initial(job, 1000.0)
+    state, _ = step(job, state, Report("ok", "r1"), 1000.0)
+    for skew in (HOUR, 2 * HOUR, YEAR, -YEAR):
+        state, actions = step(job, state, Tick(), 1010.0, skew=skew)
+        assert not actions and state.phase == JobPhase.OK
+    assert state.expected == 1000.0 + HOUR
+
+
+def test_cron_moments_follow_the_wall_clock_and_a_window_stepped_over_is_skipped() -> None:
+    now = at("2026-11-24 02:00")  # job clock == wall clock until the step
+    state = initial(NIGHTLY, now)
+    assert state.expected == at("2026-11-24 02:30")
+    # +1 h: the wall clock says 03:00; the 02:30 window (to 02:45) was jumped over: skipped
+    state, actions = step(NIGHTLY, state, Tick(), now + 1, skew=HOUR)
+    assert not actions and state.phase == JobPhase.NEW
+    assert state.expected is not None and state.expected + HOUR == at("2026-11-25 02:30")
+    # a step of 10 minutes: the same wall moment, so MISSED at 02:45 on the wall clock
+    state = initial(NIGHTLY, now)
+    state, actions = step(NIGHTLY, state, Tick(), now + 1, skew=600.0)
+    assert not actions and state.expected == at("2026-11-24 02:30") - 600.0
+    state, actions = step(NIGHTLY, state, Tick(), at("2026-11-24 02:45") - 600.0, skew=600.0)
+    assert kinds(actions) == ["job_missed"] and "02:30" in state.reason
+    # a run the timer started at 02:30 on the stepped wall clock is the expected run
+    state = initial(NIGHTLY, now)
+    state, actions = step(NIGHTLY, state, Report("start", "r1"), at("2026-11-24 02:30") - 600.0,
+                          skew=600.0)
+    assert state.expected is not None and state.expected + 600.0 == at("2026-11-25 02:30")
+
+
+def test_states_move_onto_another_clock_whole() -> None:
+    from zelador.jobs.engine import shifted
+
+    state = initial(HOURLY, 1000.0)
+    state, _ = step(HOURLY, state, Report("start", "r1"), 1000.0)
+    moved = shifted(state, 50.0)
+    assert moved.runs[0].started == 1050.0 and moved.runs[0].deadline == 1650.0
+    assert moved.expected == state.expected + 50.0 and moved.since == 1050.0
+    assert moved.skew == -50.0

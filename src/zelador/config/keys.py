@@ -170,8 +170,10 @@ SECTIONS: tuple[Section, ...] = (
         Key("listen", "127.0.0.1:2020", "ADDRESS:PORT, opened only when jobs exist; off closes "
             "it. An address that is not loopback needs allow"),
         Key("allow", "none (loopback only)", "networks that may report ([10.0.0.0/8])"),
-        Key("max_connections", "256", "clients connected at once; more are told ERR busy"),
-        Key("idle_timeout", "10s", "a client that sends nothing for this long is closed"),
+        Key("max_connections", "256", "clients connected at once; when all are taken the one "
+            "that sent no whole line for longest gives way, else ERR busy"),
+        Key("idle_timeout", "10s", "a client that sends nothing for this long is closed; a line "
+            "must be whole within this of its first byte"),
     )),
     Section("history", "The history store", (
         Key("keep", "90d", "rows older than this are deleted"),

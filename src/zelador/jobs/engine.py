@@ -5,11 +5,17 @@ FAIL as a run ended, TIMEOUT when a run outlived `max_runtime`, MISSED when no r
 `grace` of the expected time. The phase is what happened last (an overlapping run still going
 is listed among the open runs, not hidden behind RUNNING).
 
-Like the program engine this is plain data in, plain data out: `step(job, state, input, now)`
-returns the new state and what to do (events for the journal and history, run rows for the
-history). `now` is wall-clock seconds: a job's schedule is wall time by nature, and its deadlines
-must hold across a restart of zelador and of the machine; every deadline is a moment, so a clock
-step moves it with the schedule rather than stretching it.
+Like the program engine this is plain data in, plain data out: `step(job, state, input, now,
+skew)` returns the new state and what to do (events for the journal and history, run rows for
+the history). Two clocks (issue 19: terminals boot with a wrong RTC and NTP steps the clock):
+`now` is the job clock, which runs with the boot clock (CLOCK_BOOTTIME: steps do not move it,
+suspend does) and is set to the wall clock when zelador first starts in a boot; every moment in
+a state is on it, so `max_runtime`, `every`, `grace` and durations are immune to steps. `skew`
+is the wall clock minus the job clock now: cron moments are worked out on the wall clock in the
+job's zone and kept as the job clock's moment for them. When the skew changes (a step), a
+cron expectation is mapped again so it follows the wall clock, as the job's timer does; a
+window the step jumped over entirely is skipped, not reported MISSED (the clock passed it, not
+the job). So a step of an hour or a year neither fires nor delays a TIMEOUT or a MISSED.
 
 One table, `TABLE`, says which handler takes which input.
 
@@ -39,6 +45,7 @@ JOB = "job"
 MESSAGE_CAP = 200  # characters of a reporter's message in a journal line
 OUTPUT_CAP = 10 * 1024  # bytes of output kept per run
 TIMED_OUT_KEPT = 16  # run ids remembered after a TIMEOUT, so a late end is known for what it is
+STEP = 1.0  # seconds: a change of the skew beyond this is a clock step
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class JobState:
     serial: int = 0  # numbers run ids for reporters that give none
     timed_out: tuple[str, ...] = ()
     reason: str = ""
+    skew: float = 0.0  # wall clock minus job clock when `expected` was worked out
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -126,16 +134,33 @@ Outcome = tuple[JobState, list[Action]]
 # --- schedule arithmetic ----------------------------------------------------------------------
 
 
-def next_expected(job: Job, after: float) -> float | None:
-    """The first moment a run is expected after `after` (interval jobs: `every` after it)."""
+def next_expected(job: Job, after: float, skew: float = 0.0) -> float | None:
+    """The first moment a run is expected after `after` (interval jobs: `every` after it); job
+    clock, the cron worked out on the wall clock (`skew` ahead of it)."""
     if job.cron is not None:
-        return next_after(Cron(job.cron, job.timezone), after)
+        moment = next_after(Cron(job.cron, job.timezone), after + skew)
+        return None if moment is None else moment - skew
     assert job.every is not None
     return after + job.every
 
 
-def initial(job: Job, now: float) -> JobState:
-    return JobState(job.name, since=now, expected=next_expected(job, now))
+def initial(job: Job, now: float, skew: float = 0.0) -> JobState:
+    return JobState(job.name, since=now, expected=next_expected(job, now, skew), skew=skew)
+
+
+def shifted(state: JobState, by: float) -> JobState:
+    """The state with every moment moved `by` seconds (onto another boot's job clock)."""
+    def move(moment: float | None) -> float | None:
+        return None if moment is None else moment + by
+
+    last = state.last
+    if last is not None:
+        last = dataclasses.replace(last, ended=last.ended + by, started=move(last.started))
+    return dataclasses.replace(
+        state, since=state.since + by, expected=move(state.expected), last=last,
+        last_ok=move(state.last_ok), skew=state.skew - by,
+        runs=tuple(dataclasses.replace(r, started=r.started + by, deadline=r.deadline + by)
+                   for r in state.runs))
 
 
 def deadline(job: Job, state: JobState) -> float | None:
@@ -150,9 +175,22 @@ def deadline(job: Job, state: JobState) -> float | None:
 # --- transitions ------------------------------------------------------------------------------
 
 
-def step(job: Job, state: JobState, given: Input, now: float) -> Outcome:
+def step(job: Job, state: JobState, given: Input, now: float, skew: float = 0.0) -> Outcome:
+    if abs(skew - state.skew) > STEP:
+        state = _stepped(job, state, now, skew)
     handler: Callable[[Job, JobState, Input, float], Outcome] = TABLE[type(given)]
     return handler(job, state, given, now)
+
+
+def _stepped(job: Job, state: JobState, now: float, skew: float) -> JobState:
+    """The wall clock was stepped: a cron expectation follows it (the same wall moment); one
+    whose whole window the step jumped over is skipped. Nothing else moves."""
+    expected = state.expected
+    if job.cron is not None and expected is not None:
+        expected += state.skew - skew  # the same wall moment, on the job clock
+        if expected + job.grace <= now:
+            expected = next_expected(job, now - job.grace, skew)
+    return dataclasses.replace(state, expected=expected, skew=skew)
 
 
 def _tick(job: Job, state: JobState, given: Input, now: float) -> Outcome:
@@ -162,7 +200,8 @@ def _tick(job: Job, state: JobState, given: Input, now: float) -> Outcome:
         state, actions = _timeout(job, state, due, now)
     if state.expected is not None and now >= state.expected + job.grace:
         if state.runs:  # a run still going (max_runtime longer than the period) covers it
-            state = dataclasses.replace(state, expected=_after_window(job, state.expected, now))
+            state = dataclasses.replace(state, expected=_after_window(job, state.expected, now,
+                                                                      state.skew))
         else:
             state, more = _missed(job, state, now)
             actions.extend(more)
@@ -176,7 +215,8 @@ def _timeout(job: Job, state: JobState, due: list[Run], now: float) -> Outcome:
     reason = ""
     for run in due:
         ran = now - run.started
-        reason = (f"run {run.run_id} started {format_moment(run.started)} has not ended within "
+        reason = (f"run {run.run_id} started {format_moment(run.started + state.skew)} has not "
+                  f"ended within "
                   f"max_runtime {format_duration(job.max_runtime)}")
         actions.append(event("job_timeout", f"job {job.name} TIMEOUT: {reason}", subject=job.name,
                              subject_kind=JOB, priority=3, run=run.run_id,
@@ -196,19 +236,20 @@ def _missed(job: Job, state: JobState, now: float) -> Outcome:
     assert state.expected is not None
     expected = state.expected
     state = dataclasses.replace(
-        state, phase=JobPhase.MISSED, since=now, expected=_after_window(job, expected, now),
-        reason=f"expected at {format_moment(expected, job.timezone)}, no run started within "
+        state, phase=JobPhase.MISSED, since=now, expected=_after_window(job, expected, now, state.skew),
+        reason=f"expected at {format_moment(expected + state.skew, job.timezone)}, no run "
+               f"started within "
                f"grace {format_duration(job.grace)}")
     ev = event("job_missed", f"job {job.name} MISSED: {state.reason}", subject=job.name,
-               subject_kind=JOB, priority=3, expected=f"{expected:.0f}",
-               next=f"{state.expected:.0f}" if state.expected is not None else None)
+               subject_kind=JOB, priority=3, expected=f"{expected + state.skew:.0f}",
+               next=f"{state.expected + state.skew:.0f}" if state.expected is not None else None)
     return state, [ev]
 
 
-def _after_window(job: Job, expected: float, now: float) -> float | None:
+def _after_window(job: Job, expected: float, now: float, skew: float) -> float | None:
     """The next expected moment whose window is still open at `now`."""
     if job.cron is not None:
-        return next_expected(job, max(expected, now - job.grace))
+        return next_expected(job, max(expected, now - job.grace), skew)
     assert job.every is not None
     periods = max(1, math.ceil((now - job.grace - expected) / job.every + 1e-9))
     return expected + periods * job.every
@@ -224,7 +265,8 @@ def _satisfied(job: Job, state: JobState, moment: float) -> JobState:
         return state
     assert state.expected is not None
     if job.cron is not None:
-        return dataclasses.replace(state, expected=next_expected(job, max(moment, state.expected)))
+        return dataclasses.replace(state, expected=next_expected(job, max(moment, state.expected),
+                                                                 state.skew))
     return dataclasses.replace(state, expected=next_expected(job, moment))
 
 
@@ -318,7 +360,7 @@ def _reconfigured(job: Job, state: JobState, given: Input, now: float) -> Outcom
     assert isinstance(given, Reconfigured)
     old = given.old
     if (old.cron, old.every, old.timezone) != (job.cron, job.every, job.timezone):
-        state = dataclasses.replace(state, expected=next_expected(job, now))
+        state = dataclasses.replace(state, expected=next_expected(job, now, state.skew))
     if old.max_runtime != job.max_runtime:
         runs = tuple(dataclasses.replace(r, deadline=r.started + job.max_runtime) for r in state.runs)
         state = dataclasses.replace(state, runs=runs)

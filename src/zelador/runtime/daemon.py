@@ -35,7 +35,6 @@ from zelador.runtime.fleet import FleetLink
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import (
     JobBook,
-    job_status,
     replay_reports,
     replay_spool,
     report_from,
@@ -45,7 +44,8 @@ from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher
 from zelador.runtime.web import WebLink
 from zelador.store import state
-from zelador.store.history import HistoryWriter, ReportRow, read_reports_after
+from zelador.store.history import ReportRow, read_reports_after
+from zelador.store.historywriter import HistoryWriter
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
 
@@ -187,7 +187,8 @@ class Daemon:
             data = state.load(path)
             if data is not None:
                 group.states = state.restore(data, group.states, self.loop.clock(), time.time())
-                self.jobs.states = state.jobs_restore(data, self.jobs.states)
+                self.jobs.restore(state.jobs_restore(data, self.jobs.states),
+                                 data.get("jobs_clock"))
                 self.jobs.reconcile(state.saved_job_settings(data, self.jobs.jobs))
                 self._saved = {"programs": _rounded(data["programs"]), "jobs": data.get("jobs")}
                 applied = data.get("reports_applied")
@@ -220,6 +221,7 @@ class Daemon:
         data = state.snapshot(self.supervisor.group.states, self.loop.clock(), time.time())
         data["jobs"] = state.jobs_snapshot(self.jobs.states, self.jobs.jobs)
         data["reports_applied"] = self.jobs.applied  # later ones are applied again at start
+        data["jobs_clock"] = self.jobs.clock.saved()  # what the job states' moments are on
         kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
         if kept == self._saved:
             return
@@ -381,7 +383,7 @@ class Daemon:
                 None if verdict else report_json(report, at)))
         if verdict:
             return {"error": f"report refused: {verdict}", "code": "refused"}
-        return {"ok": True, "job": job_status(self.jobs.jobs[name], self.jobs.states[name])}
+        return {"ok": True, "job": self.jobs.one(name)}
 
     # --- reload and shutdown ------------------------------------------------------------------
 

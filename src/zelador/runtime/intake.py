@@ -38,7 +38,8 @@ from zelador.jobs.intake import KINDS, LINE_CAP, MAX_DURATION, RUN_ID, Directory
 from zelador.jobs.intakeserver import FRAME_REPORTS
 from zelador.runtime.jobs import JobBook, report_json
 from zelador.runtime.loop import Loop, Timer
-from zelador.store.history import HistoryWriter, ReportRow
+from zelador.store.history import ReportRow
+from zelador.store.historywriter import HistoryWriter
 
 SLICE = 64  # reports handed to the job book per loop turn (~3 ms of work at most)
 HELD_BACK = 4096  # reports queued here before the channel is no longer read (memory bound)

@@ -4,17 +4,19 @@ Runs on the loop thread. Reports come from the control socket (`zelador report`,
 and from the TCP intake's thread (posted to the loop in batches); each goes through the pure
 engine (jobs/engine.py), whose events go to every sink and whose run rows go to the history.
 
-Job deadlines are wall-clock moments. The loop's timers are monotonic, so the book sleeps at most
-a minute at a time and looks at the wall clock again: a clock step delays a TIMEOUT or MISSED by
-that minute at most.
+Job moments are on the jobs' clock (runtime/jobclock.py: the boot clock, set to the wall clock at
+first start), so a step of the wall clock moves no run deadline, `every` or `grace`; cron
+moments follow the wall clock (the engine maps them with the clock's skew). The book sleeps at
+most a minute at a time, so a step is seen within a minute. What it shows and records (status,
+the history's runs) is in wall-clock time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
@@ -30,10 +32,12 @@ from zelador.jobs.engine import (
     Tick,
     deadline,
     initial,
+    shifted,
     step,
 )
 from zelador.jobs.intake import LINE_CAP, MAX_DURATION, RUN_ID, Directory, reason_kind
 from zelador.jobs.schedule import format_moment
+from zelador.runtime.jobclock import JobClock
 from zelador.runtime.loop import Loop, Timer
 
 LONGEST_SLEEP = 60.0
@@ -44,14 +48,14 @@ REJECTS_SAID_EVERY = 60.0  # a flood of bad reports is one journal line a minute
 class JobBook:
     def __init__(self, jobs: Sequence[Job], *, loop: Loop, sinks: Sequence[Sink],
                  record_run: Callable[[RunRow], None] | None = None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 clock: JobClock | None = None) -> None:
         self.loop = loop
         self.sinks = list(sinks)
-        self.record_run = record_run
-        self.wall = wall
+        self._record_run = record_run
+        self.clock = clock or JobClock()
         self.jobs = {job.name: job for job in jobs}
-        now = wall()
-        self.states: dict[str, JobState] = {name: initial(job, now)
+        now, skew = self.clock.now(), self.clock.skew()
+        self.states: dict[str, JobState] = {name: initial(job, now, skew)
                                             for name, job in self.jobs.items()}
         self._timer: Timer | None = None
         self.rejected = 0  # bad reports since zelador started
@@ -129,6 +133,17 @@ class JobBook:
         self._say_timer = None
         self._say_rejects()
 
+    def restore(self, states: Mapping[str, JobState], saved_clock: object) -> None:
+        """States from the state file (the others as they are) and the clock they were saved
+        with (runtime/jobclock.py: the same boot goes on with it; else they are moved)."""
+        fresh_by, saved_by, skew = self.clock.adopt(saved_clock)
+        for name, st in states.items():
+            if st is self.states.get(name):
+                self.states[name] = shifted(st, fresh_by) if fresh_by else st
+            else:
+                st = dataclasses.replace(st, skew=skew)
+                self.states[name] = shifted(st, saved_by) if saved_by else st
+
     def tick(self) -> None:
         for name in self.jobs:
             self._feed(name, Tick())
@@ -137,10 +152,10 @@ class JobBook:
     def reconfigure(self, jobs: Sequence[Job]) -> None:
         old = self.jobs
         self.jobs = {job.name: job for job in jobs}
-        now = self.wall()
+        now, skew = self.clock.now(), self.clock.skew()
         for name, job in self.jobs.items():
             if name not in old:
-                self.states[name] = initial(job, now)
+                self.states[name] = initial(job, now, skew)
             elif old[name] != job:
                 self._feed(name, Reconfigured(old[name]))
         for name in set(self.states) - set(self.jobs):
@@ -155,9 +170,10 @@ class JobBook:
                 self._feed(name, Reconfigured(previous))
 
     def _feed(self, name: str, given: Input, at: float | None = None) -> str:
-        now = self.wall()
+        """`at`: a wall-clock moment (a report held back)."""
+        now, skew = self.clock.now(), self.clock.skew()
         state, actions = step(self.jobs[name], self.states[name], given,
-                              now if at is None else min(at, now))
+                              now if at is None else min(at - skew, now), skew)
         self.states[name] = state
         verdict = ""
         for action in actions:
@@ -166,8 +182,10 @@ class JobBook:
                     sink.emit(action)
             elif isinstance(action, Refused):
                 verdict = action.reason
-            elif self.record_run is not None:
-                self.record_run(action)
+            elif self._record_run is not None:  # (in wall-clock time)
+                self._record_run(dataclasses.replace(
+                    action, started=None if action.started is None else action.started + skew,
+                    ended=None if action.ended is None else action.ended + skew))
         return verdict
 
     def arm(self) -> None:
@@ -178,16 +196,22 @@ class JobBook:
                    if (m := deadline(job, self.states[name])) is not None]
         if not moments:
             return
-        wait = min(max(0.0, min(moments) - self.wall()), LONGEST_SLEEP)
+        wait = min(max(0.0, min(moments) - self.clock.now()), LONGEST_SLEEP)
         self._timer = self.loop.at(self.loop.clock() + wait, self.tick)
 
     # --- what `zelador jobs` and `zelador status` show -------------------------------------------
 
     def status(self) -> list[dict[str, Any]]:
-        return [job_status(job, self.states[name]) for name, job in self.jobs.items()]
+        skew = self.clock.skew()
+        return [job_status(job, self.states[name], skew) for name, job in self.jobs.items()]
+
+    def one(self, name: str) -> dict[str, Any]:
+        return job_status(self.jobs[name], self.states[name], self.clock.skew())
 
 
-def job_status(job: Job, state: JobState) -> dict[str, Any]:
+def job_status(job: Job, state: JobState, skew: float = 0.0) -> dict[str, Any]:
+    """What `zelador jobs` shows of a job, its moments on the wall clock (`skew` ahead)."""
+    state = shifted(state, skew) if skew else state
     last = state.last
     return {
         "name": job.name,
