@@ -109,6 +109,9 @@ class _Lane:
 
     def stop(self) -> None:
         self._worker.close()
+        close = getattr(self.sender, "close", None)  # a sender with a thread of its own
+        if close is not None:
+            close()
 
 
 Build = Callable[[Channel], Sender]
@@ -199,7 +202,11 @@ class Outbox:
                 del self._lanes[name]
         for name, chan in wanted.items():
             if name not in self._lanes:
-                self._lanes[name] = _Lane(chan, self._build(chan), self._lane_done, self._clock)
+                self._lanes[name] = lane = _Lane(chan, self._build(chan), self._lane_done,
+                                                 self._clock)
+                restore = getattr(lane.sender, "restore", None)  # resends what is still open
+                if restore is not None:
+                    restore(store.delivered_open(self.conn, name))
         gone = self.conn.execute(
             f"UPDATE outbox SET state = 'failed', last_error = 'channel no longer in the config' "
             f"WHERE state = 'pending' AND channel NOT IN ({','.join('?' * len(wanted))})",

@@ -102,6 +102,19 @@ def open_incident_id(conn: sqlite3.Connection, key: str) -> int | None:
     return None if found is None else int(found[0])
 
 
+def delivered_open(conn: sqlite3.Connection, channel: str) -> list[Item]:
+    """The problem items `channel` delivered whose incident is still open (an Alertmanager
+    channel resends them after a restart)."""
+    rows = conn.execute("SELECT o.item FROM outbox o JOIN incidents i ON o.incident = i.id "
+                        "WHERE i.closed IS NULL AND o.channel = ? AND o.state = 'sent' AND "
+                        "o.phase IN ('problem', 'reminder') ORDER BY o.id", (channel,)).fetchall()
+    latest: dict[str, Item] = {}
+    for (text,) in rows:
+        item = json.loads(text)
+        latest[str(item.get("key"))] = item
+    return list(latest.values())
+
+
 def read_outbox(path: str, *, limit: int = 20) -> dict[str, Any]:
     """For `zelador alerts`: open incidents, counts by state, the latest rows (read-only)."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)

@@ -1,9 +1,11 @@
-"""`zelador fleet`: every terminal publishing to ZooKeeper, and what is down on each.
+"""`zelador fleet`: every terminal publishing to MQTT or ZooKeeper, and what is down on each.
 
 A terminal is UP (everything runs), DOWN (something watched is not running, or a problem is
 open), or MISSING (it published once, and its zelador is not connected now: the machine is off,
-zelador is stopped, or the network is cut). Exit 3 when any terminal is DOWN or MISSING.
-`--watch` follows changes with a ChildrenWatch on the hosts and a DataWatch on each.
+zelador is stopped, or the network is cut; over MQTT: its presence is false, or its state was
+not refreshed within --stale). Exit 3 when any terminal is DOWN or MISSING. `--watch` follows
+changes (ZooKeeper: a ChildrenWatch on the hosts and a DataWatch on each; MQTT: the subscription
+stays open). `--summary`: counts by state and the commonest problems across the fleet.
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any
+from collections import Counter
+from typing import TYPE_CHECKING, Any
 
 from zelador.errors import EX_DOWN, EX_OK, ControlError
+
+if TYPE_CHECKING:
+    from zelador.fleet.mqtt import Login
 
 
 def verdict(terminal: dict[str, Any]) -> str:
@@ -42,25 +48,104 @@ def render(terminals: list[dict[str, Any]], down_only: bool) -> str:
     return "\n".join(lines)
 
 
-def run_fleet(hosts: str, path: str, *, down_only: bool, watch: bool, as_json: bool) -> int:
-    from zelador.fleet.zookeeper import read_fleet
+def summarize(terminals: list[dict[str, Any]], top: int = 10) -> str:
+    """Counts by state, then the commonest problems: `comunicador down on 37 of 1,200`."""
+    total = len(terminals)
+    counts = Counter(verdict(t) for t in terminals)
+    problems: Counter[str] = Counter()
+    for term in terminals:
+        if verdict(term) == "MISSING":
+            continue
+        problems.update({*(f"{p} down" for p in term.get("down", [])),
+                         *term.get("problems", [])})
+    lines = [f"{total:,} terminals: {counts['UP']:,} up, {counts['DOWN']:,} down, "
+             f"{counts['MISSING']:,} missing"]
+    for what, count in sorted(problems.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+        lines.append(f"  {what} on {count:,} of {total:,}")
+    if counts["MISSING"]:
+        lines.append(f"  missing: {counts['MISSING']:,} of {total:,}")
+    return "\n".join(lines)
 
-    try:
-        terminals = read_fleet(hosts, path)
-    except Exception as exc:  # kazoo's timeout and connection errors have no common base
-        raise ControlError(f"cannot read the fleet from ZooKeeper {hosts}: "
+
+class ZooKeeperSource:
+    def __init__(self, hosts: str, path: str) -> None:
+        self.hosts, self.path = hosts, path
+
+    def read(self) -> list[dict[str, Any]]:
+        from zelador.fleet.zookeeper import read_fleet
+
+        try:
+            return read_fleet(self.hosts, self.path)
+        except Exception as exc:  # kazoo's timeout and connection errors have no common base
+            raise ControlError(f"cannot read the fleet from ZooKeeper {self.hosts}: "
                                f"{type(exc).__name__} {exc}".strip()) from exc
+
+    def watch(self, show: Any) -> int:
+        return _watch(self.hosts, self.path, show)
+
+
+class MqttSource:
+    def __init__(self, login: Login, topic: str, *, stale_after: float) -> None:
+        self.login, self.topic, self.stale_after = login, topic, stale_after
+
+    def _reader(self) -> Any:
+        from zelador.fleet.mqtt import FleetReader
+
+        reader = FleetReader(self.login, self.topic)
+        try:
+            reader.connect()
+        except ImportError:
+            raise ControlError("zelador fleet --mqtt needs python3-paho-mqtt") from None
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ControlError(str(exc)) from None
+        return reader
+
+    def read(self) -> list[dict[str, Any]]:
+        reader = self._reader()
+        try:
+            return reader.read(stale_after=self.stale_after)  # type: ignore[no-any-return]
+        finally:
+            reader.close()
+
+    def watch(self, show: Any) -> int:
+        reader = self._reader()
+        try:
+            show(reader.read(stale_after=self.stale_after))
+            while True:
+                # Wake on a message, and every few seconds for states that went stale.
+                reader.changed.wait(5.0)
+                reader.changed.clear()
+                time.sleep(0.2)  # a burst of changes: one screen
+                show(reader.table(stale_after=self.stale_after))
+        except KeyboardInterrupt:
+            return EX_OK
+        finally:
+            reader.close()
+
+
+def run_fleet(source: ZooKeeperSource | MqttSource, *, down_only: bool, watch: bool,
+              as_json: bool, summary: bool = False) -> int:
+    def text(terminals: list[dict[str, Any]]) -> str:
+        return summarize(terminals) if summary else render(terminals, down_only)
+
     if watch:
-        return _watch(hosts, path, down_only)
+        def show(terminals: list[dict[str, Any]]) -> None:
+            print(f"--- {time.strftime('%H:%M:%S')}")
+            print(text(terminals), flush=True)
+
+        return source.watch(show)
+    terminals = source.read()
     if as_json:
         print(json.dumps(terminals, indent=2))
     else:
-        print(render(terminals, down_only))
+        print(text(terminals))
     return EX_DOWN if any(verdict(t) != "UP" for t in terminals) else EX_OK
 
 
-def _watch(hosts: str, path: str, down_only: bool) -> int:
+def _watch(hosts: str, path: str, show: Any) -> int:
     from kazoo.client import KazooClient
+
+    from zelador.fleet.zookeeper import read_fleet
 
     client = KazooClient(hosts=hosts, read_only=True)
     client.start(timeout=5.0)
@@ -84,10 +169,7 @@ def _watch(hosts: str, path: str, down_only: bool) -> int:
             changed.wait()
             changed.clear()
             time.sleep(0.2)  # a burst of changes: one screen
-            from zelador.fleet.zookeeper import read_fleet
-
-            print(f"--- {time.strftime('%H:%M:%S')}")
-            print(render(read_fleet(hosts, path), down_only), flush=True)
+            show(read_fleet(hosts, path))
     except KeyboardInterrupt:
         return EX_OK
     finally:

@@ -221,17 +221,45 @@ def cmd_checks(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
-    from zelador.cli.fleet import run_fleet
+    from zelador.cli.fleet import MqttSource, ZooKeeperSource, run_fleet
+    from zelador.config.durations import parse_duration
 
-    hosts, path = args.zookeeper, args.path
-    if hosts is None:  # from the config (run on a terminal, or with -c on a desk)
+    hosts, path, url, topic = args.zookeeper, args.path, args.mqtt, args.topic
+    login = None
+    if hosts is None and url is None:  # from the config (run on a terminal, or with -c on a desk)
         config = load_config(args.config, check_files=False)
-        hosts = config.fleet.zookeeper
-        path = path or config.fleet.path
-    path = path or "/zelador"
-    if not hosts:
-        raise UsageError(f"no fleet.zookeeper in {args.config}: give --zookeeper HOST:PORT,...")
-    return run_fleet(hosts, path, down_only=args.down, watch=args.watch, as_json=args.json)
+        if config.fleet.mqtt:
+            from zelador.fleet.mqtt import Login
+
+            login = Login.of(config.fleet)
+            topic = topic or config.fleet.topic
+        elif config.fleet.zookeeper:
+            hosts = config.fleet.zookeeper
+            path = path or config.fleet.path
+        else:
+            raise UsageError(f"no fleet.mqtt or fleet.zookeeper in {args.config}: give --mqtt "
+                             "URL or --zookeeper HOST:PORT,...")
+    try:
+        stale = parse_duration(args.stale)
+    except ValueError as exc:
+        raise UsageError(f"--stale: {exc}") from None
+    source: MqttSource | ZooKeeperSource
+    if login is not None or url is not None:
+        if login is None:
+            from zelador.fleet.mqtt import Login
+            from zelador.fleet.topics import broker_address
+
+            try:
+                broker_address(url)
+            except ValueError as exc:
+                raise UsageError(f"--mqtt: {exc}") from None
+            login = Login(url, username=args.username, password_file=args.password_file,
+                          ca_file=args.ca_file)
+        source = MqttSource(login, topic or "zelador", stale_after=stale)
+    else:
+        source = ZooKeeperSource(hosts, path or "/zelador")
+    return run_fleet(source, down_only=args.down, watch=args.watch, as_json=args.json,
+                     summary=args.summary)
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -346,10 +374,21 @@ def parser() -> argparse.ArgumentParser:
     checks.add_argument("--json", action="store_true", help="JSON instead of text")
     checks.set_defaults(func=cmd_checks)
     fleet = sub.add_parser("fleet", parents=[common],
-                           help="every terminal in ZooKeeper and what is down on it; exit 3 if "
-                                "anything is")
+                           help="every terminal in MQTT or ZooKeeper and what is down on it; exit 3 "
+                                "if anything is")
+    fleet.add_argument("--mqtt", metavar="URL",
+                       help="mqtt[s]://HOST[:PORT] (default: fleet.mqtt, else fleet.zookeeper)")
+    fleet.add_argument("--topic", help="the fleet's MQTT topic (default: fleet.topic, zelador)")
+    fleet.add_argument("--username", help="with --mqtt: the broker login")
+    fleet.add_argument("--password-file", metavar="FILE", help="with --mqtt: its password")
+    fleet.add_argument("--ca-file", metavar="FILE",
+                       help="with --mqtt: the CA of an mqtts:// broker (default: the system's)")
+    fleet.add_argument("--stale", default="15m", metavar="SPAN",
+                       help="MQTT: a state not refreshed for this long is MISSING (default 15m)")
     fleet.add_argument("--zookeeper", help="HOST:PORT,... (default: fleet.zookeeper)")
     fleet.add_argument("--path", help="the fleet's znode (default: fleet.path, /zelador)")
+    fleet.add_argument("--summary", action="store_true",
+                       help="counts by state and the commonest problems across the fleet")
     fleet.add_argument("--down", action="store_true", help="only terminals with a problem")
     fleet.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
     fleet.add_argument("--json", action="store_true", help="JSON instead of text")

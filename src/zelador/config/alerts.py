@@ -19,11 +19,23 @@ from zelador.alerts.problems import ALL_PROBLEMS, PROBLEMS
 from zelador.config import keys
 from zelador.config.host import check_root_only, running_as_root
 from zelador.config.jobs import JobReader
-from zelador.config.model import Alerts, Channel, Command, Email, Job, Program, Rule, Telegram, Webhook
+from zelador.config.model import (
+    Alertmanager,
+    Alerts,
+    Channel,
+    Command,
+    Email,
+    Job,
+    Program,
+    Rule,
+    Telegram,
+    Webhook,
+)
 from zelador.config.yamlnodes import close_matches
 from zelador.errors import UnsafeFileError
 
-CHANNEL_KINDS = ("webhook", "telegram", "email", "command")
+CHANNEL_KINDS = ("webhook", "telegram", "email", "command", "alertmanager")
+RESERVED_LABELS = ("alertname", "instance", "program", "job", "check", "severity")
 _ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+$")
 _OFF = (False, "off", "no", "never")
 
@@ -77,8 +89,10 @@ class AlertReader(JobReader):
                              (f" (got {', '.join(kinds)})" if kinds else ""))
         kind = kinds[0]
         where = f"{key}.{kind}"
-        target: Webhook | Telegram | Email | Command
-        if kind == "webhook":
+        target: Webhook | Telegram | Email | Command | Alertmanager
+        if kind == "alertmanager":
+            target = self.alertmanager(entries[kind], where)
+        elif kind == "webhook":
             target = self.webhook(entries[kind], where)
         elif kind == "telegram":
             target = self.telegram(entries[kind], where)
@@ -105,6 +119,36 @@ class AlertReader(JobReader):
         if "headers" in entries:
             values["headers"] = self.headers(entries["headers"], f"{key}.headers")
         return Webhook(**values)  # type: ignore[arg-type]
+
+    def alertmanager(self, node: yaml.Node, key: str) -> Alertmanager:
+        if isinstance(node, yaml.ScalarNode):
+            return Alertmanager(url=self.url(node, key).rstrip("/"))
+        entries = self.mapping(node, key, keys.names("alerts.channels.NAME.alertmanager"))
+        if "url" not in entries:
+            raise self.error(node, f"{key}.url", "missing: the Alertmanager (e.g. "
+                             "http://alertmanager:9093)")
+        values: dict[str, object] = {"url": self.url(entries["url"], f"{key}.url").rstrip("/")}
+        if "timeout" in entries:
+            values["timeout"] = self.timeout(entries["timeout"], f"{key}.timeout")
+        if "resend" in entries:
+            resend = self.duration(entries["resend"], f"{key}.resend", minimum=1.0)
+            if resend > 3600:
+                raise self.error(entries["resend"], f"{key}.resend", "more than 1h: Alertmanager "
+                                 "would resolve the alert between two posts")
+            values["resend"] = resend
+        if "labels" in entries:
+            labels = []
+            for label, value_node in self.mapping(entries["labels"], f"{key}.labels", ()).items():
+                value = str(self.scalar(value_node, f"{key}.labels.{label}"))
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", label) or label.startswith("__"):
+                    raise self.error(value_node, f"{key}.labels.{label}", f"{label!r} is not a "
+                                     "Prometheus label name (letters, digits, _; not __)")
+                if label in RESERVED_LABELS:
+                    raise self.error(value_node, f"{key}.labels.{label}", f"{label!r} is set by "
+                                     f"zelador (its labels: {', '.join(RESERVED_LABELS)})")
+                labels.append((label, value))
+            values["labels"] = tuple(labels)
+        return Alertmanager(**values)  # type: ignore[arg-type]
 
     def headers(self, node: yaml.Node, key: str) -> tuple[tuple[str, str], ...]:
         pairs = []

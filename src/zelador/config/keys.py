@@ -62,7 +62,7 @@ SECTIONS: tuple[Section, ...] = (
         Key("checks", "none", "HTTP checks not tied to a program"),
         Key("system", "none", "rules on the machine's own figures"),
         Key("web", "off", "the status page, /api/status and /metrics"),
-        Key("fleet", "off", "this terminal's state in ZooKeeper"),
+        Key("fleet", "off", "this terminal's state in ZooKeeper and/or MQTT"),
     )),
     Section("control", "The command socket", (
         Key("socket", "$RUNTIME_DIRECTORY/control.sock", "the CLI's socket (mode 0600)"),
@@ -201,8 +201,9 @@ SECTIONS: tuple[Section, ...] = (
         Key("telegram", "none", "the mapping below"),
         Key("email", "none", "the mapping below"),
         Key("command", "none", "an argv, or the mapping below"),
+        Key("alertmanager", "none", "a URL, or the mapping below"),
         Key("rate_limit", "20 in 1m", "at most this many messages; the rest wait and are grouped"),
-    ), "Exactly one of webhook, telegram, email and command."),
+    ), "Exactly one of webhook, telegram, email, command and alertmanager."),
     Section("alerts.channels.NAME.webhook", "A webhook", (
         Key("url", "required", "one POST of JSON per message; any 2xx is delivered"),
         Key("timeout", "10s", "per attempt"),
@@ -231,6 +232,14 @@ SECTIONS: tuple[Section, ...] = (
             "variables; exit 0 is delivered"),
         Key("timeout", "30s", "its session is killed after this"),
     )),
+    Section("alerts.channels.NAME.alertmanager", "Prometheus' Alertmanager", (
+        Key("url", "required", "the Alertmanager (http://am:9093); alerts go to /api/v2/alerts"),
+        Key("labels", "none", "labels added to every alert, a mapping (chain, store); zelador "
+            "sets alertname (the problem), instance (the terminal), program, job or check"),
+        Key("timeout", "10s", "per attempt"),
+        Key("resend", "1m", "an open incident is posted again this often; Alertmanager resolves "
+            "an alert that is not"),
+    ), "Groups, silences and routes the whole fleet's alerts (docs/alerts.md)."),
     Section("alerts.rules[]", "A rule", (
         Key("programs", "every program", "the programs it covers"),
         Key("jobs", "every job", "the jobs it covers"),
@@ -275,12 +284,23 @@ SECTIONS: tuple[Section, ...] = (
         Key("auth_file", "none", "user:password lines in a root-only file (HTTP basic auth)"),
         Key("allow_control", "false", "restart, stop and start buttons (needs auth_file)"),
     ), "Off unless web is given; the shipped config listens on loopback."),
-    Section("fleet", "The fleet in ZooKeeper", (
-        Key("zookeeper", "required", "the ensemble, HOST:PORT,..."),
+    Section("fleet", "The fleet in ZooKeeper and/or MQTT", (
+        Key("zookeeper", "none", "the ensemble, HOST:PORT,..."),
         Key("path", "/zelador", "the fleet's znode"),
         Key("name", "the host name", "this terminal's name there"),
         Key("timeout", "10s", "the session: a dead terminal's node goes after it (at least 4s)"),
-    ), "Needs python3-kazoo."),
+        Key("mqtt", "none", "the broker: mqtt://HOST[:1883] or mqtts://HOST[:8883] (TLS, "
+            "verified)"),
+        Key("topic", "zelador", "retained TOPIC/hosts/NAME/state and TOPIC/hosts/NAME/online"),
+        Key("keepalive", "30s", "MQTT keep-alive; the broker says offline 1.5 keep-alives after "
+            "the terminal went"),
+        Key("username", "none", "the MQTT login"),
+        Key("password_file", "none", "its password, in a root-only file"),
+        Key("ca_file", "the system's", "the CA that signed the broker's certificate"),
+        Key("client_cert", "none", "a client certificate (mqtts)"),
+        Key("client_key", "none", "its key, in a root-only file"),
+    ), "At least one of zookeeper and mqtt. ZooKeeper needs python3-kazoo; MQTT needs "
+       "python3-paho-mqtt."),
 )
 
 _BY_PATH = {section.path: section for section in SECTIONS}

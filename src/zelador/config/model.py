@@ -195,9 +195,20 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Alertmanager:
+    """Each open incident as an alert in Prometheus' Alertmanager (POST /api/v2/alerts), which
+    groups, silences and routes them across the whole fleet (docs/alerts.md)."""
+
+    url: str  # http(s)://am:9093, without /api/v2/alerts
+    labels: tuple[tuple[str, str], ...] = ()  # added to every alert: chain, store, ...
+    timeout: float = 10.0
+    resend: float = 60.0  # an open incident is posted again this often (Alertmanager expects it)
+
+
+@dataclass(frozen=True)
 class Channel:
     name: str
-    target: Webhook | Telegram | Email | Command
+    target: Webhook | Telegram | Email | Command | Alertmanager
     rate: int = 20  # at most `rate` messages per `per` seconds; the rest wait and are grouped
     per: float = 60.0
 
@@ -274,16 +285,25 @@ class Web:
 
 @dataclass(frozen=True)
 class Fleet:
-    """Seed 004: this terminal's state in ZooKeeper, for a view of the whole chain."""
+    """This terminal's state for a view of the whole chain: in ZooKeeper (seed 004) and/or as
+    retained MQTT messages with a Last Will (terminals behind NAT, docs/fleet.md)."""
 
     zookeeper: str = ""  # host:port,host:port ...; "" : off
     path: str = "/zelador"
     name: str | None = None  # this terminal's name there; None: the host name
     timeout: float = 10.0  # the ZooKeeper session timeout: a dead terminal's node goes after it
+    mqtt: str = ""  # mqtt://host[:1883] or mqtts://host[:8883]; "" : off
+    topic: str = "zelador"  # TOPIC/hosts/NAME/state and TOPIC/hosts/NAME/online
+    keepalive: float = 30.0  # seconds; the broker publishes our Will 1.5 keep-alives after we go
+    username: str | None = None
+    password_file: str | None = None  # root-only, like every secret
+    ca_file: str | None = None  # trust this CA (mqtts); default: the system's
+    client_cert: str | None = None  # mqtts client certificate and its key (root-only)
+    client_key: str | None = None
 
     @property
     def enabled(self) -> bool:
-        return bool(self.zookeeper)
+        return bool(self.zookeeper or self.mqtt)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import grp
 import ipaddress
+import os
 import re
 
 import yaml
@@ -31,6 +32,7 @@ from zelador.config.model import (
 )
 from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
+from zelador.fleet.topics import broker_address, is_loopback
 
 # --- reading -------------------------------------------------------------------------------
 
@@ -124,16 +126,18 @@ class _Reader(CheckReader):
 
     def fleet(self, node: yaml.Node) -> Fleet:
         entries = self.mapping(node, "fleet", keys.names("fleet"))
-        if "zookeeper" not in entries:
-            raise self.error(node, "fleet.zookeeper", "missing: the ensemble (e.g. "
-                             "zk1:2181,zk2:2181,zk3:2181)")
-        hosts = self.string(entries["zookeeper"], "fleet.zookeeper")
-        for part in hosts.split(","):
-            host, sep, port = part.strip().rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise self.error(entries["zookeeper"], "fleet.zookeeper", f"{part.strip()!r} is "
-                                 "not HOST:PORT (e.g. zk1:2181)")
-        values: dict[str, object] = {"zookeeper": hosts}
+        if "zookeeper" not in entries and "mqtt" not in entries:
+            raise self.error(node, "fleet", "give zookeeper (e.g. zk1:2181,zk2:2181,zk3:2181) "
+                             "and/or mqtt (e.g. mqtts://broker.example.net)")
+        values: dict[str, object] = {}
+        if "zookeeper" in entries:
+            hosts = self.string(entries["zookeeper"], "fleet.zookeeper")
+            for part in hosts.split(","):
+                host, sep, port = part.strip().rpartition(":")
+                if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise self.error(entries["zookeeper"], "fleet.zookeeper", f"{part.strip()!r} "
+                                     "is not HOST:PORT (e.g. zk1:2181)")
+            values["zookeeper"] = hosts
         if "path" in entries:
             path = self.string(entries["path"], "fleet.path")
             if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", path):
@@ -147,6 +151,53 @@ class _Reader(CheckReader):
             values["name"] = name
         if "timeout" in entries:
             values["timeout"] = self.duration(entries["timeout"], "fleet.timeout", minimum=4.0)
+        if "mqtt" in entries:
+            url = self.string(entries["mqtt"], "fleet.mqtt")
+            try:
+                broker_address(url)
+            except ValueError as exc:
+                raise self.error(entries["mqtt"], "fleet.mqtt", str(exc)) from None
+            values["mqtt"] = url
+        if "topic" in entries:
+            topic = self.string(entries["topic"], "fleet.topic")
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", topic):
+                raise self.error(entries["topic"], "fleet.topic", f"{topic!r}: topic levels of "
+                                 "letters, digits, _ . - (no wildcards, no leading /)")
+            values["topic"] = topic
+        if "keepalive" in entries:
+            keepalive = self.duration(entries["keepalive"], "fleet.keepalive", minimum=5.0)
+            if keepalive > 65535:
+                raise self.error(entries["keepalive"], "fleet.keepalive", "at most 65535s (MQTT)")
+            values["keepalive"] = keepalive
+        if "username" in entries:
+            values["username"] = self.string(entries["username"], "fleet.username")
+        if "password_file" in entries:
+            if "username" not in entries:
+                raise self.error(entries["password_file"], "fleet.password_file", "needs "
+                                 "fleet.username")
+            values["password_file"] = self.secret_file(entries["password_file"],
+                                                       "fleet.password_file")
+        if "ca_file" in entries:
+            values["ca_file"] = self.string(entries["ca_file"], "fleet.ca_file")
+            if self.check_files and not os.path.isfile(str(values["ca_file"])):
+                raise self.error(entries["ca_file"], "fleet.ca_file", "no such file")
+        if ("client_cert" in entries) != ("client_key" in entries):
+            there = entries.get("client_cert") or entries["client_key"]
+            raise self.error(there, "fleet.client_cert", "give client_cert and client_key "
+                             "together")
+        if "client_cert" in entries:
+            values["client_cert"] = self.string(entries["client_cert"], "fleet.client_cert")
+            if self.check_files and not os.path.isfile(str(values["client_cert"])):
+                raise self.error(entries["client_cert"], "fleet.client_cert", "no such file")
+            values["client_key"] = self.secret_file(entries["client_key"], "fleet.client_key")
+        for needs_mqtt in ("topic", "keepalive", "username", "ca_file", "client_cert"):
+            if needs_mqtt in entries and "mqtt" not in entries:
+                raise self.error(entries[needs_mqtt], f"fleet.{needs_mqtt}", "is for MQTT: "
+                                 "give fleet.mqtt too")
+        if "mqtt" in values and str(values["mqtt"]).startswith("mqtt://") and \
+                "password_file" in values and not is_loopback(broker_address(str(values["mqtt"])).host):
+            raise self.error(entries["mqtt"], "fleet.mqtt", "a password would cross the network "
+                             "in clear; use mqtts:// (or a loopback broker)")
         return Fleet(**values)  # type: ignore[arg-type]
 
     def web(self, node: yaml.Node) -> Web:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Optional
 
 from zelador.alerts.outbox import Sender
-from zelador.config.model import Channel, Command, Email, Telegram, Webhook
+from zelador.config.model import Alertmanager, Channel, Command, Email, Telegram, Webhook
 
 Runner = Callable[[list[str], bytes, float, dict[str, str]],
                   tuple[Optional[int], bytes]]  # 3.9: no `|` outside annotations
@@ -23,6 +23,10 @@ def build(channel: Channel, host: str, runner: Runner | None = None) -> Sender:
         from zelador.alerts.channels.telegram import TelegramSender
 
         return TelegramSender(target, host)
+    if isinstance(target, Alertmanager):
+        from zelador.alerts.channels.alertmanager import AlertmanagerSender
+
+        return AlertmanagerSender(target, host)
     if isinstance(target, Email):
         from zelador.alerts.channels.email import EmailSender
 
