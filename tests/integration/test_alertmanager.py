@@ -156,3 +156,16 @@ alerts:
         zel.wait_event("alert_sent", timeout=30)
     finally:
         zel.stop()
+
+
+def test_the_shipped_alertmanager_example_is_valid() -> None:
+    """docs/prometheus/alertmanager.yml, checked by Debian's amtool."""
+    import shutil
+
+    amtool = shutil.which("amtool")
+    if amtool is None:
+        pytest.skip("amtool (prometheus-alertmanager) is not installed")
+    example = Path(__file__).parents[2] / "docs" / "prometheus" / "alertmanager.yml"
+    done = subprocess.run([amtool, "check-config", str(example)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

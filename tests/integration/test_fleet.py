@@ -111,3 +111,38 @@ fleet: {{zookeeper: "{zookeeper.hosts}", name: pos-{i}, timeout: 4s}}
         for i in (1, 2, 3):
             for pid in sleepers(str(base + i)):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_zelador_restarted_within_the_session_timeout_stays_listed(
+        tmp_path: Path, zookeeper: ZooKeeper) -> None:
+    """kill -9 and an immediate restart (systemd's Restart=): the old session's node would go
+    when that session expires, leaving a running terminal MISSING; the new one takes it over."""
+    arg = str(random.randrange(10_000_000, 90_000_000))
+    config = f"""programs:
+  comunicador:
+    match: {{cmdline: "^sleep {arg}$"}}
+    start: "nohup sleep {arg} >/dev/null 2>&1 &"
+    shell: true
+fleet: {{zookeeper: "{zookeeper.hosts}", name: pos-1, timeout: 4s}}
+"""
+    first = Zelador(tmp_path / "a", config)
+    (tmp_path / "a").mkdir()
+    second = Zelador(tmp_path / "b", config)
+    (tmp_path / "b").mkdir()
+    try:
+        first.start()
+        wait_for(lambda: states(zookeeper) == {"pos-1": "UP"}, 30, "pos-1 up")
+        assert first.proc is not None
+        first.proc.kill()
+        first.proc.wait()
+        second.start()
+        second.wait_event("fleet_state")
+        import time
+
+        time.sleep(10)  # past the old session's expiry (4 s, as ZooKeeper rounds it)
+        assert states(zookeeper) == {"pos-1": "UP"}
+    finally:
+        first.stop()
+        second.stop()
+        for pid in sleepers(arg):
+            os.kill(pid, signal.SIGKILL)

@@ -55,7 +55,7 @@ def fleet(broker: Mosquitto, desk_password: Path, *more: str) -> tuple[int, Any,
 def states(broker: Mosquitto, desk_password: Path) -> dict[str, str]:
     from zelador.cli.fleet import verdict
 
-    code, terminals, err = fleet(broker, desk_password, "--json")
+    _code, terminals, err = fleet(broker, desk_password, "--json")
     assert terminals is not None, err
     return {t["name"]: verdict(t) for t in terminals}
 
@@ -177,3 +177,49 @@ fleet: {{mqtt: "{broker.url}", name: pos-1, username: pos-1, password_file: {pas
         z.stop()
         for pid in sleepers(arg):
             os.kill(pid, signal.SIGKILL)
+
+
+PAHO2 = Path(__file__).parents[2] / ".venv-paho2"
+
+
+@pytest.mark.skipif(not (PAHO2 / "paho").is_dir(), reason="no paho-mqtt 2.x in .venv-paho2 "
+                    "(scripts/test.sh installs it)")
+def test_paho_2_api(tmp_path: Path) -> None:
+    """Debian 13 ships paho-mqtt 2.1, whose Client takes a callback API version and passes
+    reason codes as objects: the publisher (Will included) and the reader work with it too."""
+    server = Mosquitto(tmp_path / "mqtt").start()
+    script = f"""
+import time, warnings
+warnings.simplefilter("error", DeprecationWarning)
+import paho.mqtt
+assert paho.mqtt.__version__.startswith("2."), paho.mqtt.__version__
+from zelador.config.model import Fleet
+from zelador.fleet.mqtt import FleetReader, Login, Publisher
+said = []
+publisher = Publisher(Fleet(mqtt="{server.url}", keepalive=5), "pos-9",
+                      lambda message, priority: said.append(message))
+publisher.start()
+publisher.publish({{"summary": "1/1 up", "down": [], "updated_at": time.time()}})
+def read():
+    reader = FleetReader(Login("{server.url}"), "zelador")
+    reader.connect()
+    try:
+        return reader.read()
+    finally:
+        reader.close()
+deadline = time.monotonic() + 20
+while not [t for t in read() if t["connected"]] and time.monotonic() < deadline:
+    time.sleep(0.2)
+assert [t["name"] for t in read() if t["connected"]] == ["pos-9"], read()
+publisher.close()
+assert [t["connected"] for t in read()] == [False]
+assert said and "connected" in said[0], said
+print("ok")
+"""
+    try:
+        env = {**os.environ, "PYTHONPATH": f"{PAHO2}:{os.pathsep.join(sys.path)}"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=60, env=env)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
+    finally:
+        server.stop()

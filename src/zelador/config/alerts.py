@@ -35,7 +35,7 @@ from zelador.config.yamlnodes import close_matches
 from zelador.errors import UnsafeFileError
 
 CHANNEL_KINDS = ("webhook", "telegram", "email", "command", "alertmanager")
-RESERVED_LABELS = ("alertname", "instance", "program", "job", "check", "severity")
+RESERVED_LABELS = ("alertname", "instance", "program", "job", "check")
 _ADDRESS = re.compile(r"^[^@\s<>\"',;]+@[^@\s<>\"',;]+$")
 _OFF = (False, "off", "no", "never")
 

@@ -175,6 +175,10 @@ class _Reader(CheckReader):
             if "username" not in entries:
                 raise self.error(entries["password_file"], "fleet.password_file", "needs "
                                  "fleet.username")
+            if "mqtt" in values and str(values["mqtt"]).startswith("mqtt://") and \
+                    not is_loopback(broker_address(str(values["mqtt"])).host):
+                raise self.error(entries["mqtt"], "fleet.mqtt", "a password would cross the "
+                                 "network in clear; use mqtts:// (or a loopback broker)")
             values["password_file"] = self.secret_file(entries["password_file"],
                                                        "fleet.password_file")
         if "ca_file" in entries:
@@ -194,10 +198,6 @@ class _Reader(CheckReader):
             if needs_mqtt in entries and "mqtt" not in entries:
                 raise self.error(entries[needs_mqtt], f"fleet.{needs_mqtt}", "is for MQTT: "
                                  "give fleet.mqtt too")
-        if "mqtt" in values and str(values["mqtt"]).startswith("mqtt://") and \
-                "password_file" in values and not is_loopback(broker_address(str(values["mqtt"])).host):
-            raise self.error(entries["mqtt"], "fleet.mqtt", "a password would cross the network "
-                             "in clear; use mqtts:// (or a loopback broker)")
         return Fleet(**values)  # type: ignore[arg-type]
 
     def web(self, node: yaml.Node) -> Web:

@@ -51,7 +51,10 @@ def new_client(client_id: str) -> Any:
 
 def _code(value: Any) -> int:
     """A CONNACK/DISCONNECT code as an int: paho 1.x passes ints, 2.x ReasonCode objects."""
-    return int(getattr(value, "value", value) or 0)
+    try:
+        return int(getattr(value, "value", value) or 0)
+    except (TypeError, ValueError):
+        return -1
 
 
 @dataclass(frozen=True)
@@ -156,7 +159,8 @@ class Publisher:
 
     def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
         self._connected.clear()
-        code = _code(args[2] if len(args) >= 3 else args[-1] if args else 0)
+        # 1.x: (rc,); 2.x: (disconnect_flags, reason_code, properties)
+        code = _code(args[1] if len(args) >= 3 else args[0] if args else 0)
         if self._stop.is_set() or self._said_down:
             return
         self._said_down = True

@@ -34,6 +34,7 @@ class Publisher:
         self._known = f"{settings.path}/known/{name}"
         self._doc: dict[str, Any] | None = None
         self._written: bytes | None = None
+        self._owner: int | None = None  # the session that created our node
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._client = KazooClient(hosts=settings.zookeeper, timeout=settings.timeout,
@@ -90,20 +91,32 @@ class Publisher:
             self._stop.wait(MIN_GAP)  # a burst of changes: one write a second at most
 
     def _write(self, data: bytes) -> None:
-        from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+        from kazoo.exceptions import KazooException, NoNodeError
 
         client = self._client
         try:
-            try:
-                client.set(self._node, data)
-            except NoNodeError:
-                client.ensure_path(f"{self.settings.path}/hosts")
+            session = client.client_id[0] if client.client_id else None
+            if session is not None and session == self._owner:
                 try:
-                    client.create(self._node, data, ephemeral=True)
-                except NodeExistsError:  # our old session's node, not yet expired
                     client.set(self._node, data)
-                if not client.exists(self._known):
-                    client.create(self._known, b"", makepath=True)
+                    self._written = data
+                    return
+                except NoNodeError:
+                    pass
+            # Our node is not known to be ours: it may be missing, or still held by our
+            # previous process's session (a restart within the session timeout), which would
+            # take it away when it expires and leave a running terminal MISSING. Make it ours.
+            client.ensure_path(f"{self.settings.path}/hosts")
+            found = client.exists(self._node)
+            if found is not None:
+                try:
+                    client.delete(self._node)
+                except NoNodeError:
+                    pass
+            client.create(self._node, data, ephemeral=True)
+            self._owner = session
+            if not client.exists(self._known):
+                client.create(self._known, b"", makepath=True)
             self._written = data
         except (KazooException, OSError) as exc:
             self._say(f"fleet: cannot write {self._node}: {type(exc).__name__} {exc}".strip(), 4)
