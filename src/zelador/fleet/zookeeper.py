@@ -13,6 +13,7 @@ and a retry: never the loop's time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable
@@ -109,10 +110,8 @@ class Publisher:
             client.ensure_path(f"{self.settings.path}/hosts")
             found = client.exists(self._node)
             if found is not None:
-                try:
+                with contextlib.suppress(NoNodeError):
                     client.delete(self._node)
-                except NoNodeError:
-                    pass
             client.create(self._node, data, ephemeral=True)
             self._owner = session
             if not client.exists(self._known):
