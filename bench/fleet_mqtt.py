@@ -387,14 +387,17 @@ def main() -> None:
     parser.add_argument("--keepalive", type=int, default=10)
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--skip-zookeeper", action="store_true")
+    parser.add_argument("--only-terminal", action="store_true",
+                        help="only what the publisher costs a terminal")
     args = parser.parse_args()
     want = args.terminals * 2 + 1000
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(want, hard)), hard))
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
-        asyncio.run(mqtt_fleet(root, args.terminals, args.drop, args.keepalive))
-        if not args.skip_zookeeper:
+        if not args.only_terminal:
+            asyncio.run(mqtt_fleet(root, args.terminals, args.drop, args.keepalive))
+        if not (args.skip_zookeeper or args.only_terminal):
             asyncio.run(zk_fleet(root, args.terminals, args.drop))
         terminal_cost(root, args.kills)
 

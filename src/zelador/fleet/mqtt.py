@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -39,9 +40,25 @@ REFRESH = 300.0  # seconds: the state is rewritten at least this often, changed 
 CLOSE_WAIT = 1.0  # a clean stop waits this long for "online: false" to reach the broker
 
 
+def _paho() -> Any:
+    """paho.mqtt.client, imported without its optional dnspython (only for connect_srv, which
+    zelador does not use; 2.2 of the 3.5 MB the import costs a terminal)."""
+    if "paho.mqtt.client" in sys.modules:
+        return sys.modules["paho.mqtt.client"]
+    block = "dns" not in sys.modules
+    if block:
+        sys.modules["dns"] = None  # type: ignore[assignment]  # `import dns...` -> ImportError
+    try:
+        import paho.mqtt.client as mqtt  # python3-paho-mqtt: only when fleet.mqtt is set
+    finally:
+        if block:
+            del sys.modules["dns"]
+    return mqtt
+
+
 def new_client(client_id: str) -> Any:
     """A paho Client for 1.x and 2.x alike (2.x: callback API version 2)."""
-    import paho.mqtt.client as mqtt  # python3-paho-mqtt: only when fleet.mqtt is configured
+    mqtt = _paho()
 
     versions = getattr(mqtt, "CallbackAPIVersion", None)
     if versions is not None:
