@@ -128,7 +128,8 @@ class Outbox:
         self._build = build
         self._report = report
         self._clock = clock
-        self.conn = store.connect(path)
+        self.conn = store.connect(path, note=lambda text: report(event("degraded", text,
+                                                                       priority=5)))
         self.conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'")
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._lanes: dict[str, _Lane] = {}

@@ -12,15 +12,16 @@ Only the outbox thread writes; `zelador alerts` reads with its own connection (W
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from zelador.alerts.incidents import Incident
 from zelador.alerts.texts import Item
+from zelador.store.files import connect_private_sqlite
 
 FILE = "alerts.db"
 
@@ -73,16 +74,16 @@ def row_of(values: tuple[Any, ...]) -> Row:
                ref, batch, json.loads(item))
 
 
-def connect(path: str) -> sqlite3.Connection:
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-    conn = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
+def connect(path: str, note: Callable[[str], None] | None = None) -> sqlite3.Connection:
+    """The keeper's connection; the file and its -wal/-shm are 0600 (message texts can name
+    internal hosts; a failed attempt's error can hold what a server echoed)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    conn = connect_private_sqlite(path, 0o600, timeout=5.0, note=note)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA cache_size=-512")  # KiB; the working set is the pending rows
         conn.executescript(SCHEMA)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o600)  # message texts can name internal hosts
     except sqlite3.DatabaseError:
         conn.close()
         raise

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import hashlib
 import json
 import os
 import shutil
+import socket
 import sys
 import time
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from zelador import __version__
 from zelador.cli.alerts import add_commands as add_alert_commands
@@ -70,16 +72,47 @@ def socket_path(args: argparse.Namespace, config: Config | None = None) -> str:
     return os.path.join(runtime_dir(args), "control.sock")
 
 
-def take_lock(folder: str) -> IO[str] | None:
-    """The lock a daemon (or a check run) holds; None if somebody else has it."""
-    os.makedirs(folder, mode=0o755, exist_ok=True)
-    handle = open(os.path.join(folder, "zelador.lock"), "a+")  # noqa: SIM115 held for our life
+class Lock:
+    """What a daemon (or a check run) holds for its life: an abstract socket named after the
+    runtime folder (nothing on disk, so nothing a user could plant a link at), and
+    `zelador.lock` in that folder when the folder is safe (opened with O_NOFOLLOW, mode 0600)."""
+
+    def __init__(self, sock: socket.socket, fd: int | None, problem: str) -> None:
+        self.sock = sock
+        self.fd = fd
+        self.problem = problem  # why the runtime folder is not used ("" when it is)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+        self.sock.close()
+
+
+def take_lock(folder: str, mode: int = 0o700) -> Lock | None:
+    """The lock; None if another zelador holds it. An unsafe runtime folder is not used (the
+    lock is then the abstract socket alone, and `Lock.problem` says why, in one line)."""
+    from zelador.store.files import open_private, prepare_dir
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
+        sock.bind(b"\0zelador-lock:" + hashlib.sha256(
+            os.path.realpath(folder).encode()).hexdigest()[:40].encode())
+    except OSError:  # EADDRINUSE: it is taken
+        sock.close()
         return None
-    return handle
+    try:
+        prepare_dir(folder, mode)
+        fd = open_private(os.path.join(folder, "zelador.lock"), os.O_RDWR | os.O_CREAT)
+    except OSError as exc:
+        return Lock(sock, None, f"not using runtime folder {folder} (no lock file there, no "
+                                f"control socket): {exc}")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        sock.close()
+        return None
+    return Lock(sock, fd, "")
 
 
 def use_scopes(choice: str) -> bool:
@@ -92,34 +125,53 @@ def use_scopes(choice: str) -> bool:
             and shutil.which("systemd-run") is not None)
 
 
-def build_daemon(args: argparse.Namespace, config: Config, *, once: bool) -> Daemon:
+def build_daemon(args: argparse.Namespace, config: Config, *, once: bool,
+                 lock: Lock | None = None) -> Daemon:
+    from zelador.events import Event
     from zelador.programs.launcher import Launcher
     from zelador.runtime.control import ControlServer
     from zelador.runtime.daemon import Daemon
     from zelador.store import history, state
+    from zelador.store.files import prepare_dir
     from zelador.systemd.journal import open_journal
 
     logs = args.logs_dir or os.environ.get("LOGS_DIRECTORY", "").split(":")[0] or "/var/log/zelador"
     journal = open_journal(args.log_target, logs)
     launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
                         use_scopes=use_scopes(args.scopes))
-    control = None if once else ControlServer(socket_path(args, config), config.control.group)
-    folder = state_dir(args)
+    control = None
+    if lock is not None and lock.problem:  # supervision goes on: no socket, `zelador status`
+        journal.emit(Event("degraded", lock.problem, priority=3))  # cannot reach us
+    elif not once:
+        try:
+            control = ControlServer(socket_path(args, config), config.control.group)
+        except OSError as exc:
+            journal.emit(Event("degraded", f"no control socket at {socket_path(args, config)} "
+                               f"(`zelador status` cannot reach this zelador): {exc}",
+                               priority=3))
+    folder: str | None = None if once else state_dir(args)
+    if folder is not None:
+        try:
+            prepare_dir(folder, 0o700)
+        except OSError as exc:
+            journal.emit(Event("degraded", f"not using state folder {folder} (no history, no "
+                               f"alerts, nothing kept across a restart): {exc}", priority=3))
+            folder = None
     return Daemon(config, journal=journal, launcher=launcher, control=control, once=once,
                   proc_events=args.proc_events == "auto",
-                  state_file=None if once else os.path.join(folder, state.FILE),
-                  history_file=None if once else os.path.join(folder, history.FILE),
-                  spool_dir=None if once else os.path.join(folder, "spool"),
-                  alerts_file=None if once else os.path.join(folder, "alerts.db"))
+                  state_file=None if folder is None else os.path.join(folder, state.FILE),
+                  history_file=None if folder is None else os.path.join(folder, history.FILE),
+                  spool_dir=None if folder is None else os.path.join(folder, "spool"),
+                  alerts_file=None if folder is None else os.path.join(folder, "alerts.db"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args.config, host_checks=False)  # host problems: per program, at launch
-    lock = take_lock(runtime_dir(args))
+    lock = take_lock(runtime_dir(args), 0o711 if config.control.group else 0o700)
     if lock is None:
         raise ControlError(f"another zelador already runs with {runtime_dir(args)} "
                            "(see `zelador status`)")
-    daemon = build_daemon(args, config, once=False)
+    daemon = build_daemon(args, config, once=False, lock=lock)
     try:
         return daemon.run()
     finally:
@@ -144,7 +196,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         raise ControlError(f"a zelador holds the lock in {runtime_dir(args)} but does not answer "
                            f"on {socket_path(args, config)}")
     try:
-        daemon = build_daemon(args, config, once=True)
+        daemon = build_daemon(args, config, once=True, lock=lock)
         daemon.run()
         states = daemon.supervisor.group.states.values()
         for state in states:

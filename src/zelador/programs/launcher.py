@@ -257,6 +257,7 @@ class Launcher:
             popen = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env,
                 cwd=program.working_directory or "/", start_new_session=True, close_fds=True,
+                umask=0o022,  # systemd's default: zelador's own UMask=0077 is not theirs
                 **self._credentials(program))
         except FileNotFoundError:
             raise LaunchError(f"{kind} script {command[0]!r} does not exist", host=True) from None

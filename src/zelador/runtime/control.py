@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from zelador.errors import ControlError, UsageError
+from zelador.store.files import prepare_dir
 
 MAX_REQUEST = 128 * 1024  # a `zelador exec` report carries up to 10 kB of output, JSON-escaped
 CLIENT_TIMEOUT = 2.0
@@ -24,7 +25,7 @@ class ControlServer:
     def __init__(self, path: str, group: str | None = None) -> None:
         self.path = path
         folder = os.path.dirname(path)
-        os.makedirs(folder, mode=0o755, exist_ok=True)
+        prepare_dir(folder, 0o711)  # root's, or refused (store/files.py): no link is planted
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -111,7 +111,9 @@ class Daemon:
         self._seen: tuple[object, ...] = ()  # the states the last snapshot was taken of
         self._saved_at = -JOBS_SAVED_EVERY
         self._save_timer: Timer | None = None
+        self._state_writer: state.StateWriter | None = None
         if state_file is not None:
+            self._state_writer = state.StateWriter(state_file, self._state_problem)
             self._restore(state_file)
             self.loop.after_turn(self._persist)
         self._watchdog = watchdog_interval()
@@ -171,8 +173,9 @@ class Daemon:
             self.web.close()
             self.fleet.close()
             self.alerts.close()
-            if self.state_file is not None:
+            if self._state_writer is not None:
                 self._persist(force=True)  # a job report of the last second is not lost
+                self._state_writer.close()
             if self.history is not None:
                 self.history.close()
             self.supervisor.watches.close_all()
@@ -225,13 +228,15 @@ class Daemon:
         kept = {"programs": _rounded(data["programs"]), "jobs": data["jobs"]}
         if kept == self._saved:
             return
-        try:
-            state.save(self.state_file, data)
-            self._saved = kept
-        except OSError as exc:
-            self._saved = kept  # say it once per change, not every turn
-            self.journal.emit(Event("degraded", f"cannot write state file {self.state_file}: "
-                                    f"{exc.strerror}", priority=4))
+        assert self._state_writer is not None
+        self._state_writer.save(data)  # written (and fsynced) on the writer's thread
+        self._saved = kept
+
+    def _state_problem(self, message: str, cleared: bool) -> None:
+        """Said by the state writer's thread (once per condition): journaled on the loop."""
+        self.loop.post(lambda: self.journal.emit(Event(
+            "degraded", message, priority=5 if cleared else 4,
+            fields=(("part", "state"), ("cleared", "yes" if cleared else "no")))))
 
     def _persist_later(self) -> None:
         self._save_timer = None

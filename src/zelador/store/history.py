@@ -21,6 +21,7 @@ from typing import Any, Callable, Union
 
 from zelador.events import Event
 from zelador.jobs.states import RunRow
+from zelador.store.files import connect_private_sqlite
 
 FILE = "history.db"
 RAW_CAP = 4096  # bytes of a raw report line kept
@@ -68,26 +69,25 @@ def open_db(path: str, on_problem: Callable[[str], None] | None = None) -> sqlit
     """Open (creating) the history; a corrupt file is moved aside and a fresh one started."""
     os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
     try:
-        return _connect(path)
+        return _connect(path, on_problem)
     except sqlite3.OperationalError:
         raise
     except sqlite3.DatabaseError as exc:
         aside = move_aside(path)
         if on_problem is not None:
             on_problem(f"history {path} is damaged ({exc}); moved to {aside}, starting a new one")
-        return _connect(path)
+        return _connect(path, on_problem)
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=2.0, isolation_level=None, check_same_thread=False)
+def _connect(path: str, on_problem: Callable[[str], None] | None = None) -> sqlite3.Connection:
+    # 0600 (and so its -wal/-shm): root reads it (`zelador history`, the status page)
+    conn = connect_private_sqlite(path, 0o600, timeout=2.0, note=on_problem)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")  # a commit is on disk: reports are answered OK
         conn.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
         conn.executescript(SCHEMA)
         _migrate(conn)
-        with contextlib.suppress(OSError):
-            os.chmod(path, 0o640)
     except sqlite3.DatabaseError:
         conn.close()
         raise

@@ -6,22 +6,28 @@ FATAL retry timer, a stop on request, a start still in flight (its time left), a
 
 `snapshot` and `restore` are pure (monotonic deadlines become "seconds left", counted again from
 the wall-clock time of the save, clamped so a clock step cannot stretch or skip a timer); `save`
-writes the small JSON file atomically (a temp file, fsync, rename); `load` reads it and raises
-StateFileError, which the daemon journals before starting fresh.
+writes the small JSON file atomically (mode 0600, an O_EXCL temporary with an unpredictable name,
+fsync, rename; store/files.py); `StateWriter` does that on a thread of its own, so no fsync ever
+runs on the loop; `load` reads it (never through a link) and raises StateFileError, which the
+daemon journals before starting fresh.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from zelador.config.model import Job
 from zelador.jobs.engine import Finished, JobPhase, JobState, Run
 from zelador.programs.states import Phase, ProgramState
+from zelador.store.files import open_private, write_atomic
 
 VERSION = 1
 FILE = "state.json"
@@ -90,7 +96,7 @@ def restore(data: Mapping[str, Any], states: Mapping[str, ProgramState], now: fl
 def load(path: str) -> dict[str, Any] | None:
     """The saved data, None if there is no file yet."""
     try:
-        with open(path, encoding="utf-8") as stream:
+        with open(open_private(path, os.O_RDONLY), encoding="utf-8") as stream:
             data = json.load(stream)
     except FileNotFoundError:
         return None
@@ -102,19 +108,123 @@ def load(path: str) -> dict[str, Any] | None:
 
 
 def save(path: str, data: Mapping[str, Any]) -> None:
-    """Write atomically: a reader (or a crash) sees the old file or the new one, never half."""
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, mode=0o755, exist_ok=True)
-    temp = f"{path}.{os.getpid()}.tmp"
-    try:
-        with open(temp, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, separators=(",", ":"))
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+    """Write atomically: a reader (or a crash) sees the old file or the new one, never half.
+    The daemon's folder is made and checked when it starts (store/files.py)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode(), 0o600)
+
+
+def describe(exc: OSError) -> str:
+    """An OSError as one line; ENOSPC and EDQUOT are named "disk full"."""
+    text = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full ({text})"
+    return text
+
+
+RETRY_FIRST = 1.0
+RETRY_MAX = 30.0
+
+
+class StateWriter:
+    """Writes state.json on a thread of its own: the loop hands over the latest snapshot and goes
+    on (no write, no fsync on the loop). A failed write is tried again (1 s, doubling to 30 s)
+    with the latest data; `on_problem(text, cleared)` is called once when a kind of error begins
+    and once when writing works again, never per write."""
+
+    def __init__(self, path: str, on_problem: Callable[[str, bool], None]) -> None:
+        self.path = path
+        self._on_problem = on_problem
+        self._cond = threading.Condition()
+        self._pending: Mapping[str, Any] | None = None
+        self._stopping = False
+        self._writing = False
+        self.failing: str | None = None  # the condition said, until it clears
+        self._thread: threading.Thread | None = None
+        self.restart()
+
+    # --- the loop side -------------------------------------------------------------------------
+
+    def save(self, data: Mapping[str, Any]) -> None:
+        with self._cond:
+            self._pending = data
+            self._cond.notify()
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def restart(self) -> None:
+        """Start the thread (again, after it died: what it held is still pending)."""
+        if self.alive():
+            return
+        self._thread = threading.Thread(target=self._run, name="zelador-state", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write what is pending (for up to `timeout`) and stop; False if it could not be."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._cond:
+            return self._pending is None and not self._writing
+
+    # --- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        delay = RETRY_FIRST
+        retry_at: float | None = None  # after a failure: not before then (unless stopping)
+        while True:
+            with self._cond:
+                while not self._stopping:
+                    now = time.monotonic()
+                    if self._pending is not None and (retry_at is None or now >= retry_at):
+                        break
+                    self._cond.wait(None if retry_at is None else max(0.0, retry_at - now))
+                data, self._pending = self._pending, None
+                if data is None:
+                    return  # stopping, nothing left
+                self._writing = True
+            error = self._write(data)
+            with self._cond:
+                self._writing = False
+                if error is None:
+                    delay, retry_at = RETRY_FIRST, None
+                    continue
+                if self._stopping:
+                    if self._pending is None:
+                        self._pending = data  # close() says it was not written
+                    return  # one last try only (it was said)
+                if self._pending is None:
+                    self._pending = data  # try again with it, unless newer data came
+                retry_at = time.monotonic() + delay
+                delay = min(delay * 2, RETRY_MAX)
+
+    def _write(self, data: Mapping[str, Any]) -> str | None:
+        try:
+            save(self.path, data)
+        except OSError as exc:
+            text = describe(exc)
+            if text != self.failing:
+                self.failing = text
+                self._tell(f"cannot write state file {self.path}: {text}; trying again "
+                           "(supervision goes on)", False)
+            return text
+        except Exception as exc:  # a bug must not end the thread
+            text = f"{type(exc).__name__}: {exc}"
+            if text != self.failing:
+                self.failing = text
+                self._tell(f"cannot write state file {self.path}: {text}", False)
+            return text
+        if self.failing is not None:
+            self.failing = None
+            self._tell(f"state file {self.path} written again", True)
+        return None
+
+    def _tell(self, text: str, cleared: bool) -> None:
+        with contextlib.suppress(Exception):  # the teller's bug must not end the writer
+            self._on_problem(text, cleared)
 
 
 # --- jobs: wall-clock moments already, saved as they are -----------------------------------------

@@ -129,6 +129,7 @@ class StderrJournal:
     def __init__(self, stream: IO[str] | None = None, logs_dir: str | None = None) -> None:
         self._stream = stream or sys.stderr
         self._logs_dir = logs_dir
+        self._refused = ""  # why the logs folder is not used, said once
 
     def emit(self, event: Event) -> None:
         extra = _fields(event)
@@ -145,9 +146,18 @@ class StderrJournal:
     def output_for(self, program: str) -> int:
         if not self._logs_dir:
             return os.dup(2)
-        os.makedirs(self._logs_dir, mode=0o750, exist_ok=True)
+        from zelador.store.files import open_private, prepare_dir
+
         path = os.path.join(self._logs_dir, f"{program}.log")
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+        try:  # a folder nobody else can change, and no link in it followed
+            prepare_dir(self._logs_dir, 0o750)
+            return open_private(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        except OSError as exc:
+            if str(exc) != self._refused:
+                self._refused = str(exc)
+                self.emit(Event("degraded", f"script output goes to zelador's stderr, not "
+                                f"{path}: {exc}", priority=4))
+            return os.dup(2)
 
     def where_output_goes(self, program: str) -> str:
         return os.path.join(self._logs_dir, f"{program}.log") if self._logs_dir else "zelador's stderr"

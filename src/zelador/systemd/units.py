@@ -80,10 +80,17 @@ WatchdogSec=30s
 Restart=always
 RestartSec=1s
 RestartPreventExitStatus=78
-# Lock and control socket; history and script logs when journald is not used.
+# Lock and control socket; history and script logs when journald is not used. Files zelador
+# makes are its own (0600): state.json, history.db, alerts.db and their -wal/-shm. Programs it
+# starts get umask 022 back. The runtime folder is 0711 so a control.group member reaches the
+# socket (0660) by name; nobody else can list or change any of them.
+UMask=0077
 RuntimeDirectory=zelador
+RuntimeDirectoryMode=0711
 StateDirectory=zelador
+StateDirectoryMode=0700
 LogsDirectory=zelador
+LogsDirectoryMode=0750
 # Every start script runs in a transient scope of its own (systemd-run --scope), so the programs
 # are not in this cgroup: stopping, restarting or upgrading zelador leaves them running.
 # No sandboxing (ProtectSystem=, PrivateTmp=, DeviceAllow=...): the vendor scripts write under
@@ -111,6 +118,8 @@ ExecStart={_zelador(exe, "check", config_path)}
 # enforces itself on each start script.
 TimeoutStartSec={span(config.check_timeout)}
 # Exit 3: something watched is not running; the unit shows as failed until the next good run.
+# What it makes (the lock) is its own; programs it starts get umask 022 back.
+UMask=0077
 """
     timer = f"""\
 [Unit]

@@ -1,0 +1,77 @@
+"""A full disk (a small tmpfs filled, then freed): nothing is lost, it is said once when it begins
+and once when it clears, and what waited is written when space returns."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+from zelador.store import state
+
+
+class Tmpfs:
+    def __init__(self, where: Path) -> None:
+        self.where = where
+        self.filler = where / "filler"
+
+    def fill(self) -> None:
+        """Take every free byte (tmpfs: no reserve for root)."""
+        with open(self.filler, "ab", buffering=0) as out, contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 4096)
+
+    def free(self) -> None:
+        self.filler.unlink()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
+    where = tmp_path / "small"
+    where.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+                           str(where)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield Tmpfs(where)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_the_state_file_says_disk_full_once_and_catches_up(tmpfs: Tmpfs) -> None:
+    path = str(tmpfs.where / "state.json")
+    said: list[tuple[str, bool]] = []
+    lock = threading.Lock()
+
+    def tell(text: str, cleared: bool) -> None:
+        with lock:
+            said.append((text, cleared))
+
+    writer = state.StateWriter(path, tell)
+    try:
+        writer.save({"n": 0})
+        wait_for(lambda: os.path.exists(path), what="the first write")
+        tmpfs.fill()
+        big = {"n": 1, "pad": "x" * 8192}  # more than the free blocks
+        for n in range(1, 30):
+            writer.save({**big, "n": n})
+        wait_for(lambda: said, what="the disk-full line")
+        assert said == [(f"cannot write state file {path}: disk full (No space left on device); "
+                         "trying again (supervision goes on)", False)]
+        assert json.loads(Path(path).read_text()) == {"n": 0}  # the old file, whole
+        assert not [p for p in os.listdir(tmpfs.where) if p.endswith(".tmp")]
+        tmpfs.free()
+        wait_for(lambda: len(said) == 2, 15, "the line saying it clears")
+        assert said[1] == (f"state file {path} written again", True)
+        assert json.loads(Path(path).read_text())["n"] == 29  # the latest, without a new save
+    finally:
+        assert writer.close()
+    assert len(said) == 2
