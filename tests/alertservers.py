@@ -84,6 +84,7 @@ class FakeTelegram:
     undeletable: bool = False  # deleteMessage: "message can't be deleted"
     migrate_from: str | None = None  # this chat became a supergroup
     migrate_to: str = "-1009999"
+    echo: bool = False  # answer every call 400 quoting the URL it was asked (percent-encoded)
 
     def __post_init__(self) -> None:
         owner = self
@@ -94,6 +95,10 @@ class FakeTelegram:
                 length = int(self.headers.get("Content-Length", 0))
                 params = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
                 status, answer = owner.answer(self.path, params)
+                if owner.echo:
+                    status, answer = 400, {"ok": False, "error_code": 400, "description": (
+                        f"Bad Request: no such method at {owner.url}"
+                        f"{urllib.parse.quote(self.path, safe='/')}")}
                 data = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -12,6 +12,7 @@ Reproduce a run with ZELADOR_FAULT_SEED=N (printed on failure).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import threading
@@ -67,6 +68,10 @@ def test_random_faults_keep_the_outbox_promises(tmp_path: Path) -> None:
     rig = Rig(tmp_path, retry_first=0.02, retry_max=0.05, group_wait=0.01)
     flaky = Flaky(rng)
     rig.channel = flaky  # type: ignore[assignment]
+    # no rate limit: 20 attempts a minute (the default) can be spent before the faults stop,
+    # and the rest would then wait past the deadline below
+    rig.settings = dataclasses.replace(rig.settings, channels=tuple(
+        dataclasses.replace(c, rate=100_000) for c in rig.settings.channels))
     rig.outbox.close()
     rig.open()
     clock = 1_000.0

@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from tests.integration.test_outbox import Rig
+from zelador.alerts.incidents import route
+from zelador.events import event
 from zelador.store import state
 
 
@@ -36,7 +39,7 @@ class Tmpfs:
 def tmpfs(tmp_path: Path) -> Iterator[Tmpfs]:
     where = tmp_path / "small"
     where.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs",
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs",
                            str(where)], capture_output=True, text=True)
     if made.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
@@ -60,7 +63,7 @@ def test_the_state_file_says_disk_full_once_and_catches_up(tmpfs: Tmpfs) -> None
         writer.save({"n": 0})
         wait_for(lambda: os.path.exists(path), what="the first write")
         tmpfs.fill()
-        big = {"n": 1, "pad": "x" * 8192}  # more than the free blocks
+        big = {"n": 1, "pad": "x" * 65536}  # more than the free blocks
         for n in range(1, 30):
             writer.save({**big, "n": n})
         wait_for(lambda: said, what="the disk-full line")
@@ -75,3 +78,31 @@ def test_the_state_file_says_disk_full_once_and_catches_up(tmpfs: Tmpfs) -> None
     finally:
         assert writer.close()
     assert len(said) == 2
+
+
+def test_a_notice_raised_while_the_disk_is_full_is_kept_and_sent_when_space_returns(
+        tmpfs: Tmpfs) -> None:
+    rig = Rig(tmpfs.where)  # alerts.db on the small tmpfs
+    try:
+        rig.feed("job_failed", name="first")
+        wait_for(lambda: rig.states() == [("problem", "sent")], what="the first one sent")
+        tmpfs.fill()
+        big = "x" * 300_000  # more than any WAL page SQLite could reuse
+        notices = rig.incidents.observe(event("job_failed", big, subject="backup",
+                                              subject_kind="job"), 2000.0, 2000.0)
+        rig.outbox.submit([(n, route(n, rig.settings)) for n in notices])
+        wait_for(lambda: [e for e in rig.said if e.kind == "degraded"], 20, "disk full said")
+        said = [e.message for e in rig.said if e.kind == "degraded"]
+        assert said == [f"alerts store {rig.path}: disk full (database or disk is full); "
+                        "trying again in 1s (1 notices wait in memory; supervision goes on)"]
+        assert rig.states() == [("problem", "sent")]  # not a row yet: held in memory
+        assert rig.outbox.alive()
+        tmpfs.free()
+        wait_for(lambda: rig.states() == [("problem", "sent")] * 2, 60,
+                 "stored and sent once space returned")
+        assert [i["subject"] for i in rig.channel.items()] == ["first", "backup"]
+        said = [e.message for e in rig.said if e.kind == "degraded"]
+        assert said[1:] == [f"alerts store {rig.path} works again (after: disk full (database "
+                            "or disk is full))"]
+    finally:
+        rig.outbox.close()

@@ -14,104 +14,47 @@ one message, at most MAX_ITEMS per message.
 Exactly once, and the one gap: a row is marked `sending` before the attempt and `sent` after.
 If zelador dies between the server's acceptance and that mark (a window of one local SQLite
 write), the row is found `sending` at the next start and sent again: at least once, never lost.
+
+Faults of its own: no SQLite error ends the keeper (a full disk, a lock held past 5 s, an I/O
+error, a damaged row). What failed is tried again (1 s, doubling to 30 s) and said once per
+condition ("disk full" for SQLITE_FULL), and once when it clears. Notices wait in memory (up to
+MAX_HELD) until they are rows: one raised while the disk is full is stored and sent when space
+returns. `submit` never blocks and never queues without bound. `alive()`/`restart()` let the
+daemon watch the keeper and the lanes.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import itertools
 import json
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from zelador.alerts import store
 from zelador.alerts.incidents import PROBLEM, RECOVERY, REMINDER, Incident, Notice
+from zelador.alerts.lanes import Batch, Lane, Outcome, Previous, Sender
 from zelador.alerts.texts import Item, headline
 from zelador.config.durations import format_duration
 from zelador.config.model import Alerts, Channel
 from zelador.events import Event, event
-from zelador.workers import Pool
+
+__all__ = ["Batch", "Build", "Outbox", "Outcome", "Previous", "Sender"]
 
 MAX_ITEMS = 50  # items in one message
 PRUNE_EVERY = 600.0
 CLOSE_WAIT = 2.0  # at shutdown, how long an attempt under way may finish
-MIN_GAP = {"telegram": 1.0}  # Telegram: about one message a second per chat
+MAX_HELD = 10_000  # notices waiting in memory for the store (a full disk, a dead keeper)
+RECORD_BATCH = 500  # notices per transaction
+RETRY_FIRST = 1.0  # after a failed store operation; doubling
+RETRY_MAX = 30.0
 
-
-@dataclass(frozen=True)
-class Previous:
-    """An earlier message the recoveries in a batch are about (to delete or edit it)."""
-
-    ref: str
-    sent: float
-    items: list[Item]  # each with "closed" set when its incident is closed
-
-
-@dataclass(frozen=True)
-class Batch:
-    channel: str
-    items: list[Item]
-    previous: list[Previous] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Outcome:
-    ok: bool
-    ref: str | None = None  # what identifies the message there (Telegram chat:id, a Message-ID)
-    error: str = ""  # the server's answer, secrets removed
-    retry_after: float | None = None  # the server asked us to wait this long
-    note: str = ""  # e.g. "deleted the problem message"
-
-
-class Sender(Protocol):
-    """A channel: one attempt, bounded by its own timeout; never raises."""
-
-    def send(self, batch: Batch) -> Outcome: ...
-
-
-class _Lane:
-    """One channel's sender thread (one attempt at a time) and its rate limit."""
-
-    def __init__(self, channel: Channel, sender: Sender, done: Callable[[str, int, Outcome], None],
-                 clock: Callable[[], float]):
-        self.channel = channel
-        self.sender = sender
-        self.busy: int | None = None  # the batch under way
-        # when attempts began, stamped on the sender thread as it begins one: the gap a server
-        # sees between two messages is never shorter than the limit (read only while not busy)
-        self.stamps: collections.deque[float] = collections.deque(maxlen=channel.rate)
-        self._done = done
-        self._clock = clock
-        self._worker = Pool(1, f"alert-{channel.name}")
-
-    def start(self, number: int, batch: Batch) -> None:
-        self.busy = number
-        self._worker.submit(lambda: self._attempt(batch),
-                            lambda outcome, error: self._done(self.channel.name, number, (
-                                outcome if error is None else  # a channel bug: a failed attempt
-                                Outcome(False, error=f"{type(error).__name__}: {error}"))))
-
-    def _attempt(self, batch: Batch) -> Outcome:
-        self.stamps.append(self._clock())
-        return self.sender.send(batch)
-
-    def free_at(self, now: float) -> float:
-        """When the rate limit lets the next message go."""
-        gap = MIN_GAP.get(self.channel.kind, 0.0)
-        at = self.stamps[-1] + gap if self.stamps else now
-        if len(self.stamps) == self.channel.rate:
-            at = max(at, self.stamps[0] + self.channel.per)
-        return at
-
-    def stop(self) -> None:
-        self._worker.close()
-        close = getattr(self.sender, "close", None)  # a sender with a thread of its own
-        if close is not None:
-            close()
+Held = tuple[Notice, tuple[str, ...]]
 
 
 Build = Callable[[Channel], Sender]
@@ -128,34 +71,76 @@ class Outbox:
         self._build = build
         self._report = report
         self._clock = clock
-        self.conn = store.connect(path, note=lambda text: report(event("degraded", text,
-                                                                       priority=5)))
+        self.conn: sqlite3.Connection | None = self._connect()
         self.conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'")
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._lanes: dict[str, _Lane] = {}
+        # notices not yet rows: the loop appends, only the keeper removes (once they are rows)
+        self._held: collections.deque[Held] = collections.deque()
+        self._held_lock = threading.Lock()
+        self._woken = False  # a "notices" wake-up is in the inbox
+        self.dropped = 0  # notices beyond MAX_HELD (said, counted)
+        self._lanes: dict[str, Lane] = {}
+        self._finishing: list[tuple[str, int, Outcome]] = []  # outcomes not yet recorded
         self._batches = int(self.conn.execute("SELECT COALESCE(MAX(batch), 0) FROM outbox")
                             .fetchone()[0])  # numbers go on from the last run's
         self._pruned = 0.0
         self.keep = 90 * 86400.0
+        self.failing: str | None = None  # the store's trouble, said once until it clears
+        self._retry = RETRY_FIRST
+        self._stopping_at: float | None = None
+        self._new_settings: Alerts | None = None
         self._thread: threading.Thread | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        return store.connect(self.path, note=lambda text: self._report(
+            event("degraded", text, priority=5)))
 
     def restored(self) -> list[Incident]:
         """The incidents open when zelador last stopped (read before the thread starts)."""
+        assert self.conn is not None
         return store.open_incidents(self.conn)
 
     def start(self) -> None:
-        self._set_channels(self.settings)
+        self._new_settings = self.settings  # the lanes are made by the keeper's first turn
         self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
         self._thread.start()
 
-    # --- called from the loop thread: queue puts only --------------------------------------------
+    # --- called from the loop thread: never blocks ----------------------------------------------
 
-    def submit(self, notices: list[tuple[Notice, tuple[str, ...]]]) -> None:
-        if notices:
-            self._inbox.put(("notices", notices))
+    def submit(self, notices: list[Held]) -> None:
+        if not notices:
+            return
+        with self._held_lock:
+            room = MAX_HELD - len(self._held)
+            self._held.extend(notices[:max(room, 0)])
+            lost = len(notices) - max(room, 0)
+            wake = not self._woken
+            self._woken = True
+        if lost > 0:
+            self.dropped += lost
+            self._report(event("degraded", f"alerts: {lost} notices dropped ({self.dropped} so "
+                               f"far): {MAX_HELD} already wait for {self.path}", priority=3))
+        if wake:
+            self._inbox.put(("notices", None))
 
     def update(self, settings: Alerts) -> None:
         self._inbox.put(("settings", settings))
+
+    def alive(self) -> bool:
+        """The keeper and every lane's thread are running (or were stopped on purpose)."""
+        keeper = self._thread is None or self._thread.is_alive() or self._stopping_at is not None
+        return keeper and all(lane.alive() for lane in list(self._lanes.values()))
+
+    def restart(self) -> list[str]:
+        """Start again what ended (nothing held is lost); the names of what was restarted."""
+        again = [f"alert sender {name}" for name, lane in list(self._lanes.items())
+                 if lane.restart()]
+        if self._thread is not None and not self._thread.is_alive() and \
+                self._stopping_at is None:
+            self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
+            self._thread.start()
+            again.append("alert outbox keeper")
+        return again
 
     def close(self, timeout: float = 5.0) -> None:
         self._inbox.put(("stop", None))
@@ -163,38 +148,92 @@ class Outbox:
             self._thread.join(timeout)
         for lane in self._lanes.values():
             lane.stop()
+        if self._thread is None or not self._thread.is_alive():
+            self._close_conn()
 
     # --- the keeper thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        stopping_at: float | None = None
         while True:
             now = self._clock()
-            wait = self._dispatch(now)
-            if stopping_at is not None:
-                if not any(lane.busy is not None for lane in self._lanes.values()) or \
-                        now >= stopping_at:
+            wait = self._guarded(self._turn, now)
+            if self._stopping_at is not None:
+                idle = not any(lane.busy is not None for lane in self._lanes.values())
+                if (idle and not self._held and not self._finishing) or \
+                        now >= self._stopping_at:
                     break
                 wait = min(wait, 0.05)
             try:
                 what, data = self._inbox.get(timeout=max(0.0, wait))
             except queue.Empty:
                 continue
-            try:
-                if what == "notices":
-                    self._record(data, self._clock())
-                elif what == "done":
-                    channel, number, outcome = data
-                    self._finish(channel, number, outcome, self._clock())
-                elif what == "settings":
-                    self._set_channels(data)
-                elif what == "stop":
-                    stopping_at = self._clock() + CLOSE_WAIT
-            except sqlite3.Error as exc:  # a full disk: say so, keep going with what we have
-                self._report(event("degraded", f"alerts store {self.path}: {exc}", priority=3))
-        self.conn.close()
+            if what == "notices":
+                with self._held_lock:
+                    self._woken = False
+            elif what == "done":
+                self._finishing.append(data)
+            elif what == "settings":
+                self.settings = self._new_settings = data  # applied by the next turn
+            elif what == "stop":
+                self._stopping_at = self._clock() + CLOSE_WAIT
+        self._close_conn()
+
+    def _close_conn(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _turn(self, now: float) -> float:
+        """Store what waits, record outcomes, start what is due; seconds until the next look."""
+        if self.conn is None:
+            self.conn = self._connect()
+        if self._new_settings is not None:
+            self._set_channels(self._new_settings)
+            self._new_settings = None
+        while self._finishing:
+            self._finish(*self._finishing[0], self._clock())
+            self._finishing.pop(0)
+        while self._held:
+            with self._held_lock:
+                notices = list(itertools.islice(self._held, RECORD_BATCH))
+            self._record(notices, now)
+            with self._held_lock:
+                for _ in notices:
+                    self._held.popleft()
+        wait = self._dispatch(now)
+        if self.failing is not None:
+            self._report(event("degraded", f"alerts store {self.path} works again "
+                               f"(after: {self.failing})", priority=5))
+            self.failing = None
+        self._retry = RETRY_FIRST
+        return wait
+
+    def _guarded(self, work: Callable[[float], float], now: float) -> float:
+        """Run `work`; any error is said once per condition and tried again after a backoff."""
+        try:
+            return work(now)
+        except Exception as exc:
+            conn = self.conn
+            if conn is not None and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # gone already: say the first error
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError) and \
+                    not isinstance(exc, sqlite3.OperationalError):
+                self._close_conn()  # damaged or replaced: open it again at the next try
+            text = describe(exc)
+            if text != self.failing:
+                self.failing = text
+                held = len(self._held)
+                self._report(event("degraded", f"alerts store {self.path}: {text}; trying again "
+                                   f"in {format_duration(self._retry)} ({held} notices wait in "
+                                   "memory; supervision goes on)", priority=3))
+            wait = self._retry
+            self._retry = min(self._retry * 2, RETRY_MAX)
+            return wait
 
     def _set_channels(self, settings: Alerts) -> None:
+        assert self.conn is not None
         self.settings = settings
         wanted = {c.name: c for c in settings.channels}
         for name, lane in list(self._lanes.items()):
@@ -203,8 +242,8 @@ class Outbox:
                 del self._lanes[name]
         for name, chan in wanted.items():
             if name not in self._lanes:
-                self._lanes[name] = lane = _Lane(chan, self._build(chan), self._lane_done,
-                                                 self._clock)
+                self._lanes[name] = lane = Lane(chan, self._build(chan), self._lane_done,
+                                                self._clock)
                 restore = getattr(lane.sender, "restore", None)  # resends what is still open
                 if restore is not None:
                     restore(store.delivered_open(self.conn, name))
@@ -219,19 +258,17 @@ class Outbox:
     def _lane_done(self, channel: str, number: int, outcome: Outcome) -> None:
         self._inbox.put(("done", (channel, number, outcome)))
 
-    def _record(self, notices: list[tuple[Notice, tuple[str, ...]]], now: float) -> None:
-        """Incidents and outbox rows for the notices, in one transaction."""
-        conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for notice, channels in notices:
-                self._record_one(notice, channels, now)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _record(self, notices: list[Held], now: float) -> None:
+        """Incidents and outbox rows for the notices, in one transaction (rolled back by
+        `_guarded` if it fails: the notices stay held)."""
+        assert self.conn is not None
+        self.conn.execute("BEGIN IMMEDIATE")
+        for notice, channels in notices:
+            self._record_one(notice, channels, now)
+        self.conn.execute("COMMIT")
 
     def _record_one(self, notice: Notice, channels: tuple[str, ...], now: float) -> None:
+        assert self.conn is not None
         conn, incident = self.conn, notice.incident
         ident = store.open_incident_id(conn, incident.key)
         if notice.phase == PROBLEM or ident is None:
@@ -274,6 +311,7 @@ class Outbox:
 
     def _dispatch(self, now: float) -> float:
         """Start what is due on every idle lane; seconds until something else may be."""
+        assert self.conn is not None
         wait = 60.0
         for name, lane in self._lanes.items():
             if lane.busy is not None:
@@ -291,66 +329,42 @@ class Outbox:
             self._prune(now)
         return wait
 
-    def _start(self, lane: _Lane, now: float) -> None:
+    def _start(self, lane: Lane, now: float) -> None:
+        assert self.conn is not None
         name = lane.channel.name
-        self._merge_unsent(name)
-        rows = [store.row_of(r) for r in self.conn.execute(
-            f"SELECT {store.COLUMNS} FROM outbox WHERE channel = ? AND state = 'pending' AND "
-            "(due <= ? OR attempts = 0) ORDER BY id LIMIT ?", (name, now, MAX_ITEMS))]
+        store.merge_unsent(self.conn, name)
+        rows = []
+        for values in self.conn.execute(
+                f"SELECT {store.COLUMNS} FROM outbox WHERE channel = ? AND state = 'pending' AND "
+                "(due <= ? OR attempts = 0) ORDER BY id LIMIT ?", (name, now, MAX_ITEMS)
+                ).fetchall():
+            try:
+                rows.append(store.row_of(values))
+            except (ValueError, TypeError) as exc:  # a damaged row: set aside, said, not sent
+                self.conn.execute("UPDATE outbox SET state = 'failed', last_error = ? WHERE "
+                                  "id = ?", (f"damaged row: {exc}", values[0]))
+                self._report(event("alert_given_up", f"alert {values[0]} for {name} is damaged "
+                                   f"in {self.path} ({exc}); it cannot be sent", priority=3,
+                                   channel=name))
+        if not rows:
+            return
         self._batches += 1
         number = self._batches
         ids = [r.id for r in rows]
         self.conn.execute(f"UPDATE outbox SET state = 'sending', batch = ? WHERE id IN "
                           f"({','.join('?' * len(ids))})", (number, *ids))
-        lane.start(number, Batch(name, [r.item for r in rows], self._previous(name, rows)))
-
-    def _merge_unsent(self, channel: str) -> None:
-        """A recovery waiting behind its own problem (whose attempt failed after the recovery
-        was written): the problem is superseded, and the recovery says both, as an episode."""
-        pairs = self.conn.execute(
-            "SELECT DISTINCT r.id, r.item FROM outbox r JOIN outbox p ON p.incident = r.incident "
-            "AND p.channel = r.channel WHERE r.channel = ? AND r.state = 'pending' AND "
-            "r.phase = 'recovery' AND p.state = 'pending' AND p.phase IN ('problem', 'reminder')",
-            (channel,)).fetchall()
-        for ident, item_json in pairs:
-            incident = self.conn.execute("SELECT incident FROM outbox WHERE id = ?",
-                                         (ident,)).fetchone()[0]
-            self.conn.execute("UPDATE outbox SET state = 'superseded', last_error = 'recovered "
-                              "before it was sent' WHERE incident = ? AND channel = ? AND "
-                              "state = 'pending' AND phase IN ('problem', 'reminder')",
-                              (incident, channel))
-            told = self.conn.execute("SELECT 1 FROM outbox WHERE incident = ? AND channel = ? AND "
-                                     "phase = 'problem' AND state IN ('sent', 'sending')",
-                                     (incident, channel)).fetchone()
-            if told is None:
-                item = dict(json.loads(item_json), phase="episode")
-                self.conn.execute("UPDATE outbox SET phase = 'episode', item = ? WHERE id = ?",
-                                  (json.dumps(item), ident))
-
-    def _previous(self, channel: str, rows: list[store.Row]) -> list[Previous]:
-        """The sent messages about the incidents that recover in `rows`."""
-        incidents = [r.incident for r in rows if r.phase == RECOVERY and r.incident is not None]
-        if not incidents:
-            return []
-        refs = self.conn.execute(
-            f"SELECT DISTINCT ref, sent FROM outbox WHERE channel = ? AND state = 'sent' AND "
-            f"ref IS NOT NULL AND phase IN ('problem', 'reminder') AND incident IN "
-            f"({','.join('?' * len(incidents))})", (channel, *incidents)).fetchall()
-        out = []
-        for ref, sent in refs:
-            items = []
-            for item_json, closed in self.conn.execute(
-                    "SELECT o.item, i.closed FROM outbox o LEFT JOIN incidents i ON i.id = "
-                    "o.incident WHERE o.channel = ? AND o.ref = ? AND o.phase IN ('problem', "
-                    "'reminder') ORDER BY o.id", (channel, ref)):
-                items.append(dict(json.loads(item_json), closed=closed))
-            out.append(Previous(ref, sent, items))
-        return out
+        lane.start(number, Batch(name, [r.item for r in rows], store.previous(self.conn, name, rows)))
 
     def _finish(self, channel: str, number: int, outcome: Outcome, now: float) -> None:
+        """Record an attempt's outcome; the lane stays busy until it is recorded."""
+        assert self.conn is not None
+        self._finish_rows(channel, number, outcome, now)  # may raise: tried again later
         lane = self._lanes.get(channel)
         if lane is not None and lane.busy == number:
             lane.busy = None
+
+    def _finish_rows(self, channel: str, number: int, outcome: Outcome, now: float) -> None:
+        assert self.conn is not None
         rows = [store.row_of(r) for r in self.conn.execute(
             f"SELECT {store.COLUMNS} FROM outbox WHERE batch = ? AND state = 'sending'",
             (number,))]
@@ -390,6 +404,7 @@ class Outbox:
                            channel=channel, attempts=attempts, items=len(rows), **subject))
 
     def _prune(self, now: float) -> None:
+        assert self.conn is not None
         self._pruned = now
         cutoff = now - self.keep
         self.conn.execute("DELETE FROM outbox WHERE state NOT IN ('pending', 'sending') AND "
@@ -397,6 +412,19 @@ class Outbox:
         self.conn.execute("DELETE FROM incidents WHERE closed IS NOT NULL AND closed < ? AND id "
                           "NOT IN (SELECT incident FROM outbox WHERE incident IS NOT NULL)",
                           (cutoff,))
+
+
+def describe(exc: BaseException) -> str:
+    """A store error as one line; SQLITE_FULL is "disk full", SQLITE_BUSY says it waited."""
+    text = str(exc) or type(exc).__name__
+    if not isinstance(exc, sqlite3.Error):
+        return f"{type(exc).__name__}: {text}"
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+    if name == "SQLITE_FULL" or "is full" in text:
+        return f"disk full ({text})"
+    if name == "SQLITE_BUSY" or "is locked" in text:
+        return f"{text} (another process held it for over 5 s)"
+    return text
 
 
 def _subject(rows: list[store.Row]) -> dict[str, Any]:

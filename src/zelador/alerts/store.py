@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from zelador.alerts.incidents import Incident
+from zelador.alerts.incidents import RECOVERY, Incident
+from zelador.alerts.lanes import Previous
 from zelador.alerts.texts import Item
 from zelador.store.files import connect_private_sqlite
 
@@ -133,3 +134,54 @@ def read_outbox(path: str, *, limit: int = 20) -> dict[str, Any]:
                "last_error": r.last_error, "subject": r.item.get("subject"),
                "problem": r.item.get("problem")} for r in rows]
     return {"incidents": incidents, "counts": counts, "latest": latest}
+
+
+# --- the keeper's questions (alerts/outbox.py), on its connection --------------------------------
+
+
+def merge_unsent(conn: sqlite3.Connection, channel: str) -> None:
+    """A recovery waiting behind its own problem (whose attempt failed after the recovery was
+    written): the problem is superseded, and the recovery says both, as an episode."""
+    pairs = conn.execute(
+        "SELECT DISTINCT r.id, r.item, r.incident FROM outbox r JOIN outbox p ON p.incident = "
+        "r.incident AND p.channel = r.channel WHERE r.channel = ? AND r.state = 'pending' AND "
+        "r.phase = 'recovery' AND p.state = 'pending' AND p.phase IN ('problem', 'reminder')",
+        (channel,)).fetchall()
+    for ident, item_json, incident in pairs:
+        conn.execute("UPDATE outbox SET state = 'superseded', last_error = 'recovered before it "
+                     "was sent' WHERE incident = ? AND channel = ? AND state = 'pending' AND "
+                     "phase IN ('problem', 'reminder')", (incident, channel))
+        told = conn.execute("SELECT 1 FROM outbox WHERE incident = ? AND channel = ? AND "
+                            "phase = 'problem' AND state IN ('sent', 'sending')",
+                            (incident, channel)).fetchone()
+        if told is None:
+            try:
+                item = dict(json.loads(item_json), phase="episode")
+            except (ValueError, TypeError):
+                continue  # a damaged row: the keeper sets it aside when it reads it to send
+            conn.execute("UPDATE outbox SET phase = 'episode', item = ? WHERE id = ?",
+                         (json.dumps(item), ident))
+
+
+def previous(conn: sqlite3.Connection, channel: str, rows: list[Row]) -> list[Previous]:
+    """The sent messages about the incidents that recover in `rows`."""
+    incidents = [r.incident for r in rows if r.phase == RECOVERY and r.incident is not None]
+    if not incidents:
+        return []
+    refs = conn.execute(
+        f"SELECT DISTINCT ref, sent FROM outbox WHERE channel = ? AND state = 'sent' AND "
+        f"ref IS NOT NULL AND phase IN ('problem', 'reminder') AND incident IN "
+        f"({','.join('?' * len(incidents))})", (channel, *incidents)).fetchall()
+    out = []
+    for ref, sent in refs:
+        items = []
+        for item_json, closed in conn.execute(
+                "SELECT o.item, i.closed FROM outbox o LEFT JOIN incidents i ON i.id = "
+                "o.incident WHERE o.channel = ? AND o.ref = ? AND o.phase IN ('problem', "
+                "'reminder') ORDER BY o.id", (channel, ref)).fetchall():
+            try:
+                items.append(dict(json.loads(item_json), closed=closed))
+            except (ValueError, TypeError):
+                continue  # a damaged row: that message is left as it is
+        out.append(Previous(ref, sent, items))
+    return out

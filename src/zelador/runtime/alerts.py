@@ -131,6 +131,14 @@ class AlertLink:
         if self.outbox is not None:
             self.outbox.close()  # an attempt under way may finish (2 s at most)
 
+    def alive(self) -> bool:
+        """The outbox's keeper and sender threads run (true without an outbox)."""
+        return self.outbox is None or self.outbox.alive()
+
+    def restart(self) -> list[str]:
+        """Start again the outbox threads that ended (what they held is kept); their names."""
+        return [] if self.outbox is None else self.outbox.restart()
+
     def after_turn(self, duplicates: Callable[[], Mapping[str, bool]]) -> None:
         """Close the duplicate incidents of programs that run once again."""
         if self.desk is not None and self.desk.has_duplicates_open():

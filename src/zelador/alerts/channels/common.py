@@ -1,10 +1,14 @@
-"""What the channels share: the JSON document, reading a secret, HTTP with a hard timeout."""
+"""What the channels share: the JSON document, reading a secret, HTTP with a hard timeout, and
+removing secrets from whatever a channel says."""
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
 from zelador import __version__
@@ -63,3 +67,46 @@ def http(method: str, url: str, body: bytes | None, headers: dict[str, str],
 def short(data: bytes, limit: int = 200) -> str:
     text = data.decode("utf-8", "replace").strip().replace("\n", " ")
     return text[:limit] + ("..." if len(text) > limit else "")
+
+
+HIDDEN = "<secret>"
+MIN_SECRET = 4  # shorter values are not looked for (they would blank ordinary words)
+
+
+def _char(c: str) -> str:
+    """A pattern for one character of a secret in any form a server may echo it in: as is,
+    percent-encoded (%3A, %3a, or twice: %253A), JSON-escaped (\\u003a) or an HTML entity."""
+    forms = [re.escape(c)]
+    for byte in c.encode():
+        hexa = f"{byte:02x}"
+        forms += [f"%(?:25)?{hexa}", f"\\\\u00{hexa}", f"&#(?:x{hexa}|{byte});"]
+    return "(?:" + "|".join(forms) + ")"
+
+
+def secret_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """One pattern matching every secret in every form; None when there is none to hide."""
+    wanted = sorted({s for s in secrets if len(s) >= MIN_SECRET}, key=len, reverse=True)
+    if not wanted:
+        return None
+    return re.compile("|".join("".join(_char(c) for c in s) for s in wanted), re.IGNORECASE)
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """`text` with each secret replaced by <secret>, whatever form it took (see `_char`)."""
+    pattern = secret_pattern(secrets)
+    return text if pattern is None or not text else pattern.sub(HIDDEN, text)
+
+
+def public_url(url: str) -> str:
+    """A URL as it may be journaled: no user or password, no path, no query (a webhook's path
+    and query often hold its key): scheme://host[:port]."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    more = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{more}"

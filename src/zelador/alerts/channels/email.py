@@ -15,7 +15,7 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from zelador.alerts.channels.common import read_secret
+from zelador.alerts.channels.common import read_secret, redact
 from zelador.alerts.outbox import Batch, Outcome
 from zelador.alerts.texts import plain, title
 from zelador.config.model import Email
@@ -53,6 +53,7 @@ class EmailSender:
         t = self.target
         try:
             password = read_secret(t.password_file) if t.password_file else None
+            self._password = password or ""
         except (OSError, UnicodeDecodeError) as exc:
             return Outcome(False, error=f"cannot read the password file: {exc}")
         msg = self.message(batch)
@@ -81,3 +82,7 @@ class EmailSender:
         except (smtplib.SMTPException, OSError) as exc:
             return Outcome(False, error=f"{t.host}:{t.port}: {type(exc).__name__}: "
                            f"{str(exc) or 'timed out'}")
+
+    def clean(self, text: str) -> str:
+        """`text` without the password in any form (the lane cleans every outcome with it)."""
+        return redact(text, [self._password])

@@ -5,7 +5,8 @@ everything in it recovered (`on_recovery: delete`), or edited to say so (`edit`,
 on a message older than the 48 h a bot may delete within), or left and a new message sent
 (`send`). A message holding several problems is edited to mark the ones that recovered until
 the last one does. Texts are HTML with every variable part escaped, cut to 4096 characters.
-The token never appears in an error: every string from here has it replaced.
+The token never appears in an error: every string from here has it replaced, in whatever form
+the server or the HTTP library echoed it (percent-encoded inside a URL too: common.redact).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from zelador.alerts.channels.common import http, read_secret, short
+from zelador.alerts.channels.common import http, read_secret, redact, short
 from zelador.alerts.outbox import Batch, Outcome, Previous
 from zelador.alerts.texts import MARKS, Item, clock, detail, headline
 from zelador.config.model import Telegram
@@ -66,9 +67,9 @@ class TelegramSender:
                 notes.append(f"the chat moved to {self.chat_id}: update chat_id in the config")
             return Outcome(True, ref=ref, note="; ".join(notes))
         except ApiError as exc:
-            return Outcome(False, error=self._clean(str(exc)), retry_after=exc.retry_after)
+            return Outcome(False, error=self.clean(str(exc)), retry_after=exc.retry_after)
         except (OSError, ValueError) as exc:
-            return Outcome(False, error=self._clean(f"{self.target.api_url}: "
+            return Outcome(False, error=self.clean(f"{self.target.api_url}: "
                                                     f"{str(exc) or 'timed out'}"))
 
     def _recoveries(self, previous: list[Previous], notes: list[str]) -> set[str]:
@@ -134,8 +135,9 @@ class TelegramSender:
             return self._call(method, {**params, "chat_id": self.chat_id}, again=False)
         raise error
 
-    def _clean(self, text: str) -> str:
-        return text.replace(self._token, "<token>") if self._token else text
+    def clean(self, text: str) -> str:
+        """`text` without the token, in any form (the lane cleans every outcome with it too)."""
+        return redact(text, [self._token]) if self._token else text
 
 
 def render(items: list[Item], host: str) -> str:
