@@ -204,3 +204,29 @@ def test_programs_get_umask_022_back_under_zeladors_0077(mfe, zelador_factory) -
     own = Path(f"/proc/{z.proc.pid}/status").read_text()
     theirs = Path(f"/proc/{pid}/status").read_text()
     assert "Umask:\t0077" in own and "Umask:\t0022" in theirs
+
+
+def test_links_planted_in_the_daemons_folders_change_nothing(
+        mfe, zelador_factory, local_user: pwd.struct_passwd) -> None:
+    z = zelador_factory(mfe.config(monitor=False))
+    run, folder = z.tmp / "run", z.tmp / "state"
+    for made in (run, folder):
+        made.mkdir(mode=0o700)
+    victim = z.tmp / "victim"
+    victim.write_text("theirs\n")
+    owned_by(victim, local_user)
+    absent = z.tmp / "made-by-root"
+    (run / "zelador.lock").symlink_to(absent)
+    (folder / "history.db").symlink_to(victim)
+    (folder / "state.json").symlink_to(victim)
+    z.start()
+    z.wait_event("started", "comunicador")
+    lines = [e["message"] for e in z.matching("degraded") + z.matching("state_ignored")]
+    assert any(f"not using runtime folder {run}" in m and "zelador.lock is a symbolic link" in m
+               for m in lines), lines
+    assert any("history" in m and "history.db is a symbolic link" in m for m in lines), lines
+    assert any("state.json is a symbolic link" in m for m in lines), lines
+    z.stop()
+    assert not absent.exists() and victim.read_text() == "theirs\n"
+    assert os.stat(victim).st_uid == local_user.pw_uid and mode(victim) == 0o644
+    assert (run / "zelador.lock").is_symlink() and (folder / "history.db").is_symlink()
