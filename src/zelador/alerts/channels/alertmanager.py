@@ -27,11 +27,12 @@ import json
 import socket
 import threading
 import time
+import urllib.parse
 from datetime import datetime, timezone
 from typing import Any
 
 from zelador import __version__
-from zelador.alerts.channels.common import http, short
+from zelador.alerts.channels.common import http, redact, short
 from zelador.alerts.outbox import Batch, Outcome
 from zelador.alerts.texts import Item, detail, headline, journal_line
 from zelador.config.model import Alertmanager
@@ -120,6 +121,11 @@ class AlertmanagerSender:
                 now = time.time()
                 self._post([alert(item, self.target, self.host, now) for item in items])
             self._stop.wait(self.target.resend)
+
+    def clean(self, text: str) -> str:
+        """`text` without the password of a URL that has one, in any form (the lane cleans
+        every outcome with it)."""
+        return redact(text, [urllib.parse.urlsplit(self.target.url).password or ""])
 
     def _post(self, alerts: list[dict[str, Any]]) -> Outcome:
         body = json.dumps(alerts).encode()
