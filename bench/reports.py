@@ -10,8 +10,9 @@ stand-in Comunicador and has jobs (bench/jobs.py's config: default settings, so 
    quiet, (a) 20,000 START lines with distinct run ids on one connection (100 open at most, the
    rest ERR too many open runs), (b) a malformed-line flood at full speed (2 connections
    pipelining garbage), (c) 256 slowloris connections trickling a byte each every 0.5 s (with a
-   real client sending whole reports meanwhile: how many got OK is printed). The load starts
-   1 s before the kill and goes on until the program is back. p50/p90 per kind, ratio to quiet.
+   real client sending whole reports meanwhile: how many got OK is printed). The load runs in a
+   process of its own at nice 19 (other machines on the network), starts 1 s before the kill
+   and goes on until the program is back. p50/p90 per kind, ratio to quiet.
 2. zelador's RSS (the daemon; the worker's too) before and after `--flood-seconds` of the
    malformed-line flood, and how many lines it answered.
 """
@@ -19,6 +20,7 @@ stand-in Comunicador and has jobs (bench/jobs.py's config: default settings, so 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import socket
@@ -27,7 +29,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import psutil
 
@@ -123,6 +125,44 @@ LOADS: dict[str, Callable[[int, threading.Event, list[int]], None] | None] = {
     "256 slowloris": slowloris}
 
 
+def _load_process(load: Callable[[int, threading.Event, list[int]], None], port: int,
+                  copies: int, done: Any, counted: Any) -> None:
+    """A load in a process of its own at nice 19: it stands for other machines on the network
+    (whose CPU is not the terminal's), and it keeps the measuring process quiet."""
+    os.nice(19)
+    stop = threading.Event()
+    count = [0]
+    threads = [threading.Thread(target=load, args=(port, stop, count), daemon=True)
+               for _ in range(copies)]
+    for thread in threads:
+        thread.start()
+    done.wait()
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    counted.value = count[0]
+
+
+def start_load(kind: str, port: int) -> tuple[Any, Any, Any] | None:
+    load = LOADS[kind]
+    if load is None:
+        return None
+    done, counted = multiprocessing.Event(), multiprocessing.Value("q", 0)
+    proc = multiprocessing.Process(target=_load_process, args=(
+        load, port, 2 if load is malformed else 1, done, counted))
+    proc.start()
+    return proc, done, counted
+
+
+def stop_load(running: tuple[Any, Any, Any] | None) -> int:
+    if running is None:
+        return 0
+    proc, done, counted = running
+    done.set()
+    proc.join(60)
+    return int(counted.value)
+
+
 def latencies(name: str, port: int, kills: int, gap: float) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {kind: [] for kind in LOADS}
     answered: dict[str, list[int]] = {kind: [] for kind in LOADS}
@@ -130,15 +170,8 @@ def latencies(name: str, port: int, kills: int, gap: float) -> dict[str, list[fl
     for _ in range(kills):
         for kind, load in LOADS.items():
             time.sleep(gap + jitter.random())
-            stop = threading.Event()
-            counted = [0]
-            threads = []
+            running = start_load(kind, port)
             if load is not None:
-                copies = 2 if load is malformed else 1
-                threads = [threading.Thread(target=load, args=(port, stop, counted), daemon=True)
-                           for _ in range(copies)]
-                for thread in threads:
-                    thread.start()
                 time.sleep(1.0)  # the load is under way
             (pid,) = find(name)
             before = {int(p) for p in os.listdir("/proc") if p.isdigit()}
@@ -146,10 +179,7 @@ def latencies(name: str, port: int, kills: int, gap: float) -> dict[str, list[fl
             os.kill(pid, 9)
             back = wait_new(name, pid, 30.0, before)
             out[kind].append((back or killed + 30.0) - killed)
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-            answered[kind].append(counted[0])
+            answered[kind].append(stop_load(running))
     for kind in LOADS:
         if kind == "256 slowloris":
             print(f"  {kind}: a real client's whole reports answered OK meanwhile (median per "
@@ -165,25 +195,18 @@ def rss_under_flood(daemon: int, port: int, seconds: float) -> None:
     workers = proc.children()
     before = proc.memory_info().rss
     worker_before = sum(w.memory_info().rss for w in workers)
-    stop = threading.Event()
-    counted = [0]
-    threads = [threading.Thread(target=malformed, args=(port, stop, counted), daemon=True)
-               for _ in range(2)]
-    for thread in threads:
-        thread.start()
+    running = start_load("malformed flood", port)
     peak = before
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         time.sleep(0.5)
         peak = max(peak, proc.memory_info().rss)
-    stop.set()
-    for thread in threads:
-        thread.join(30)
+    lines = stop_load(running)
     after = proc.memory_info().rss
     worker_after = sum(w.memory_info().rss for w in proc.children())
     mib = 1 << 20
-    print(f"malformed flood for {seconds:.0f}s: {counted[0]:,} lines answered "
-          f"({counted[0] / seconds:,.0f}/s)")
+    print(f"malformed flood for {seconds:.0f}s: {lines:,} lines answered "
+          f"({lines / seconds:,.0f}/s)")
     print(f"  zelador RSS {before / mib:.1f} -> {after / mib:.1f} MiB (peak {peak / mib:.1f}, "
           f"growth {(peak - before) / mib:+.1f} MiB); report worker {worker_before / mib:.1f} -> "
           f"{worker_after / mib:.1f} MiB")

@@ -4,6 +4,7 @@ line. Real daemon, real sockets, real SQLite; the worker tests use a real Loop i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -175,3 +176,42 @@ def test_garbage_from_the_worker_costs_the_worker_not_zelador() -> None:
         finally:
             intake.close()
             loop.close()
+
+
+def test_a_garbage_flood_wakes_zelador_ten_times_a_second_not_per_line() -> None:
+    """The worker's server in process: 2 s of garbage, pipelined; what it hands on to zelador
+    is a message with counts at most every 0.1 s, and a few sample lines each."""
+    from zelador.jobs.intake import Directory
+    from zelador.jobs.intakeserver import IntakeServer, Limits
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    calls: list[tuple[int, int, int]] = []
+    server = IntakeServer(listener, Limits(), Directory(frozenset({"quick"})),
+                          lambda batch, accepted, samples: calls.append(
+                              (batch, len(accepted), len(samples))))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    answered = 0
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.setblocking(False)
+            until = time.monotonic() + 2.0
+            garbage = b"state=MAYBE;name=quick\n" * 1000
+            left = b""
+            while time.monotonic() < until:
+                left = left or garbage
+                with contextlib.suppress(BlockingIOError):
+                    left = left[conn.send(left):]
+                with contextlib.suppress(BlockingIOError):
+                    answered += conn.recv(1 << 20).count(b"\n")
+    finally:
+        server.stop()
+        thread.join(5)
+        listener.close()
+    assert answered > 10_000
+    assert server.counters.kinds == {"bad state": server.counters.rejected}
+    assert len(calls) <= 2.0 / 0.1 + 5, len(calls)
+    assert all(accepted == 0 and samples <= 4 for _, accepted, samples in calls)

@@ -16,7 +16,9 @@ Bounded everywhere, in memory and in time:
   in their socket buffers) until zelador catches up. One zelador has not confirmed within
   ACK_TIMEOUT is answered `ERR busy` (the client sends it again).
 - refusals are counted per kind (jobs/intake.py `reason_kind`), and only REJECT_SAMPLES lines a
-  round are handed on as examples: a flood of garbage costs counters, not memory.
+  round are handed on as examples: a flood of garbage costs counters, not memory; a message
+  with only counts goes to zelador at most every COUNTS_EVERY (0.1 s), so such a flood wakes
+  the supervision loop ten times a second, not once per round.
 - 64 kB of unread answers per client (one that pipelines without reading is closed).
 
 This module imports nothing of zelador's but the parser: the worker stays small.
@@ -50,6 +52,7 @@ FRAME_REPORTS = 256  # accepted reports per batch (bounds a frame on the channel
 ACK_TIMEOUT = 30.0
 EVICT_AFTER = 1.0
 REJECT_SAMPLES = 4
+COUNTS_EVERY = 0.1  # seconds between messages that carry only counts (a flood of garbage)
 BUSY = b"ERR busy: too many connections, try again\n"
 
 
@@ -133,6 +136,7 @@ class IntakeServer:
         self._waiting: list[tuple[_Client, _Slot]] = []
         self._samples: list[Rejected] = []
         self._dirty = False
+        self._counted_at = 0.0
 
     def stop(self) -> None:
         self._stop = True
@@ -144,7 +148,7 @@ class IntakeServer:
             sel.register(self._channel, selectors.EVENT_READ, None)
         swept = time.monotonic()
         while not self._stop:
-            ready = sel.select(1.0)
+            ready = sel.select(COUNTS_EVERY if self._dirty or self._samples else 1.0)
             for key, mask in ready:
                 if key.fileobj is self.sock:
                     self._accept()
@@ -182,7 +186,9 @@ class IntakeServer:
             self._dirty = False
             if self.inflight >= MAX_INFLIGHT and not self._paused:
                 self._set_paused(True)
-        elif self._dirty or self._samples:
+        elif ((self._dirty or self._samples)
+              and time.monotonic() - self._counted_at >= COUNTS_EVERY):
+            self._counted_at = time.monotonic()
             samples, self._samples = self._samples, []
             self._dirty = False
             self._deliver(0, [], samples)
