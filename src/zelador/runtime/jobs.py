@@ -183,7 +183,7 @@ class JobBook:
             elif isinstance(action, Refused):
                 verdict = action.reason
             elif self._record_run is not None:  # (in wall-clock time)
-                self._record_run(dataclasses.replace(
+                self._record_run(action if not skew else dataclasses.replace(
                     action, started=None if action.started is None else action.started + skew,
                     ended=None if action.ended is None else action.ended + skew))
         return verdict
