@@ -27,6 +27,7 @@ def test_every_poison_line_leaves_zelador_up_and_answering(zelador_factory) -> N
                                           "  probe: {every: 1d}")).start()
     lines = CORPUS.read_bytes().split(b"\n")[:-1]
     assert len(lines) > 40
+    worker = ask(z.socket, {"cmd": "jobs"})["intake"]["worker"]
     for n, line in enumerate(lines):
         replies = send_lines(port, line + b"\n")
         assert len(replies) <= 1 and (not replies or replies[0] == "OK"
@@ -43,5 +44,8 @@ def test_every_poison_line_leaves_zelador_up_and_answering(zelador_factory) -> N
         replies = send_lines(port, line + b"\r\n" + line + b"\n")
         assert len(replies) <= 2, (line, replies)
     _probe(z, port, 2000)
+    # what a client sends never costs the worker either (nothing it passes on is "garbage")
+    assert ask(z.socket, {"cmd": "jobs"})["intake"]["worker"] == worker
+    assert not [e for e in z.matching("degraded") if "worker" in e["message"]]
     wait_for(lambda: history(z, "SELECT COUNT(*) FROM runs WHERE job = 'probe'")[0][0]
              == len(lines) + 2, what="the history still written")

@@ -343,7 +343,7 @@ class IntakeServer:
         self.counters.reject(reason)
         self._dirty = True
         if len(self._samples) < REJECT_SAMPLES:
-            self._samples.append(Rejected(client.source, reason, raw[:LINE_CAP], name))
+            self._samples.append(Rejected(client.source, reason[:500], raw[:LINE_CAP], name))
         client.owed.append(_Slot(f"ERR {reason}\n".encode()))
 
     def _release(self, client: _Client) -> None:

@@ -364,7 +364,7 @@ def _check(m: Any) -> None:
     for row in m["a"]:
         _want(isinstance(row, list) and len(row) == 8, "a report")
         job, verb, run, status, message, duration, source, raw = row
-        _want(_text(job, 200) and verb in _VERBS, "job or verb")
+        _want(_text(job, LINE_CAP) and verb in _VERBS, "job or verb")
         _want(run is None or (isinstance(run, str) and bool(RUN_ID.match(run))), "run id")
         _want(status is None or (isinstance(status, int) and 0 <= status <= 255), "exit status")
         _want(duration is None or (isinstance(duration, (int, float))
@@ -374,7 +374,7 @@ def _check(m: Any) -> None:
     for row in m["r"]:
         _want(isinstance(row, list) and len(row) == 4 and _text(row[0], 100)
               and _text(row[1], 500) and _text(row[2], LINE_CAP)
-              and (row[3] is None or _text(row[3], 200)), "a refused line")
+              and (row[3] is None or _text(row[3], LINE_CAP)), "a refused line")
     _want(isinstance(m["c"], list) and len(m["c"]) == 5
           and all(isinstance(n, int) and 0 <= n < 2**53 for n in m["c"]), "counters")
     _want(isinstance(m["k"], dict) and all(k in _KINDS and isinstance(n, int) and 0 <= n < 2**53
