@@ -11,8 +11,9 @@ import sys
 import psutil
 import pytest
 
-from zelador.config.model import Match, Program
-from zelador.programs.procstat import Gone, read_stat
+from zelador.checks.samplers import Sampler
+from zelador.config.model import Match, Program, Threshold
+from zelador.programs.procstat import Gone, read_stat, read_usage
 from zelador.programs.proctable import ProcessTable, alive, read_proc
 from zelador.programs.states import Instance
 
@@ -75,3 +76,22 @@ def test_the_table_reads_only_the_stat_of_a_process_no_program_can_match(long_na
     mine = table._known[os.getppid()]
     assert mine is not None and mine.cmdline is None and mine.exe is None
     assert table._known[long_named.pid].cmdline == f"{long_named.args[0]} 30"
+
+
+def test_usage_reads_as_psutil_reads_it(long_named):
+    """The sampler's memory and cpu figures (a sleeping process: nothing moves meanwhile)."""
+    process = psutil.Process(long_named.pid)
+    with process.oneshot():
+        expected = (process.create_time(), sum(process.cpu_times()[:2]),
+                    float(process.memory_info().rss))
+    assert read_usage(long_named.pid) == pytest.approx(expected)
+    assert read_usage(long_named.pid)[0] == expected[0]
+
+
+def test_the_sampler_says_a_reused_pid_is_gone(long_named):
+    rules = [Threshold("m", "memory", 1e12), Threshold("c", "cpu", 1000.0)]
+    real = Instance(long_named.pid, psutil.Process(long_named.pid).create_time())
+    sampler = Sampler()
+    assert sampler.program("p", real, rules)["memory"] > 0
+    with pytest.raises(psutil.NoSuchProcess):
+        sampler.program("p", Instance(real.pid, real.create_time - 5), rules)

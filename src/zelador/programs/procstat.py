@@ -125,3 +125,21 @@ def read_user(pid: int, names: dict[int, str]) -> str | None:
         except KeyError:
             names[uid] = str(uid)
     return names[uid]
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def read_usage(pid: int) -> tuple[float, float, float]:
+    """(create_time, CPU seconds used, RSS bytes): what a memory or cpu rule reads, in two small
+    reads (stat and statm), as psutil's cpu_times() and memory_info() compute them."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stream:
+            data = stream.read()
+        with open(f"/proc/{pid}/statm", "rb") as stream:
+            pages = int(stream.read().split()[1])
+        fields = data[data.rfind(b")") + 2:].split()
+        used = (int(fields[11]) + int(fields[12])) / _pslinux.CLOCK_TICKS
+        return create_time(int(fields[19])), used, float(pages * PAGE)
+    except (OSError, IndexError, ValueError) as exc:
+        raise Gone(pid) from exc
