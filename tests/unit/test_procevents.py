@@ -184,3 +184,25 @@ def test_a_burst_that_overflows_the_buffer_is_told_as_overflow():
         assert not events.read().overflow  # told once
     finally:
         events.close()
+
+
+@connector
+def test_asking_for_more_kinds_later_passes_them_from_then_on():
+    """A reload that needs forks too: the filter is replaced on the open socket."""
+    events = open_proc_events(("exec",))
+    assert events is not None
+    try:
+        events.ask(("exec", "fork"))
+        child = subprocess.Popen(["/bin/true"])
+        child.wait()
+        batch = Batch()
+        for _ in range(200):
+            got = events.read()
+            batch.execs |= got.execs
+            batch.forks.update(got.forks)
+            if child.pid in batch.forks and child.pid in batch.execs:
+                break
+            threading.Event().wait(0.01)
+        assert child.pid in batch.forks and child.pid in batch.execs
+    finally:
+        events.close()

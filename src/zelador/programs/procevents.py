@@ -51,6 +51,7 @@ PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 KINDS = {"fork": PROC_EVENT_FORK, "exec": PROC_EVENT_EXEC, "exit": PROC_EVENT_EXIT}
 SO_ATTACH_FILTER = 26  # asm-generic/socket.h (x86, arm, arm64, riscv ...)
+SO_DETACH_FILTER = 27
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
@@ -168,7 +169,11 @@ class ProcEvents:
     def ask(self, kinds: Collection[str]) -> None:
         """Pass these kinds of event from now on (a reload that needs more, or less)."""
         if frozenset(kinds) != self.kinds:
-            attach_filter(self._sock, event_filter(kinds))
+            try:
+                attach_filter(self._sock, event_filter(kinds))
+            except OSError:  # (cannot happen) then no filter: more wake-ups, nothing missed
+                with contextlib.suppress(OSError):
+                    self._sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
             self.kinds = frozenset(kinds)
 
     def read(self) -> Batch:

@@ -41,7 +41,7 @@ from zelador.runtime.jobs import (
     report_json,
 )
 from zelador.runtime.loop import Loop, Timer
-from zelador.runtime.supervisor import Supervisor, Table, Watcher
+from zelador.runtime.supervisor import Supervisor, Table, Watcher, event_kinds
 from zelador.runtime.web import WebLink
 from zelador.store import state
 from zelador.store.history import ReportRow, read_reports_after
@@ -89,7 +89,8 @@ class Daemon:
         self.supervisor = Supervisor(
             config, loop=self.loop, table=table or ProcessTable(config.programs),
             launcher=launcher, watches=watches or Watches(), sinks=sinks, pidfd=PIDFD,
-            subreaper=subreaper, proc_events=open_proc_events() if proc_events else None)
+            subreaper=subreaper,
+            proc_events=open_proc_events(event_kinds(config)) if proc_events else None)
         self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
         if self.alerts.desk is not None:
             self.loop.after_turn(lambda: self.alerts.after_turn(

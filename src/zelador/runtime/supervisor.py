@@ -62,6 +62,12 @@ CONNECTOR_BACKSTOP = 60.0  # with exec events, the full scan only guards against
 COALESCE = 0.02  # after exec events, the connector is read again this much later (not at once)
 
 
+def event_kinds(config: Config) -> frozenset[str]:
+    """The connector events this config needs (the kernel drops the rest before we wake): exec,
+    for new processes. (Fork would be for process trees followed without systemd.)"""
+    return frozenset({"exec"})
+
+
 class Table(Protocol):
     """The process table (programs/proctable.py; a fake in unit tests)."""
 
@@ -388,6 +394,8 @@ class Supervisor:
         added, removed = self.group.reconfigure(config)
         self.config = config
         self.table.configure(config.programs)
+        if self.proc_events is not None:
+            self.proc_events.ask(event_kinds(config))
         self._watch_desktop(config)
         self._desktop_dirty = self._desktop_watch is not None
         self.scripts.forget(set(self.scripts.last_start) - set(self.group.states))
