@@ -61,3 +61,16 @@ def test_the_sections_bring_their_libraries(tmp_path):
                        f"web: {{listen: '127.0.0.1:{free_port()}'}}\n")
     got = imported(tmp_path, text)
     assert {"croniter", "zoneinfo", "zelador.web.server"} <= got
+
+
+def test_the_report_worker_imports_only_the_parser():
+    """The intake's worker process (13 MB, most of it the interpreter): none of zelador but the
+    parser, and no YAML, psutil, SQLite, argparse or subprocess."""
+    probe = ("import sys, zelador.jobs.intakeworker; print(' '.join(sorted(m for m in "
+             "sys.modules if m.startswith('zelador.') or m in ('yaml', 'psutil', 'sqlite3', "
+             "'subprocess', 'argparse'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert set(done.stdout.split()) <= {"zelador.jobs", "zelador.jobs.intake",
+                                        "zelador.jobs.intakeworker"}
