@@ -95,8 +95,8 @@ def subscribe_message() -> bytes:
 
 
 def event_filter(kinds: Collection[str]) -> list[tuple[int, int, int, int]]:
-    """The BPF program that passes only these kinds of event ("exec", "fork", "exit"), and a
-    fork or an exit only when it is a process's (a thread's has pid != tgid: dropped).
+    """The BPF program that passes only these kinds of event ("exec", "fork", "exit"), and each
+    only when it is a process's (a thread's has pid != tgid: dropped).
 
     A load past the end of a short datagram ends the program with 0, so it is dropped too."""
     wanted = [KINDS[k] for k in ("exec", "fork", "exit") if k in kinds]
