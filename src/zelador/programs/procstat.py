@@ -43,11 +43,20 @@ def create_time(ticks: int) -> float:
     return (float(ticks) / _pslinux.CLOCK_TICKS) + boot
 
 
+def _read(path: str) -> bytes:
+    """A small /proc file in one read(2), without a Python file object (half the cost: this
+    runs for every exec on the machine)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)
+
+
 def read_stat(pid: int) -> Stat:
     """/proc/PID/stat, or Gone."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            data = stream.read()
+        data = _read(f"/proc/{pid}/stat")
     except OSError as exc:  # gone (or hidden from us: as good as gone)
         raise Gone(pid) from exc
     right = data.rfind(b")")
@@ -134,10 +143,8 @@ def read_usage(pid: int) -> tuple[float, float, float]:
     """(create_time, CPU seconds used, RSS bytes): what a memory or cpu rule reads, in two small
     reads (stat and statm), as psutil's cpu_times() and memory_info() compute them."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stream:
-            data = stream.read()
-        with open(f"/proc/{pid}/statm", "rb") as stream:
-            pages = int(stream.read().split()[1])
+        data = _read(f"/proc/{pid}/stat")
+        pages = int(_read(f"/proc/{pid}/statm").split()[1])
         fields = data[data.rfind(b")") + 2:].split()
         used = (int(fields[11]) + int(fields[12])) / _pslinux.CLOCK_TICKS
         return create_time(int(fields[19])), used, float(pages * PAGE)
