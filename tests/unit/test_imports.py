@@ -72,5 +72,5 @@ def test_the_report_worker_imports_only_the_parser():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
-    assert set(done.stdout.split()) <= {"zelador.jobs", "zelador.jobs.intake",
-                                        "zelador.jobs.intakeworker"}
+    assert all(m == "zelador.jobs" or m.startswith("zelador.jobs.intake")
+               for m in done.stdout.split()), done.stdout
