@@ -27,15 +27,16 @@ pattern readwrite zelador/hosts/%u/#
 
 class Mosquitto:
     def __init__(self, folder: Path, users: dict[str, str] | None = None,
-                 *, max_connections: int = -1) -> None:
+                 *, max_connections: int = -1, stock: bool = False) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self.users = users or {}
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "user root",
-                 "log_dest stderr", "log_type error", "log_type warning",
-                 f"max_connections {max_connections}", "max_queued_messages 100000"]
+                 "log_dest stderr", "log_type error", "log_type warning"]
+        if not stock:  # stock: mosquitto's defaults (max_queued_messages 1000 ...)
+            lines += [f"max_connections {max_connections}", "max_queued_messages 100000"]
         if self.users:
             passwd = folder / "passwd"
             passwd.write_text("")

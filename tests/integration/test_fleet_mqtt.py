@@ -223,3 +223,61 @@ print("ok")
         assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
     finally:
         server.stop()
+
+
+def test_a_stock_broker_with_2000_terminals_and_forged_states(tmp_path: Path) -> None:
+    """mosquitto with its defaults (1,000 queued QoS 1 messages a client): every one of 2,000
+    terminals is read, a terminal whose presence is false is MISSING, and states forged by
+    whoever can write a topic (wrong shapes, escape sequences, a forged line, huge numbers,
+    64 KB+) neither crash `zelador fleet` nor reach the screen raw."""
+    from zelador.fleet.mqtt import new_client
+
+    server = Mosquitto(tmp_path / "mqtt", stock=True).start()
+    client = new_client("seeder")
+    client.connect("127.0.0.1", server.port)
+    client.loop_start()
+    try:
+        now = time.time()
+        doc = {"summary": "2/2 up", "down": [], "problems": [], "updated_at": now}
+        infos = []
+        for i in range(2000):
+            infos.append(client.publish(f"zelador/hosts/pos-{i:04d}/online",
+                                        b"false" if i % 100 == 7 else b"true", qos=0, retain=True))
+            infos.append(client.publish(f"zelador/hosts/pos-{i:04d}/state", json.dumps(doc),
+                                        qos=0, retain=True))
+        forged = {"f-when": {"updated_at": "yesterday"}, "f-inf": {"updated_at": 1e300},
+                  "f-down": {"down": 5, "updated_at": now}, "f-sum": {"summary": ["x"]},
+                  "f-probs": {"problems": [{"k": 1}], "updated_at": now},
+                  "f-esc": {"summary": "\x1b[2J\ncaixa-99  UP  fine",
+                                            "updated_at": now, "down": ["a\nb"]}}
+        for name, body in forged.items():
+            client.publish(f"zelador/hosts/{name}/online", b"true", qos=0, retain=True)
+            client.publish(f"zelador/hosts/{name}/state", json.dumps(body), qos=0, retain=True)
+        client.publish("zelador/hosts/f-big/online", b"true", qos=0, retain=True)
+        client.publish("zelador/hosts/f-big/state", b'{"summary": "' + b"x" * 70_000 + b'"}',
+                       qos=0, retain=True)
+        info = client.publish("zelador/hosts/f-nan/state", b'{"updated_at": NaN}', qos=1,
+                              retain=True)
+        info.wait_for_publish()
+        rows: dict[str, Any] = {}
+        for argv in (["--json"], ["--summary"], []):
+            done = subprocess.run([sys.executable, "-m", "zelador", "fleet", "--mqtt", server.url,
+                                   *argv], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
+            assert "\x1b" not in done.stdout and "caixa-99" not in done.stdout.replace(
+                "?caixa-99", ""), done.stdout[-500:]
+            if argv == ["--json"]:
+                rows = {t["name"]: t for t in json.loads(done.stdout)}
+                assert sum(1 for n in rows if n.startswith("pos-")) == 2000
+                missing = sorted(n for n, t in rows.items() if n.startswith("pos-") and
+                                 not t["connected"])
+                assert missing == [f"pos-{i:04d}" for i in range(2000) if i % 100 == 7]
+                assert "f-big" not in rows and "f-nan" in rows
+                assert len(rows) == 2007, sorted(n for n in rows if not n.startswith("pos-"))
+                assert not rows["f-when"]["connected"] and not rows["f-nan"]["connected"]
+            if argv == ["--summary"]:
+                assert done.stdout.startswith(f"{len(rows):,} terminals:"), done.stdout[:200]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        server.stop()

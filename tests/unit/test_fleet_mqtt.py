@@ -22,9 +22,10 @@ def test_broker_addresses() -> None:
 
 
 def test_messages_ours_and_not() -> None:
-    doc = {"summary": "2/2 up", "down": []}
-    assert parse_message("zelador/hosts/pos-1/state", "zelador", json.dumps(doc).encode()) == \
-        ("pos-1", "state", doc)
+    doc = {"summary": "2/2 up", "down": ["monitor"], "updated_at": 5.0}
+    name, leaf, parsed = parse_message("zelador/hosts/pos-1/state", "zelador",
+                                       json.dumps(doc).encode())
+    assert (name, leaf) == ("pos-1", "state") and {k: parsed[k] for k in doc} == doc
     assert parse_message("zelador/hosts/pos-1/online", "zelador", b"true") == \
         ("pos-1", "online", True)
     assert parse_message("zelador/hosts/pos-1/online", "zelador", b"false") == \
@@ -92,3 +93,21 @@ def test_alertmanager_documents() -> None:
     job = alert({**item, "subject_kind": "job", "subject": "backup", "problem": "failed",
                  "key": "job/backup/failed"}, target, "pos-1", now=2000.0)
     assert job["labels"]["job"] == "backup" and "program" not in job["labels"]
+
+
+def test_a_forged_state_is_reduced_to_safe_shapes() -> None:
+    from zelador.fleet.topics import clean_document, clean_text
+
+    assert clean_text("\x1b]0;pwned\x07caixa\nUP") == "?]0;pwned?caixa?UP"
+    assert len(clean_text("x" * 1000)) == 200
+    for forged in ({"updated_at": "yesterday"}, {"updated_at": 1e300}, {"updated_at": -5},
+                   {"updated_at": float("nan")}, {"updated_at": True}):
+        assert clean_document(forged)["updated_at"] == 0.0
+    doc = clean_document({"down": 5, "summary": ["x"], "problems": [{"k": 1}, "a\nb"],
+                          "programs": {"a": {"b": 1}}, "extra": {"deep": [1]}})
+    assert doc["down"] == [] and doc["summary"] == '["x"]'
+    assert doc["problems"] == ['{"k": 1}', "a?b"] and doc["programs"] == {"a": '{"b": 1}'}
+    assert doc["extra"] == '{"deep": [1]}'
+    assert parse_message("zelador/hosts/a/state", "zelador", b"[" * 100000) is None
+    assert parse_message("zelador/hosts/a/state", "zelador", b'{"s": "' + b"x" * 70000 + b'"}') \
+        is None

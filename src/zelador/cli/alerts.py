@@ -81,7 +81,7 @@ def send_test(config: Config, only: str | None) -> int:
         if only not in names:
             raise UsageError(f"no channel {only!r} in {config.path} (known: {', '.join(names)})")
         channels = tuple(c for c in channels if c.name == only)
-    host = config.alerts.host or socket.gethostname()
+    host = config.alerts.host or config.fleet.name or socket.gethostname()
     status = EX_OK
     for channel in channels:
         now = time.time()

@@ -11,6 +11,7 @@ stays open). `--summary`: counts by state and the commonest problems across the 
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import Counter
@@ -48,16 +49,23 @@ def render(terminals: list[dict[str, Any]], down_only: bool) -> str:
     return "\n".join(lines)
 
 
-def summarize(terminals: list[dict[str, Any]], top: int = 10) -> str:
-    """Counts by state, then the commonest problems: `comunicador down on 37 of 1,200`."""
-    total = len(terminals)
-    counts = Counter(verdict(t) for t in terminals)
+def problem_counts(terminals: list[dict[str, Any]]) -> dict[str, int]:
+    """How many live terminals have each problem ("comunicador down": 37)."""
     problems: Counter[str] = Counter()
     for term in terminals:
         if verdict(term) == "MISSING":
             continue
-        problems.update({*(f"{p} down" for p in term.get("down", [])),
-                         *term.get("problems", [])})
+        down, open_ = term.get("down") or [], term.get("problems") or []
+        problems.update({*(f"{p} down" for p in down if isinstance(p, str)),
+                         *(p for p in open_ if isinstance(p, str))})
+    return dict(problems)
+
+
+def summarize(terminals: list[dict[str, Any]], top: int = 10) -> str:
+    """Counts by state, then the commonest problems: `comunicador down on 37 of 1,200`."""
+    total = len(terminals)
+    counts = Counter(verdict(t) for t in terminals)
+    problems = problem_counts(terminals)
     lines = [f"{total:,} terminals: {counts['UP']:,} up, {counts['DOWN']:,} down, "
              f"{counts['MISSING']:,} missing"]
     for what, count in sorted(problems.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
@@ -103,7 +111,12 @@ class MqttSource:
     def read(self) -> list[dict[str, Any]]:
         reader = self._reader()
         try:
-            return reader.read(stale_after=self.stale_after)  # type: ignore[no-any-return]
+            terminals: list[dict[str, Any]] = reader.read(stale_after=self.stale_after)
+            if not reader.complete:
+                print("zelador fleet: the broker did not confirm the end of the retained "
+                      "messages (no write access to TOPIC/readers/?); this list may be "
+                      "incomplete", file=sys.stderr)
+            return terminals
         finally:
             reader.close()
 
@@ -116,6 +129,10 @@ class MqttSource:
                 reader.changed.wait(5.0)
                 reader.changed.clear()
                 time.sleep(0.2)  # a burst of changes: one screen
+                if not reader.connected:
+                    print(f"--- {time.strftime('%H:%M:%S')} DISCONNECTED from "
+                          f"{self.login.url}: what follows is the last known state; "
+                          "retrying", flush=True)
                 show(reader.table(stale_after=self.stale_after))
         except KeyboardInterrupt:
             return EX_OK
@@ -135,10 +152,18 @@ def run_fleet(source: ZooKeeperSource | MqttSource, *, down_only: bool, watch: b
 
         return source.watch(show)
     terminals = source.read()
-    if as_json:
+    if as_json and summary:
+        counts = {s: sum(1 for t in terminals if verdict(t) == s) for s in ("UP", "DOWN",
+                                                                               "MISSING")}
+        print(json.dumps({"terminals": len(terminals), "states": counts,
+                          "problems": problem_counts(terminals)}, indent=2))
+    elif as_json:
         print(json.dumps(terminals, indent=2))
     else:
         print(text(terminals))
+    if not terminals:
+        print("zelador fleet: no terminal found (is the topic or path right?)", file=sys.stderr)
+        return EX_DOWN
     return EX_DOWN if any(verdict(t) != "UP" for t in terminals) else EX_OK
 
 

@@ -277,6 +277,14 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     from zelador.config.durations import parse_duration
 
     hosts, path, url, topic = args.zookeeper, args.path, args.mqtt, args.topic
+    if hosts is not None and url is not None:
+        raise UsageError("give --mqtt or --zookeeper, not both")
+    if topic is not None:
+        from zelador.fleet.topics import valid_topic
+
+        if not valid_topic(topic):
+            raise UsageError(f"--topic {topic!r}: topic levels of letters, digits, _ . - (no "
+                             "wildcards, no leading /)")
     login = None
     if hosts is None and url is None:  # from the config (run on a terminal, or with -c on a desk)
         config = load_config(args.config, check_files=False)

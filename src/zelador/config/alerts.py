@@ -120,14 +120,33 @@ class AlertReader(JobReader):
             values["headers"] = self.headers(entries["headers"], f"{key}.headers")
         return Webhook(**values)  # type: ignore[arg-type]
 
+    def am_url(self, node: yaml.Node, key: str) -> str:
+        text = self.string(node, key)
+        parts = urlsplit(text)
+        if parts.username is not None or parts.password is not None:
+            raise self.error(node, key, "no login in the URL (it would be shown wherever the "
+                             "URL is); put Alertmanager behind a loopback or TLS proxy that "
+                             "authenticates, or reach it without one")
+        try:
+            parts.port  # noqa: B018  # raises ValueError for a port out of range
+        except ValueError:
+            raise self.error(node, key, f"{text!r}: the port is not a number from 1 to "
+                             "65535") from None
+        url = self.url(node, key).rstrip("/")
+        for suffix in ("/api/v2/alerts", "/api/v2", "/api/v1/alerts"):
+            if url.endswith(suffix):
+                raise self.error(node, key, f"{text!r}: give the Alertmanager's base URL "
+                                 f"({url[:-len(suffix)] or url}); zelador adds /api/v2/alerts")
+        return url
+
     def alertmanager(self, node: yaml.Node, key: str) -> Alertmanager:
         if isinstance(node, yaml.ScalarNode):
-            return Alertmanager(url=self.url(node, key).rstrip("/"))
+            return Alertmanager(url=self.am_url(node, key))
         entries = self.mapping(node, key, keys.names("alerts.channels.NAME.alertmanager"))
         if "url" not in entries:
             raise self.error(node, f"{key}.url", "missing: the Alertmanager (e.g. "
                              "http://alertmanager:9093)")
-        values: dict[str, object] = {"url": self.url(entries["url"], f"{key}.url").rstrip("/")}
+        values: dict[str, object] = {"url": self.am_url(entries["url"], f"{key}.url")}
         if "timeout" in entries:
             values["timeout"] = self.timeout(entries["timeout"], f"{key}.timeout")
         if "resend" in entries:
@@ -136,6 +155,9 @@ class AlertReader(JobReader):
                 raise self.error(entries["resend"], f"{key}.resend", "more than 1h: Alertmanager "
                                  "would resolve the alert between two posts")
             values["resend"] = resend
+        if float(values.get("timeout", 10.0)) > float(values.get("resend", 60.0)):  # type: ignore[arg-type]
+            raise self.error(entries.get("timeout") or node, f"{key}.timeout", "longer than "
+                             "resend: an attempt would still hang when the next resend is due")
         if "labels" in entries:
             labels = []
             for label, value_node in self.mapping(entries["labels"], f"{key}.labels", ()).items():

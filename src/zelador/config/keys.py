@@ -190,7 +190,8 @@ SECTIONS: tuple[Section, ...] = (
         Key("retry", "{first: 5s, max: 10m}", "a failed send is tried again after first, "
             "doubling up to max"),
         Key("give_up_after", "24h", "a message not sent within this is marked failed"),
-        Key("host", "the host name", "the machine's name in messages"),
+        Key("host", "fleet.name, else the host name", "the machine's name in messages (and "
+            "Alertmanager's instance label)"),
     )),
     Section("alerts.retry", "Retrying a send", (
         Key("first", "5s", "the first wait"),

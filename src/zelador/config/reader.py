@@ -32,7 +32,7 @@ from zelador.config.model import (
 )
 from zelador.config.programs import PROGRAM_NAME
 from zelador.errors import ConfigError, UnsafeFileError
-from zelador.fleet.topics import broker_address, is_loopback
+from zelador.fleet.topics import broker_address, is_loopback, valid_topic
 
 # --- reading -------------------------------------------------------------------------------
 
@@ -160,7 +160,7 @@ class _Reader(CheckReader):
             values["mqtt"] = url
         if "topic" in entries:
             topic = self.string(entries["topic"], "fleet.topic")
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", topic):
+            if not valid_topic(topic):
                 raise self.error(entries["topic"], "fleet.topic", f"{topic!r}: topic levels of "
                                  "letters, digits, _ . - (no wildcards, no leading /)")
             values["topic"] = topic

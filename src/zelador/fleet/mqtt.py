@@ -38,6 +38,7 @@ from zelador.fleet.topics import (
 MIN_GAP = 1.0  # seconds between two writes of our state
 REFRESH = 300.0  # seconds: the state is rewritten at least this often, changed or not
 CLOSE_WAIT = 1.0  # a clean stop waits this long for "online: false" to reach the broker
+UNREACHABLE = 15.0  # seconds without a connection before it is journaled
 
 
 def _paho() -> Any:
@@ -122,6 +123,10 @@ class Publisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._said_down = False
+        self._since = time.monotonic()  # not connected since
+        self._said_unreachable = False
+        self._losses: list[float] = []  # when connections were lost (a duplicate name shows)
+        self._quiet_until = 0.0
         self._client = new_client(f"zelador-{name}")
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -171,14 +176,29 @@ class Publisher:
         self._written = None  # write the state again: the broker may have lost it
         self._connected.set()
         self._said_down = False
-        self._say(f"fleet: connected to MQTT broker {self.settings.mqtt}", 6)
+        self._said_unreachable = False
+        if time.monotonic() >= self._quiet_until:
+            self._say(f"fleet: connected to MQTT broker {self.settings.mqtt}", 6)
         self._wake.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
         self._connected.clear()
+        self._since = time.monotonic()
         # 1.x: (rc,); 2.x: (disconnect_flags, reason_code, properties)
         code = _code(args[1] if len(args) >= 3 else args[0] if args else 0)
         if self._stop.is_set() or self._said_down:
+            return
+        now = time.monotonic()
+        self._losses = [t for t in self._losses if now - t < 60.0] + [now]
+        if len(self._losses) >= 3 and now >= self._quiet_until:
+            # The broker drops a session when another connects with the same client id:
+            # two terminals with one fleet.name (a cloned image) take turns, every second.
+            self._quiet_until = now + 600.0
+            self._say(f"fleet: the connection to MQTT broker {self.settings.mqtt} was lost "
+                      f"{len(self._losses)} times within a minute: is another terminal "
+                      f"publishing as {self.name!r} (client id zelador-{self.name})? Give each "
+                      "terminal its own fleet.name; these lines are quiet for 10 minutes", 3)
+        if now < self._quiet_until:
             return
         self._said_down = True
         self._say(f"fleet: MQTT broker {self.settings.mqtt} lost (code {code}); this "
@@ -188,18 +208,31 @@ class Publisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(REFRESH)
+            self._wake.wait(REFRESH if self._connected.is_set() else 1.0)
             self._wake.clear()
             if self._stop.is_set():
                 return
             doc = self._doc
-            if doc is None or not self._connected.is_set():
+            if not self._connected.is_set():
+                self._unreachable()
+                continue
+            if doc is None:
                 continue
             data = json.dumps(doc, sort_keys=True).encode()
             now = time.time()
             if data != self._written or now - self._written_at >= REFRESH:
                 self._write(doc, data, now)
             self._stop.wait(MIN_GAP)  # a burst of changes: one write a second at most
+
+    def _unreachable(self) -> None:
+        """Not connected for UNREACHABLE seconds (refused, unreachable, a certificate that
+        does not verify): said once, until connected again."""
+        if self._said_unreachable or time.monotonic() - self._since < UNREACHABLE:
+            return
+        self._said_unreachable = True
+        self._say(f"fleet: cannot connect to MQTT broker {self.settings.mqtt} for "
+                  f"{UNREACHABLE:.0f}s; retrying with backoff (is it reachable from here, and "
+                  "is its certificate valid for that host name?)", 4)
 
     def _write(self, doc: dict[str, Any], data: bytes, now: float) -> None:
         body = json.dumps({**doc, "updated_at": round(now, 3)}, sort_keys=True).encode()
@@ -242,6 +275,9 @@ class FleetReader:
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self._client.on_subscribe = self._on_subscribe
+        self._client.on_disconnect = self._on_disconnect
+        self.connected = False
+        self.complete = False  # the marker came back: every retained message was read
 
     def connect(self) -> None:
         """Connect and subscribe; OSError or TimeoutError says why not."""
@@ -268,12 +304,13 @@ class FleetReader:
         """Every terminal once the retained messages are in: when our own marker message comes
         back (the broker sends it after the retained ones), or, where the broker's ACL does not
         let us publish it, after `quiet` seconds without a message."""
-        self._client.publish(self._marker, b"", qos=1, retain=False)
+        self._client.publish(self._marker, b"", qos=0, retain=False)
         deadline = time.monotonic() + self.timeout
         while not self._marker_seen.is_set() and time.monotonic() < deadline:
             if time.monotonic() - self._last_message > quiet:
                 break
             time.sleep(0.005)
+        self.complete = self._marker_seen.is_set()
         return self.table(now=now, stale_after=stale_after)
 
     def table(self, *, now: float | None = None, stale_after: float = 3 * REFRESH
@@ -294,8 +331,16 @@ class FleetReader:
         if code != 0:
             self._refused = f"code {code}: {_refusal(code)}"
             return
-        client.subscribe([(f"{self.topic}/hosts/+/state", 1), (f"{self.topic}/hosts/+/online", 1),
-                          (self._marker, 1)])
+        # QoS 0: a broker queues at most max_queued_messages (mosquitto: 1,000) QoS 1 messages
+        # for a client and drops the rest, which would hide terminals; retained QoS 0 messages
+        # are written to the connection as they come, in order (our marker last).
+        client.subscribe([(f"{self.topic}/hosts/+/state", 0), (f"{self.topic}/hosts/+/online", 0),
+                          (self._marker, 0)])
+        self.connected = True
+
+    def _on_disconnect(self, client: Any, userdata: Any, *args: Any) -> None:
+        self.connected = False
+        self.changed.set()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: Any, *rest: Any) -> None:
         self._last_message = time.monotonic()

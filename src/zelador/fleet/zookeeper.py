@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from zelador.config.model import Fleet
+from zelador.fleet.topics import MAX_PAYLOAD, clean_document, clean_text
 
 MIN_GAP = 1.0  # seconds between two writes of our node
 
@@ -146,10 +147,11 @@ def read_fleet(hosts: str, path: str, timeout: float = 5.0) -> list[dict[str, An
             if answer is not None:
                 try:
                     data, _ = answer.get(timeout=timeout)
-                    doc = json.loads(data or b"{}")
-                except (NoNodeError, ValueError):
+                    found = json.loads(data or b"{}") if len(data or b"") <= MAX_PAYLOAD else {}
+                    doc = clean_document(found) if isinstance(found, dict) else {}
+                except (NoNodeError, ValueError, RecursionError):
                     doc = None
-            out.append({"name": name, "connected": doc is not None, **(doc or {})})
+            out.append({"name": clean_text(name), "connected": doc is not None, **(doc or {})})
         return out
     finally:
         client.stop()

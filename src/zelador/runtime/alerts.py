@@ -107,7 +107,7 @@ class AlertLink:
         Popen); `said` takes what the outbox reports (alert_sent ...) on the loop thread."""
         from zelador.alerts.channels import build
 
-        host = config.alerts.host or socket.gethostname()
+        host = config.alerts.host or config.fleet.name or socket.gethostname()
 
         def sender(channel: Channel) -> Sender:
             return build(channel, host, runner=runner)

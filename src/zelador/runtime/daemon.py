@@ -262,7 +262,7 @@ class Daemon:
     def _snapshot(self) -> dict[str, Any]:
         """What the page, /api/status and /metrics show (built on the loop thread)."""
         data = self.answer({"cmd": "status"})
-        data["host"] = self.config.alerts.host or socket.gethostname()
+        data["host"] = self.config.alerts.host or self.config.fleet.name or socket.gethostname()
         data["incidents"] = self.alerts.status()
         data["loop_lag"] = self.web.lag
         data["scan_seconds"] = self.supervisor.scan_seconds
@@ -274,7 +274,7 @@ class Daemon:
         """This terminal as the fleet sees it (without its time: a change is a change of this)."""
         sup = self.supervisor
         programs = {name: st.phase.value for name, st in sup.group.states.items()}
-        fine = ("RUNNING", "WAITING")
+        fine = ("RUNNING", "WAITING", "UNKNOWN")  # UNKNOWN: before the first look, not down
         return {"version": __version__, "summary": sup.group.summary(), "programs": programs,
                 "down": sorted(n for n, state in programs.items() if state not in fine),
                 "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},

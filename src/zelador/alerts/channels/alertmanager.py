@@ -72,23 +72,28 @@ class AlertmanagerSender:
         self.host = host
         self.url = f"{target.url}/api/v2/alerts"
         self._firing: dict[str, Item] = {}  # incident key -> its problem item, delivered here
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the firing map
+        # One post at a time: a resend that took its snapshot before a recovery must not reach
+        # Alertmanager after it (it would fire the alert again until its endsAt).
+        self._posting = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def send(self, batch: Batch) -> Outcome:
-        now = time.time()
-        outcome = self._post([alert(item, self.target, self.host, now) for item in batch.items])
-        if outcome.ok:
-            with self._lock:
+        with self._posting:
+            with self._lock:  # a recovery stops the resends at once, whatever its outcome
                 for item in batch.items:
-                    key = item.get("key")
-                    if not key:
-                        continue
-                    if item["phase"] in FIRING:
-                        self._firing[key] = item
-                    else:
-                        self._firing.pop(key, None)
+                    if item.get("key") and item["phase"] not in FIRING:
+                        self._firing.pop(item["key"], None)
+            now = time.time()
+            outcome = self._post([alert(item, self.target, self.host, now)
+                                  for item in batch.items])
+            if outcome.ok:
+                with self._lock:
+                    for item in batch.items:
+                        if item.get("key") and item["phase"] in FIRING:
+                            self._firing[item["key"]] = item
+        if outcome.ok:
             self._ensure_thread()
         return outcome
 
@@ -115,11 +120,12 @@ class AlertmanagerSender:
         if not at_once:
             self._stop.wait(self.target.resend)
         while not self._stop.is_set():
-            with self._lock:
-                items = list(self._firing.values())
-            if items:
-                now = time.time()
-                self._post([alert(item, self.target, self.host, now) for item in items])
+            with self._posting:
+                with self._lock:
+                    items = list(self._firing.values())
+                if items:
+                    now = time.time()
+                    self._post([alert(item, self.target, self.host, now) for item in items])
             self._stop.wait(self.target.resend)
 
     def clean(self, text: str) -> str:
