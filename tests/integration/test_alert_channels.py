@@ -35,6 +35,7 @@ def bot(tmp_path: Path):
     server = FakeTelegram("123:SECRET")
     server.token_file = tmp_path / "token"  # type: ignore[attr-defined]
     server.token_file.write_text("123:SECRET\n")  # type: ignore[attr-defined]
+    server.token_file.chmod(0o600)  # type: ignore[attr-defined]  # a secret: read by root alone
     yield server
     server.close()
 
@@ -164,6 +165,7 @@ def test_webhook_500_and_garbage_are_failures(tmp_path: Path) -> None:
 def mail(smtp: Smtp, tmp_path: Path, **kw: Any) -> EmailSender:
     password = tmp_path / "password"
     password.write_text("s3cret\n")
+    password.chmod(0o600)
     settings: dict[str, Any] = {"host": "127.0.0.1", "sender": "pos@example.net",
                                 "to": ("ops@example.net",), "port": smtp.port, "user": "pos",
                                 "password_file": str(password), "ca_file": str(smtp.cert),
@@ -239,6 +241,7 @@ def one_shot_server(answer: bytes) -> tuple[socket.socket, str]:
 def test_telegram_garbage_and_resets_are_failed_attempts(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("1:X\n")
+    token.chmod(0o600)
     for answer, expected in ((b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\n<html>",
                               "not a Bot API answer"), (b"", "")):
         listener, url = one_shot_server(answer)

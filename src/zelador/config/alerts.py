@@ -17,7 +17,7 @@ import yaml
 
 from zelador.alerts.problems import ALL_PROBLEMS, PROBLEMS
 from zelador.config import keys
-from zelador.config.host import check_root_only, running_as_root
+from zelador.config.host import open_checked, running_as_root
 from zelador.config.jobs import JobReader
 from zelador.config.model import (
     Alertmanager,
@@ -360,9 +360,12 @@ class AlertReader(JobReader):
                 raise self.error(node, key, f"refusing secret file {path!r}: it is {who} (fix: "
                                  f"chown root:root {path} && chmod 600 {path})")
             try:
-                check_root_only(path, "secret file")
+                os.close(open_checked(path, "secret file", secret=True))
             except UnsafeFileError as exc:
                 raise self.error(node, key, str(exc)) from None
+            except OSError as exc:
+                raise self.error(node, key, f"{path!r}: cannot check {exc.filename!r}: "
+                                 f"{exc.strerror}") from None
         return path
 
 

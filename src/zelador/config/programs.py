@@ -141,6 +141,9 @@ class ProgramReader(NodeReader):
                 check_root_only(program, "start script")
             except UnsafeFileError as exc:
                 self.host_error(node, key, str(exc))
+            except OSError as exc:
+                self.host_error(node, key, f"{program!r}: cannot check {exc.filename!r}: "
+                                f"{exc.strerror}")
 
     def host_error(self, node: yaml.Node, key: str, message: str) -> None:
         """A problem of this machine, not of the file: an error, or with host_checks=False a

@@ -16,7 +16,7 @@ import yaml
 from zelador.config import keys
 from zelador.config.checks import CheckReader
 from zelador.config.durations import format_duration
-from zelador.config.host import check_root_only, running_as_root
+from zelador.config.host import read_checked
 from zelador.config.model import (
     Alerts,
     Check,
@@ -45,23 +45,25 @@ def load_config(path: str, *, check_files: bool = True, host_checks: bool = True
     file itself but leaves each program's host (its scripts, user, group) to `host_problem`, so
     the daemon holds back only the program concerned and supervises the others.
     """
-    try:
-        with open(path, "rb") as stream:
-            data = stream.read()
+    try:  # as root, read from the file the walk checked: nothing a non-root user can change
+        data = read_checked(path, "config file") if check_files else _read(path)
+    except UnsafeFileError as exc:
+        raise ConfigError(str(exc), file=path) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=path) from exc
+        where = f" ({exc.filename})" if exc.filename and exc.filename != path else ""
+        raise ConfigError(f"cannot read: {exc.strerror}{where}", file=path) from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}; save the file as UTF-8)",
                           file=path, line=line) from None
-    if check_files and running_as_root():
-        try:
-            check_root_only(path, "config file")
-        except UnsafeFileError as exc:
-            raise ConfigError(str(exc), file=path) from exc
     return parse_config(text, path, check_files=check_files, host_checks=host_checks)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as stream:
+        return stream.read()
 
 
 def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import pwd
 import signal
@@ -25,9 +26,9 @@ from typing import Any, Callable
 
 import psutil
 
-from zelador.config.host import host_problem
+from zelador.config.host import check_root_only, host_problem, running_as_root
 from zelador.config.model import Program
-from zelador.errors import LaunchError
+from zelador.errors import LaunchError, UnsafeFileError
 from zelador.programs.pidfd import SUPPORTED as PIDFD
 from zelador.programs.pidfd import open_pidfd
 from zelador.programs.proctree import cgroup_pids, descendant_pids, family_pids, session_members
@@ -73,6 +74,19 @@ def _no_output_place(program: str) -> str:
     return ""
 
 
+def _refuse_unsafe(program: str, what: str) -> None:
+    """As root, walk a command's path and refuse it (OSError saying what to fix) if a non-root
+    user could change it; checked at every run, like a start script (config/host.py)."""
+    if not running_as_root() or not program.startswith("/"):
+        return
+    try:
+        check_root_only(program, what)
+    except UnsafeFileError as exc:
+        raise OSError(errno.EPERM, str(exc)) from None
+    except FileNotFoundError:
+        pass  # said by the exec itself, as before
+
+
 @dataclass
 class Launcher:
     output_for: OutputFor = _devnull_output
@@ -96,7 +110,9 @@ class Launcher:
                    env: dict[str, str]) -> tuple[int | None, bytes]:
         """Run a command of zelador's own from a worker thread (an alert command): `data` on its
         stdin, its output back, in a session of its own that is killed whole after `timeout`.
-        Returns (exit status or None when it was killed for the timeout, output)."""
+        Returns (exit status or None when it was killed for the timeout, output). OSError if
+        it cannot be run, or (as root) if a non-root user could change it or its path."""
+        _refuse_unsafe(argv[0], "command")
         with self.helper_lock:
             popen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True,

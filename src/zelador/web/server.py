@@ -18,13 +18,16 @@ import json
 import os
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from zelador.config.host import open_checked, running_as_root
 from zelador.config.model import Web
+from zelador.errors import UnsafeFileError
 from zelador.runtime.loop import Loop
 from zelador.web.page import PAGE
 
@@ -33,6 +36,8 @@ IDLE_TIMEOUT = 10.0  # a socket read waits at most this
 CONNECTION_DEADLINE = 30.0  # a connection is closed this long after it opened
 FRESH = 1.0  # a snapshot older than this is asked for again
 EVENTS = 50
+AUTH_CAP = 64 * 1024  # bytes of the auth file read
+NOTE_EVERY = 60.0  # a kind of bad request is said at most once a minute
 
 
 class Snapshots:
@@ -214,7 +219,9 @@ class WebServer:
         self._snapshots = snapshots
         self._history = history_file
         self._metrics = Metrics()
-        self._auth: tuple[float, set[str]] = (-1.0, set())
+        self._auth: tuple[tuple[int, ...], frozenset[bytes]] = ((), frozenset())
+        self._notes: dict[str, tuple[float, int]] = {}  # kind -> (said at, kept quiet since)
+        self._notes_lock = threading.Lock()
         self.token = secrets.token_urlsafe(24)  # the page's CSRF token, new at every start
         self._controls: Callable[[dict[str, Any]], dict[str, Any]] | None = None
         self._server = _Server((settings.host, settings.port), _Handler, self)
@@ -274,25 +281,58 @@ class WebServer:
         return self._metrics.render(self._snapshots.get())
 
     def authorized(self, header: str) -> bool:
+        """Basic credentials against the auth file, compared as bytes (any input is a plain
+        no, never an exception)."""
         path = self.settings.auth_file
         if path is None:
             return True
-        if not header.startswith("Basic "):
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
             return False
         try:
-            given = base64.b64decode(header[6:], validate=True).decode("utf-8")
-        except ValueError:
+            given = base64.b64decode(value.strip().encode("ascii"), validate=True)
+        except (ValueError, UnicodeError):
             return False
-        return any(hmac.compare_digest(given, line) for line in self._users(path))
+        found = False
+        for line in self._users(path):  # every line compared: the time says nothing
+            found |= hmac.compare_digest(given, line)
+        return found
 
-    def _users(self, path: str) -> set[str]:
-        """`user:password` lines, read again when the file changes."""
+    def _users(self, path: str) -> frozenset[bytes]:
+        """`user:password` lines. As root the file is opened at every request through the walk
+        that checks its whole path (config/host.py), so a link repointed or a mode loosened
+        since the last request is refused at once; its lines are read again when that file
+        (its inode, size or mtime) changed. Unsafe or unreadable: nobody gets in."""
         try:
-            changed = os.stat(path).st_mtime
-        except OSError:
-            return set()
-        if changed != self._auth[0]:
-            with open(path, encoding="utf-8") as stream:
-                users = {line.strip() for line in stream if ":" in line}
-            self._auth = (changed, users)
-        return self._auth[1]
+            fd = open_checked(path, "web.auth_file", secret=True) if running_as_root() else \
+                os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except (OSError, UnsafeFileError) as exc:
+            self.note("auth_file", f"nobody can log in: {exc}")
+            return frozenset()
+        try:
+            info = os.fstat(fd)
+            key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+            if key != self._auth[0]:
+                with os.fdopen(os.dup(fd), "rb") as stream:
+                    data = stream.read(AUTH_CAP)
+                users = frozenset(line.strip() for line in data.splitlines() if b":" in line)
+                self._auth = (key, users)
+            return self._auth[1]
+        except OSError as exc:
+            self.note("auth_file", f"nobody can log in: cannot read {path}: {exc.strerror}")
+            return frozenset()
+        finally:
+            os.close(fd)
+
+    def note(self, kind: str, text: str) -> None:
+        """One line on stderr (the journal) per kind of trouble per minute, at most."""
+        now = time.monotonic()
+        with self._notes_lock:
+            last, quiet = self._notes.get(kind, (-NOTE_EVERY, 0))
+            if now - last < NOTE_EVERY:
+                self._notes[kind] = (last, quiet + 1)
+                return
+            self._notes[kind] = (now, 0)
+        more = f" (and {quiet} more like it in the last minute)" if quiet else ""
+        with contextlib.suppress(OSError, ValueError):
+            print(f"zelador: web: {text}{more}", file=sys.stderr, flush=True)

@@ -68,4 +68,6 @@ def _unsafe(program: str) -> str:
             check_root_only(program, "alert command")
         except UnsafeFileError as exc:
             return str(exc)
+        except OSError as exc:
+            return f"{program!r}: cannot check {exc.filename!r}: {exc.strerror}"
     return ""

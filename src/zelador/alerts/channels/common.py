@@ -14,6 +14,8 @@ from typing import Any
 from zelador import __version__
 from zelador.alerts.outbox import Batch
 from zelador.alerts.texts import Item, headline, journal_line
+from zelador.config.host import read_checked
+from zelador.errors import UnsafeFileError
 
 BODY_CAP = 64 * 1024  # bytes of a server's answer read
 
@@ -36,8 +38,11 @@ def public(item: Item) -> dict[str, Any]:
 
 def read_secret(path: str) -> str:
     """The secret's first line; OSError says which file (never what is in it)."""
-    with open(path, encoding="utf-8") as stream:
-        value = stream.readline().strip()
+    try:  # as root, from the file checked on its whole path, at every read
+        data = read_checked(path, "secret file", secret=True)
+    except UnsafeFileError as exc:
+        raise OSError(str(exc)) from None
+    value = data.decode("utf-8").split("\n", 1)[0].strip()
     if not value:
         raise OSError(f"{path} is empty")
     return value
