@@ -284,6 +284,8 @@ SECTIONS: tuple[Section, ...] = (
         Key("listen", "127.0.0.1:9813", "ADDRESS:PORT, or off; not loopback needs auth_file"),
         Key("auth_file", "none", "user:password lines in a root-only file (HTTP basic auth)"),
         Key("allow_control", "false", "restart, stop and start buttons (needs auth_file)"),
+        Key("hosts", "none", "names the page answers to besides the listen address and "
+            "localhost (others get 421)"),
     ), "Off unless web is given; the shipped config listens on loopback."),
     Section("fleet", "The fleet in ZooKeeper and/or MQTT", (
         Key("zookeeper", "none", "the ensemble, HOST:PORT,..."),

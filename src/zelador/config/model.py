@@ -281,6 +281,7 @@ class Web:
     port: int = 9813
     auth_file: str | None = None  # `user:password` lines, root-only; required off loopback
     allow_control: bool = False  # restart/stop/start buttons (needs auth_file)
+    hosts: tuple[str, ...] = ()  # Host: names answered besides the listen address and localhost
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,13 @@ class _Reader(CheckReader):
             values["auth_file"] = self.secret_file(entries["auth_file"], "web.auth_file")
         if "allow_control" in entries:
             values["allow_control"] = self.boolean(entries["allow_control"], "web.allow_control")
+        if "hosts" in entries:
+            hosts = self.names(entries["hosts"], "web.hosts")
+            for host in hosts:
+                if not re.fullmatch(r"[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]", host):
+                    raise self.error(entries["hosts"], "web.hosts", f"{host!r}: a host name or "
+                                     "address as a browser sends it in Host:, without the port")
+            values["hosts"] = tuple(host.lower() for host in hosts)
         web = Web(**values)  # type: ignore[arg-type]
         if web.allow_control and web.auth_file is None:
             raise self.error(entries["allow_control"], "web.allow_control", "buttons that "

@@ -30,6 +30,7 @@ from zelador.config.model import Web
 from zelador.errors import UnsafeFileError
 from zelador.runtime.loop import Loop
 from zelador.web.page import PAGE
+from zelador.web.requests import Hosts, Notes, framing_problem
 
 MAX_CLIENTS = 32
 IDLE_TIMEOUT = 10.0  # a socket read waits at most this
@@ -37,7 +38,6 @@ CONNECTION_DEADLINE = 30.0  # a connection is closed this long after it opened
 FRESH = 1.0  # a snapshot older than this is asked for again
 EVENTS = 50
 AUTH_CAP = 64 * 1024  # bytes of the auth file read
-NOTE_EVERY = 60.0  # a kind of bad request is said at most once a minute
 
 
 class Snapshots:
@@ -105,6 +105,15 @@ class _Server(ThreadingHTTPServer):
                 self.open.pop(request, None)
             self.slots.release()
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away is not an error; anything else is one line (at most one a
+        minute), never a traceback in the journal."""
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, socket.timeout)):
+            return
+        self.owner.note(f"error:{type(error).__name__}",
+                        f"a request failed: {type(error).__name__}: {error}")
+
     def sweep(self) -> None:
         """End connections past their deadline (their thread's read then fails)."""
         now = time.monotonic()
@@ -126,6 +135,30 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # a request is not an event
 
+    def log_error(self, format: str, *args: Any) -> None:
+        """http.server's own refusals (a bad request line, too many headers...): one line a
+        minute at most, whatever the rate."""
+        self.server.owner.note("bad_request", f"bad request from {self.client_address[0]}: "
+                               + (format % args)[:200])
+
+    def parse_request(self) -> bool:
+        """http.server's parsing, then stricter: a body only on POST, with one digits-only
+        Content-Length and no Transfer-Encoding (so no second request hides in a body), and a
+        Host this page answers to (a DNS-rebinding page in a browser sends its own name)."""
+        if not super().parse_request():
+            return False
+        problem = framing_problem(self.command, self.headers)
+        status = 400
+        if not problem:
+            problem = self.server.owner.host_problem(self.headers.get_all("Host") or [])
+            status = 421
+        if problem:
+            self.server.owner.note(f"refused:{status}", f"refused a request from "
+                                   f"{self.client_address[0]}: {problem} ({status})")
+            self._send(status, f"{problem}\n".encode(), "text/plain")
+            return False
+        return True
+
     def do_GET(self) -> None:
         self._answer(body=True)
 
@@ -145,9 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not owner.settings.allow_control or self.path != "/api/control":
             self._refuse()
             return
-        if not owner.authorized(self.headers.get("Authorization", "")):
-            self._send(401, b"authentication required\n", "text/plain",
-                       extra={"WWW-Authenticate": 'Basic realm="zelador"'})
+        if not self._authorized():
             return
         origin = self.headers.get("Origin")
         if not hmac.compare_digest(self.headers.get("X-CSRF-Token", ""), owner.token) or (
@@ -156,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
                        "text/plain")
             return
         try:
-            length = int(self.headers.get("Content-Length", "0"))
+            length = int(self.headers.get("Content-Length") or "0")
             if not 0 < length <= 4096:
                 raise ValueError(length)
             request = json.loads(self.rfile.read(length))
@@ -174,9 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, body: bool) -> None:
         owner = self.server.owner
-        if not owner.authorized(self.headers.get("Authorization", "")):
-            self._send(401, b"authentication required\n", "text/plain",
-                       extra={"WWW-Authenticate": 'Basic realm="zelador"'})
+        if not self._authorized():
             return
         path = self.path.split("?", 1)[0]
         if path == "/":
@@ -190,6 +219,18 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, b"not found: try /, /api/status, /metrics\n", "text/plain",
                        body=body)
+
+    def _authorized(self) -> bool:
+        """True, or 401 answered (and wrong credentials said, once a minute at most)."""
+        given = self.headers.get("Authorization", "")
+        if self.server.owner.authorized(given):
+            return True
+        if given:
+            self.server.owner.note("unauthorized", f"wrong credentials from "
+                                   f"{self.client_address[0]}")
+        self._send(401, b"authentication required\n", "text/plain",
+                   extra={"WWW-Authenticate": 'Basic realm="zelador"'})
+        return False
 
     def _send(self, status: int, data: bytes, kind: str, *, body: bool = True,
               extra: dict[str, str] | None = None) -> None:
@@ -220,10 +261,10 @@ class WebServer:
         self._history = history_file
         self._metrics = Metrics()
         self._auth: tuple[tuple[int, ...], frozenset[bytes]] = ((), frozenset())
-        self._notes: dict[str, tuple[float, int]] = {}  # kind -> (said at, kept quiet since)
-        self._notes_lock = threading.Lock()
+        self._notes = Notes()
         self.token = secrets.token_urlsafe(24)  # the page's CSRF token, new at every start
         self._controls: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+        self.hosts = Hosts(settings)
         self._server = _Server((settings.host, settings.port), _Handler, self)
         self.port = self._server.server_address[1]
         self._stop = threading.Event()
@@ -280,6 +321,9 @@ class WebServer:
     def metrics(self) -> bytes:
         return self._metrics.render(self._snapshots.get())
 
+    def host_problem(self, given: list[str]) -> str:
+        return self.hosts.problem(given)
+
     def authorized(self, header: str) -> bool:
         """Basic credentials against the auth file, compared as bytes (any input is a plain
         no, never an exception)."""
@@ -326,13 +370,7 @@ class WebServer:
 
     def note(self, kind: str, text: str) -> None:
         """One line on stderr (the journal) per kind of trouble per minute, at most."""
-        now = time.monotonic()
-        with self._notes_lock:
-            last, quiet = self._notes.get(kind, (-NOTE_EVERY, 0))
-            if now - last < NOTE_EVERY:
-                self._notes[kind] = (last, quiet + 1)
-                return
-            self._notes[kind] = (now, 0)
-        more = f" (and {quiet} more like it in the last minute)" if quiet else ""
-        with contextlib.suppress(OSError, ValueError):
-            print(f"zelador: web: {text}{more}", file=sys.stderr, flush=True)
+        line = self._notes.due(kind, text, time.monotonic())
+        if line:
+            with contextlib.suppress(OSError, ValueError):
+                print(f"zelador: web: {line}", file=sys.stderr, flush=True)
