@@ -35,6 +35,9 @@ from zelador.programs.proctree import cgroup_pids, descendant_pids, family_pids,
 from zelador.programs.session import Session
 from zelador.programs.states import Instance
 
+# By its full path: never looked up in a PATH that a program's `environment:` may have set.
+SYSTEMD_RUN = "/usr/bin/systemd-run"
+
 # Variables that belong to zelador's own service and must not leak to what it starts.
 PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
                "LISTEN_FDNAMES", "JOURNAL_STREAM", "INVOCATION_ID", "MAINPID")
@@ -262,7 +265,7 @@ class Launcher:
         command = list(argv)
         if self.use_scopes:
             unit = f"zelador-{program.name}-{kind}-{os.urandom(4).hex()}.scope"
-            command = ["systemd-run", "--scope", "--quiet", "--collect", f"--unit={unit}",
+            command = [SYSTEMD_RUN, "--scope", "--quiet", "--collect", f"--unit={unit}",
                        f"--description=zelador: {kind} {program.name}"]
             command += [f"--uid={program.user}"] if program.user else []
             command += [f"--gid={program.group}"] if program.group else []
