@@ -191,7 +191,8 @@ def test_the_daemon_holds_the_program_fatal_naming_the_folder(local: Local, zela
     assert not marker.exists()
 
 
-def test_a_config_through_a_users_folder_is_refused(local: Local) -> None:
+def test_a_config_through_a_users_folder_is_refused(local: Local,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     mine = local.folder("etc")
     config = mine / "zelador.yaml"
     config.write_text("programs: {}\n")  # root's own file, in the user's folder
@@ -200,6 +201,9 @@ def test_a_config_through_a_users_folder_is_refused(local: Local) -> None:
     assert f"the folder '{mine}' on its path is owned by uid {local.uid}" in str(refused.value)
     with pytest.raises(UnsafeFileError):  # what the drop-ins are read with
         read_checked(str(config), "drop-in")
+    monkeypatch.chdir(mine)  # `zelador validate -c zelador.yaml` from there: the way there counts
+    with pytest.raises(UnsafeFileError, match=f"'{mine}'"):
+        read_checked("zelador.yaml", "config file")
     own = local.base / "zelador.yaml"
     own.write_text("programs: {}\n")
     assert read_checked(str(own), "drop-in") == b"programs: {}\n"
