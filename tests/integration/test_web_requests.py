@@ -191,3 +191,27 @@ def test_fuzzed_requests_never_get_a_traceback_nor_a_200_without_credentials(
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception" not in err, err[-3000:]
     assert len(err.splitlines()) <= 12, err  # one line per kind, at most, in a minute
+
+
+def test_a_csrf_token_of_any_bytes_is_a_plain_403(tmp_path: Path, capfd: Any) -> None:
+    users = tmp_path / "users"
+    users.write_text("admin:right\n")
+    users.chmod(0o600)
+    web = WebServer(Web(enabled=True, host="127.0.0.1", port=0, auth_file=str(users),
+                        allow_control=True),
+                    Snapshots(NoLoop(), lambda: {}), None)  # type: ignore[arg-type]
+    asked: list[dict[str, Any]] = []
+    web.allow(lambda request: asked.append(request) or {"ok": True})  # type: ignore[func-returns-value]
+    web.start()
+    try:
+        body = b'{"program": "comunicador", "verb": "restart"}'
+        head = (f"POST /api/control HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}"
+                "\r\nX-CSRF-Token: {token}\r\n")
+        for token in ("\u00e9t\u00e9", "", "x" * 500):
+            assert status(request(web.port, head.format(token=token), body)) == 403, token
+        assert asked == []
+        assert status(request(web.port, head.format(token=web.token), body)) == 200
+        assert asked == [{"cmd": "restart", "program": "comunicador"}]
+    finally:
+        web.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -181,7 +181,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not self._authorized():
             return
         origin = self.headers.get("Origin")
-        if not hmac.compare_digest(self.headers.get("X-CSRF-Token", ""), owner.token) or (
+        given = self.headers.get("X-CSRF-Token", "").encode("latin-1", "replace")  # as bytes:
+        if not hmac.compare_digest(given, owner.token.encode()) or (  # any input is a plain no
                 origin is not None and origin.split("://", 1)[-1] != self.headers.get("Host")):
             self._send(403, b"missing or wrong X-CSRF-Token, or a foreign Origin\n",
                        "text/plain")
