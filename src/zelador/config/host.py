@@ -77,8 +77,10 @@ def open_checked(path: str, what: str, *, secret: bool = False) -> int:
                 todo.extend(reversed(_parts(target)))
                 continue
             last = not todo
+            if last and stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), here)
             if last and not stat.S_ISREG(info.st_mode):
-                raise UnsafeFileError(f"refusing {what} {path!r}: {here!r} is not a file")
+                raise UnsafeFileError(f"refusing {what} {path!r}: {here!r} is not a regular file")
             try:
                 fd = os.open(name, _FILE if last else _DIR, dir_fd=folder)
             except OSError as exc:
