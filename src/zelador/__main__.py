@@ -1,3 +1,3 @@
-from zelador.cli import main
+from zelador.early import main
 
 raise SystemExit(main())

@@ -57,6 +57,8 @@ def render(reply: dict[str, Any]) -> str:
     if checks:
         out.append(f"checks: {len(checks)}")
         out += [f"  {line}" for line in check_lines(checks)]
+    for part in reply.get("degraded") or []:
+        out.append(f"degraded: {part['part']}: {part['reason']} ({part['count']} time(s))")
     return "\n".join(out)
 
 

@@ -73,13 +73,22 @@ class Daemon:
             except (OSError, sqlite3.Error) as exc:  # supervision goes on without a history
                 journal.emit(Event("degraded", f"no history: cannot open {history_file}: {exc}",
                                    priority=3))
-        sinks: list[Sink] = [journal] if self.history is None else [journal, self.history]
+        # every sink behind the loop's error boundary: a sink that raises is counted and marked
+        # degraded, and the supervision decision that emitted the event is carried out all the same
+        sinks: list[Sink] = [self.loop.guarded(journal, "journal")]
+        if self.history is not None:
+            sinks.append(self.loop.guarded(self.history, "history"))
         self.alerts = AlertLink(self.loop, journal.emit)
+        desk: Sink | None = None
         if alerts_file is not None:
             self.alerts.open(config, alerts_file, self._run_helper, said=self._said)
             if self.alerts.desk is not None:
-                sinks.append(self.alerts.desk)
+                desk = self.loop.guarded(self.alerts.desk, "alerts")
+                sinks.append(desk)
         self._sinks = sinks
+        self._desk = desk
+        self.health = self.loop.health
+        self.loop.after_turn(self._say_health, "health")
         self.notifier = notifier or Notifier(
             lambda msg: journal.emit(Event("degraded", msg, priority=4)))
         self.control = control  # None in check mode
@@ -91,11 +100,12 @@ class Daemon:
             launcher=launcher, watches=watches or Watches(), sinks=sinks, pidfd=PIDFD,
             subreaper=subreaper,
             proc_events=open_proc_events(event_kinds(config)) if proc_events else None)
-        self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()))
+        self.loop.after_turn(lambda: self.notifier.status(self.supervisor.group.summary()),
+                             "notify")
         if self.alerts.desk is not None:
             self.loop.after_turn(lambda: self.alerts.after_turn(
                 lambda: {name: bool(st.duplicates)
-                         for name, st in self.supervisor.group.states.items()}))
+                         for name, st in self.supervisor.group.states.items()}), "alerts")
         self.jobs = JobBook(config.jobs, loop=self.loop, sinks=sinks,
                             record_run=self.history.record_run if self.history else None)
         self.checks = CheckBook(config, loop=self.loop, sinks=sinks,
@@ -116,7 +126,7 @@ class Daemon:
         if state_file is not None:
             self._state_writer = state.StateWriter(state_file, self._state_problem)
             self._restore(state_file)
-            self.loop.after_turn(self._persist)
+            self.loop.after_turn(self._persist, "state file")
         self._watchdog = watchdog_interval()
         self.web = WebLink(self.loop, self.journal.emit)
         if config.web.enabled and not once:
@@ -141,7 +151,7 @@ class Daemon:
         if self.supervisor.subreaper:  # an orphan of ours died: wake up and reap it
             loop.on_signal(signal.SIGCHLD, lambda: None)
         if self.control is not None:
-            loop.watch(self.control.fileno(), self._accept)
+            loop.watch(self.control.fileno(), self._accept, "control")
         if not self.once:
             if self.history is not None and self._applied is not None:
                 # reports answered OK after the last save (zelador was killed): apply them
@@ -254,8 +264,13 @@ class Daemon:
     def _said(self, event: Event) -> None:
         """What the outbox says (alert_sent ...): to the journal and the history, not to alerts."""
         for sink in self._sinks:
-            if sink is not self.alerts.desk:
+            if sink is not self._desk:
                 sink.emit(event)
+
+    def _say_health(self) -> None:
+        """Journal (and record) what became degraded or works again, once per change."""
+        for event in self.health.changes():
+            self._said(event)
 
     # --- the web server -----------------------------------------------------------------------
 
@@ -304,7 +319,7 @@ class Daemon:
     def _ping(self) -> None:
         assert self._watchdog is not None
         self.notifier.watchdog()
-        self.loop.at(self.loop.clock() + self._watchdog, self._ping)
+        self.loop.at(self.loop.clock() + self._watchdog, self._ping, "watchdog")
 
     # --- control ------------------------------------------------------------------------------
 
@@ -315,8 +330,8 @@ class Daemon:
         if fd is None:
             return
         conn = self.control.clients[fd][0]
-        self.loop.watch(fd, lambda: self._serve(fd))
-        self.loop.at(self.control.deadline(fd), lambda: self._expire(fd, conn))
+        self.loop.watch(fd, lambda: self._serve(fd), "control")
+        self.loop.at(self.control.deadline(fd), lambda: self._expire(fd, conn), "control")
 
     def _expire(self, fd: int, conn: object) -> None:
         """Drop the client if it is still waiting: the same connection, not a later one that
@@ -348,7 +363,8 @@ class Daemon:
             return {"pid": os.getpid(), "config": self.config.path, "started": self.started_at,
                     "summary": sup.group.summary(), "programs": programs,
                     "jobs": self.jobs.status(), "intake": self._intake_status(),
-                    "checks": self.checks.status()}
+                    "checks": self.checks.status(), "degraded": self.health.status(),
+                    "errors": self.loop.errors}
         if cmd == "checks":
             return {"checks": self.checks.status()}
         if cmd == "jobs":

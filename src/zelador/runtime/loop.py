@@ -13,6 +13,13 @@ What it owns:
   then decisions).
 
 A turn: wait -> ready fds -> signals -> posted work -> due timers -> end-of-turn hooks.
+
+Every callback runs inside an error boundary (`_call`): an exception is caught and counted, the
+callback's part (`part=`, else its name) is marked degraded in the health registry
+(runtime/degraded.py) with the first traceback of each kind, and the turn goes on; the next
+call of that part that returns cleanly clears it. A ready fd whose registration changed during
+the turn (unwatched, or closed and its number given to a new watch) is skipped: its readiness
+belonged to the old owner.
 """
 
 from __future__ import annotations
@@ -26,22 +33,29 @@ import selectors
 import signal
 import socket
 import time
+import traceback
 from types import FrameType
 from typing import Callable
 
+from zelador import early
+from zelador.events import Event, Sink
+from zelador.runtime.degraded import HEALTH, Health
+
 Callback = Callable[[], None]
 COMPACT_MIN = 1024
+MAX_KINDS = 512  # distinct failure kinds remembered (each journaled once with its traceback)
 Clock = Callable[[], float]
 
 
 class Timer:
     """A pending `Loop.at` call; `cancel()` makes it never run."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("callback", "cancelled", "part", "when")
 
-    def __init__(self, when: float, callback: Callback) -> None:
+    def __init__(self, when: float, callback: Callback, part: str) -> None:
         self.when = when
         self.callback = callback
+        self.part = part
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -50,13 +64,18 @@ class Timer:
 
 class Loop:
     def __init__(self, clock: Clock = time.monotonic,
-                 selector: selectors.BaseSelector | None = None) -> None:
+                 selector: selectors.BaseSelector | None = None,
+                 health: Health | None = None) -> None:
         self.clock = clock
+        self.health = HEALTH if health is None else health
+        self.errors = 0  # callbacks that raised, since the start
+        self._kinds: dict[tuple[str, str, str], str] = {}  # (part, error, where) -> its reason
+        self._failing: set[str] = set()  # parts this loop marked degraded
         self._selector = selector or selectors.DefaultSelector()
         self._timers: list[tuple[float, int, Timer]] = []
         self._compact_at = COMPACT_MIN  # heap size at which cancelled timers are swept out
         self._order = itertools.count()
-        self._posted: queue.SimpleQueue[Callback] = queue.SimpleQueue()
+        self._posted: queue.SimpleQueue[tuple[Callback, str]] = queue.SimpleQueue()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) if hasattr(os, "eventfd") else -1
         self._wake_pair: tuple[socket.socket, socket.socket] | None = None
         if self._wake_fd < 0:  # Python < 3.10: a socketpair does the same job
@@ -64,23 +83,25 @@ class Loop:
             for end in self._wake_pair:
                 end.setblocking(False)
             self._wake_fd = self._wake_pair[0].fileno()
-        self._selector.register(self._wake_fd, selectors.EVENT_READ, self._drain_posted)
+        self._selector.register(self._wake_fd, selectors.EVENT_READ,
+                                (self._drain_posted, "loop"))
         self._signal_r, self._signal_w = socket.socketpair()
         self._signal_r.setblocking(False)
         self._signal_w.setblocking(False)
-        self._selector.register(self._signal_r, selectors.EVENT_READ, self._drain_signals)
+        self._selector.register(self._signal_r, selectors.EVENT_READ,
+                                (self._drain_signals, "loop"))
         self._signal_callbacks: dict[int, Callback] = {}
         self._signals_seen: list[int] = []
         self._previous_handlers: dict[int, object] = {}
         self._old_wakeup_fd: int | None = None
-        self._after_turn: list[Callback] = []
+        self._after_turn: list[tuple[Callback, str]] = []
         self._stopped = False
 
     # --- sources ----------------------------------------------------------------------------
 
-    def watch(self, fd: int, callback: Callback) -> None:
+    def watch(self, fd: int, callback: Callback, part: str | None = None) -> None:
         """Call `callback` on the loop thread whenever `fd` is readable."""
-        self._selector.register(fd, selectors.EVENT_READ, callback)
+        self._selector.register(fd, selectors.EVENT_READ, (callback, part or _name(callback)))
 
     def unwatch(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
@@ -93,9 +114,9 @@ class Loop:
             return False
         return True
 
-    def at(self, when: float, callback: Callback) -> Timer:
+    def at(self, when: float, callback: Callback, part: str | None = None) -> Timer:
         """Call `callback` once the clock reaches `when`."""
-        timer = Timer(when, callback)
+        timer = Timer(when, callback, part or _name(callback))
         heapq.heappush(self._timers, (when, next(self._order), timer))
         if len(self._timers) >= self._compact_at:
             # A timer re-armed per event (a job's next deadline, a client's expiry) leaves the
@@ -112,13 +133,17 @@ class Loop:
             self._old_wakeup_fd = signal.set_wakeup_fd(self._signal_w.fileno())
         self._signal_callbacks[signum] = callback
         self._previous_handlers[signum] = signal.signal(signum, self._note_signal)
+        if early.take(signum):  # it came during start-up (zelador/early.py held it): run it now
+            self._signals_seen.append(signum)
+            with contextlib.suppress(OSError):
+                self._signal_w.send(b"\0")
 
-    def after_turn(self, callback: Callback) -> None:
-        self._after_turn.append(callback)
+    def after_turn(self, callback: Callback, part: str | None = None) -> None:
+        self._after_turn.append((callback, part or _name(callback)))
 
-    def post(self, callback: Callback) -> None:
+    def post(self, callback: Callback, part: str | None = None) -> None:
         """Thread-safe: run `callback` on the loop thread soon (wakes the wait)."""
-        self._posted.put(callback)
+        self._posted.put((callback, part or _name(callback)))
         if self._wake_pair is not None:
             with contextlib.suppress(BlockingIOError):
                 self._wake_pair[1].send(b"\0")
@@ -151,13 +176,59 @@ class Loop:
         timeout = None if deadline is None else max(0.0, deadline - self.clock())
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
-        for key, _ in self._selector.select(timeout):
-            key.data()
+        selector = self._selector
+        for key, _ in selector.select(timeout):
+            try:
+                current = selector.get_key(key.fd)
+            except (KeyError, ValueError):
+                continue  # unwatched during this turn (an earlier callback closed it)
+            if current is not key:
+                continue  # re-registered this turn: the fd number now belongs to a new watch
+            self._call(*key.data)
         self._run_signals()
         self._drain_posted()
         self._run_due_timers()
-        for hook in self._after_turn:
-            hook()
+        for hook, part in self._after_turn:
+            self._call(hook, part)
+
+    # --- the error boundary ---------------------------------------------------------------------
+
+    def _call(self, callback: Callback, part: str) -> None:
+        try:
+            callback()
+        except Exception as exc:  # the boundary: nothing a part does may end the loop
+            self.failed(part, exc)
+        else:
+            if self._failing and part in self._failing:
+                self.worked(part)
+
+    def worked(self, part: str) -> None:
+        """`part` ran cleanly after failing: clear its degraded mark."""
+        self._failing.discard(part)
+        self.health.clear(part)
+
+    def failed(self, part: str, exc: BaseException) -> None:
+        """Count a failure of `part` caught by the boundary (or by a caller's own guard) and
+        mark the part degraded; each kind (part, error, where) keeps its first reason and
+        traceback, so a part failing on every turn is one journal line, not a flood."""
+        self.errors += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+        kind = (part, type(exc).__name__, where)
+        reason = self._kinds.get(kind)
+        detail = None
+        if reason is None:
+            reason = f"{type(exc).__name__}: {str(exc)[:200]} (at {where})"
+            detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            if len(self._kinds) < MAX_KINDS:
+                self._kinds[kind] = reason
+        self._failing.add(part)
+        self.health.mark(part, reason, detail=detail[-4000:] if detail else None)
+
+    def guarded(self, sink: Sink, part: str) -> Sink:
+        """`sink` behind the boundary: an emit that raises is counted, not passed to the
+        caller (a supervision decision that emits an event is never cut short by a sink)."""
+        return _GuardedSink(self, sink, part)
 
     def close(self) -> None:
         for signum, handler in self._previous_handlers.items():
@@ -188,7 +259,7 @@ class Loop:
         for signum in pending:
             callback = self._signal_callbacks.get(signum)
             if callback is not None:
-                callback()
+                self._call(callback, f"signal {signal.Signals(signum).name}")
 
     def _drain_posted(self) -> None:
         if self._wake_pair is not None:
@@ -200,10 +271,10 @@ class Loop:
                 os.eventfd_read(self._wake_fd)
         while True:
             try:
-                callback = self._posted.get_nowait()
+                callback, part = self._posted.get_nowait()
             except queue.Empty:
                 return
-            callback()
+            self._call(callback, part)
 
     def _run_due_timers(self) -> None:
         now = self.clock()
@@ -211,4 +282,30 @@ class Loop:
             _, _, timer = heapq.heappop(self._timers)
             if not timer.cancelled:
                 timer.cancelled = True  # ran: a late cancel() is harmless
-                timer.callback()
+                self._call(timer.callback, timer.part)
+
+
+class _GuardedSink:
+    __slots__ = ("_loop", "_part", "_sink")
+
+    def __init__(self, loop: Loop, sink: Sink, part: str) -> None:
+        self._loop, self._sink, self._part = loop, sink, part
+
+    def __getattr__(self, name: str) -> object:  # the journal's output_for() and the like
+        return getattr(self._sink, name)
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._sink.emit(event)
+        except Exception as exc:
+            self._loop.failed(self._part, exc)
+        else:
+            if self._loop._failing and self._part in self._loop._failing:
+                self._loop.worked(self._part)
+
+
+def _name(callback: Callback) -> str:
+    """A part's name for a callback given without one: its function's qualified name."""
+    func = getattr(callback, "func", callback)  # functools.partial
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    return str(name).replace(".<locals>", "").replace(".<lambda>", "")

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from zelador.web.server import WebServer
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
+SNAPSHOT = "web snapshot"
 
 
 class WebLink:
@@ -29,7 +30,7 @@ class WebLink:
         from zelador.web.server import Snapshots, WebServer
 
         try:
-            self.server = WebServer(settings, Snapshots(self.loop, snapshot),
+            self.server = WebServer(settings, Snapshots(self.loop, self._guard(snapshot)),
                                     history_file)
             if settings.allow_control:
                 self.server.allow(answer)
@@ -39,6 +40,21 @@ class WebLink:
         except Exception as exc:  # a broken prometheus_client: supervise all the same
             self._emit(Event("degraded", f"no status page: {type(exc).__name__}: {exc}",
                              priority=3))
+
+    def _guard(self, snapshot: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+        """The snapshot builder behind the error boundary: if it raises, the page still gets an
+        answer (what is degraded, and why) at once instead of waiting on a refresh that never
+        comes, and the part is marked degraded until a build succeeds."""
+        def build() -> dict[str, Any]:
+            try:
+                data = snapshot()
+            except Exception as exc:
+                self.loop.failed(SNAPSHOT, exc)
+                return {"error": f"status unavailable: {type(exc).__name__}: {exc}",
+                        "degraded": self.loop.health.status()}
+            self.loop.worked(SNAPSHOT)
+            return data
+        return build
 
     def start(self) -> None:
         if self.server is not None:

@@ -35,6 +35,7 @@ MESSAGE_IDS: dict[str, str] = {
     "shutdown": "f20c77a007cf4fbfa43c706373da6b66",
     "script_failed": "0f739be21fe94a889d20dc761c8c95a7",
     "degraded": "e94efdb41fea4377917b7135ee7861e9",
+    "recovered": "5d80216f7a7b41568bf1777f581ba261",
     "host_problem": "1ccc9bbf64684dac82d2046f365e7f1a",
     "waiting": "071eb6f03b8f498e9a49452dc34e7ca0",
     "state_ignored": "cbbb08d8ad2640dcb658f701d7020303",
@@ -133,8 +134,8 @@ class StderrJournal:
 
     def emit(self, event: Event) -> None:
         extra = _fields(event)
-        tags = " ".join(f"{k[8:].lower()}={v.replace(' ', '_')}" for k, v in extra.items()
-                        if k != "ZELADOR_EVENT")
+        tags = " ".join(f"{k[8:].lower()}={v.replace(' ', '_').replace(chr(10), '|')}"
+                        for k, v in extra.items() if k != "ZELADOR_EVENT")  # one line each
         now = time.time()  # one read: the seconds and the milliseconds must agree
         stamp = time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
         level = _LEVELS.get(event.priority, str(event.priority))

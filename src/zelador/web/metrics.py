@@ -95,6 +95,15 @@ class _Snapshot:
         for kind in ("program", "job", "check"):
             incidents.add_metric([kind], float(counts.get(kind, 0)))
         yield incidents
+        degraded = GaugeMetricFamily("zelador_degraded", "1 while a part of zelador is degraded "
+                                     "(see `zelador status`)", labels=["part"])
+        for part in data.get("degraded", []):
+            degraded.add_metric([part["part"]], 1.0)
+        yield degraded
+        errors = CounterMetricFamily("zelador_callback_errors", "Exceptions caught by the "
+                                     "supervision loop's error boundary")
+        errors.add_metric([], float(data.get("errors", 0)))
+        yield errors
 
 
 class Metrics:
