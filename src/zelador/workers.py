@@ -17,15 +17,32 @@ class Pool:
 
     def __init__(self, workers: int, name: str = "worker") -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Done] | None] = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
-                         for i in range(workers)]
+        self._name = name
+        self._closed = False
+        self.errors = 0  # done() callbacks that raised
+        self._threads = [self._thread(i) for i in range(workers)]
         for thread in self._threads:
             thread.start()
+
+    def _thread(self, number: int) -> threading.Thread:
+        return threading.Thread(target=self._run, name=f"{self._name}-{number}", daemon=True)
+
+    def alive(self) -> bool:
+        """Every worker runs (or the pool was closed): the daemon's thread watcher asks."""
+        return self._closed or all(thread.is_alive() for thread in self._threads)
+
+    def restart(self) -> None:
+        """A new thread in place of each dead one; the queued jobs stay queued."""
+        for number, thread in enumerate(self._threads):
+            if not thread.is_alive() and not self._closed:
+                self._threads[number] = self._thread(number)
+                self._threads[number].start()
 
     def submit(self, work: Callable[[], Any], done: Done = lambda *_: None) -> None:
         self._jobs.put((work, done))
 
     def close(self) -> None:
+        self._closed = True
         for _ in self._threads:
             self._jobs.put(None)
 
@@ -35,9 +52,14 @@ class Pool:
             if job is None:
                 return
             work, done = job
+            error: BaseException | None
             try:
                 result = work()
             except BaseException as exc:
-                done(None, exc)
-                continue
-            done(result, None)
+                result, error = None, exc
+            else:
+                error = None
+            try:
+                done(result, error)
+            except Exception:  # a broken callback costs its job (counted), never the worker
+                self.errors += 1

@@ -53,7 +53,8 @@ SECTIONS: tuple[Section, ...] = (
             "max(interval, 60s)"),
         Key("programs", "required unless jobs is given", "the watched programs, by name "
             "(letters, digits, _ . -)"),
-        Key("control", "see below", "the command socket"),
+        Key("control", "see below", "the command socket (only a restart of zelador applies a "
+            "change; a reload keeps the running one and says so)"),
         Key("check", "see below", "the periodic zelador check (zelador-check.timer)"),
         Key("jobs", "none", "scheduled jobs that report to zelador"),
         Key("intake", "see below", "the TCP port jobs report to"),

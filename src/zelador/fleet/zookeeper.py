@@ -50,6 +50,10 @@ class Publisher:
         self._client.start_async()  # connects in kazoo's own threads; never waits here
         self._thread.start()
 
+    def alive(self) -> bool:
+        """The writer thread runs (or was closed)."""
+        return self._thread.is_alive() or self._stop.is_set()
+
     def publish(self, doc: dict[str, Any]) -> None:
         """Called on the loop thread: keep the latest, wake the writer."""
         self._doc = doc

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 import sys
 import time
+from dataclasses import replace
 from typing import Any
 
 from zelador import __version__
@@ -42,6 +43,7 @@ from zelador.runtime.jobs import (
 )
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher, event_kinds
+from zelador.runtime.threads import ThreadWatch
 from zelador.runtime.web import WebLink
 from zelador.store import state
 from zelador.store.history import ReportRow, read_reports_after
@@ -49,6 +51,12 @@ from zelador.store.historywriter import HistoryWriter
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
 
+# What a reload (SIGHUP) does with each top-level key of the config (a test holds that every
+# key of config/keys.py is in one of these): applied at once, or kept until zelador restarts
+# (a change is then refused with one line, and the rest of the new config is applied).
+APPLIED_ON_RELOAD = ("interval", "programs", "check", "jobs", "intake", "history", "alerts",
+                     "checks", "system", "web", "fleet")
+RESTART_ONLY = ("control",)  # the socket is bound (and its group set) once, at start
 JOBS_SAVED_EVERY = 1.0  # job-only changes reach state.json at most this often
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the interpreter lock while another waits
 
@@ -129,9 +137,21 @@ class Daemon:
             self.loop.after_turn(self._persist, "state file")
         self._watchdog = watchdog_interval()
         self.web = WebLink(self.loop, self.journal.emit)
-        if config.web.enabled and not once:
+        if not once:
             self.web.open(config.web, self._snapshot, self.answer, history_file)
         self.fleet = FleetLink(self.loop, self.journal.emit, self._fleet_state)
+        # every thread of ours is watched: a dead one is restarted (its queue kept), journaled
+        self.threads = ThreadWatch(self.loop)
+        if self.history is not None:
+            self.threads.add("history writer", self.history.alive, self.history.restart)
+        outbox = self.alerts.outbox
+        if outbox is not None:
+            self.threads.add("outbox", outbox.alive, outbox.restart)
+        self.threads.add("web server", self.web.alive, self.web.restart)
+        self.threads.add("fleet writer", self.fleet.alive, self.fleet.restart)
+        checks = self.checks
+        self.threads.add("check workers", lambda: checks._pool is None or checks._pool.alive(),
+                         lambda: checks._pool.restart() if checks._pool is not None else None)
 
     @property
     def config(self) -> Config:
@@ -165,6 +185,7 @@ class Daemon:
             self.web.start()
             self.fleet.open(self.config.fleet)
             self.alerts.start()
+            self.threads.start()
         try:
             self.supervisor.settle()  # the first look: adopt what runs, start what does not
             if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
@@ -419,7 +440,15 @@ class Daemon:
                                     f"stays: {exc}", priority=3))
             self.notifier.ready(self.supervisor.group.summary())
             return
-        old_fleet = self.config.fleet
+        old_fleet, old_web = self.config.fleet, self.config.web
+        kept = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
+        if kept:
+            new = replace(new, **{key: getattr(self.config, key) for key in kept})
+            self.journal.emit(Event("config_rejected", f"reload: {', '.join(kept)} changed in "
+                                    f"{new.path}, which takes effect only when zelador restarts "
+                                    "(systemctl restart zelador); the running "
+                                    f"{', '.join(kept)} stays, the rest is applied",
+                                    priority=4))
         added, removed = self.supervisor.reconfigure(new)
         self.jobs.reconfigure(new.jobs)
         self.checks.configure(new)
@@ -429,6 +458,8 @@ class Daemon:
                 self.fleet.open(new.fleet)
         if not self.once:
             self.checks.start()
+            if new.web != old_web:
+                self.web.reconfigure(new.web)
         self.alerts.reconfigure(new)
         if self.history is not None:
             self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows

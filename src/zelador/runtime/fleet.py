@@ -31,8 +31,10 @@ class FleetLink:
         self.publishers: list[Publisher] = []
         self._doc: dict[str, Any] = {}
         self._round = 0  # a reload's new publisher starts a round of its own
+        self._settings: Fleet | None = None
 
     def open(self, settings: Fleet) -> None:
+        self._settings = settings
         if not settings.enabled:
             return
 
@@ -71,6 +73,15 @@ class FleetLink:
         for publisher in self.publishers:
             publisher.close()
         self.publishers = []
+
+    def alive(self) -> bool:
+        return self.publisher is None or self.publisher.alive()
+
+    def restart(self) -> None:
+        """The thread watcher's call: a new publisher with the same settings."""
+        if self._settings is not None:
+            self.close()
+            self.open(self._settings)
 
     def _publish(self, round_: int) -> None:
         if not self.publishers or round_ != self._round:

@@ -24,11 +24,16 @@ class WebLink:
         self._emit = emit
         self.server: WebServer | None = None
         self.lag = 0.0  # how late the loop ran its last 1 s timer
+        self._measuring = False
+        self._opened: tuple[Web, Callable[[], dict[str, Any]], Handler, str | None] | None = None
 
     def open(self, settings: Web, snapshot: Callable[[], dict[str, Any]], answer: Handler,
              history_file: str | None) -> None:
         from zelador.web.server import Snapshots, WebServer
 
+        self._opened = (settings, snapshot, answer, history_file)
+        if not settings.enabled:
+            return
         try:
             self.server = WebServer(settings, Snapshots(self.loop, self._guard(snapshot)),
                                     history_file)
@@ -59,11 +64,36 @@ class WebLink:
     def start(self) -> None:
         if self.server is not None:
             self.server.start()
-            self._measure(self.loop.clock())
+            if not self._measuring:
+                self._measuring = True
+                self._measure(self.loop.clock())
 
     def close(self) -> None:
         if self.server is not None:
             self.server.close()
+            self.server = None
+
+    def reconfigure(self, settings: Web) -> bool:
+        """A reload's `web:`: a changed section closes the server and opens it anew (listen,
+        `listen: off`, auth_file, allow_control all take effect). True if it changed."""
+        if self._opened is None or settings == self._opened[0]:
+            return False
+        _, snapshot, answer, history_file = self._opened
+        self.close()
+        self.open(settings, snapshot, answer, history_file)
+        self.start()
+        return True
+
+    def alive(self) -> bool:
+        return self.server is None or self.server.alive()
+
+    def restart(self) -> None:
+        """The thread watcher's call: a new server with the same settings."""
+        if self._opened is not None:
+            settings, snapshot, answer, history_file = self._opened
+            self.close()
+            self.open(settings, snapshot, answer, history_file)
+            self.start()
 
     def _measure(self, due: float) -> None:
         """How late a timer runs: a loop held up by anything shows here (and in /metrics)."""

@@ -269,11 +269,18 @@ class WebServer:
         self._server = _Server((settings.host, settings.port), _Handler, self)
         self.port = self._server.server_address[1]
         self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
-                         name="web", daemon=True).start()
-        threading.Thread(target=self._sweep, name="web-sweep", daemon=True).start()
+        self._threads = [threading.Thread(target=self._server.serve_forever,
+                                          kwargs={"poll_interval": 0.5}, name="web", daemon=True),
+                         threading.Thread(target=self._sweep, name="web-sweep", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def alive(self) -> bool:
+        """Both threads run (or the server was closed): the daemon's thread watcher asks."""
+        return self._stop.is_set() or all(thread.is_alive() for thread in self._threads)
 
     def close(self) -> None:
         self._stop.set()
@@ -294,16 +301,29 @@ class WebServer:
             return {"error": "control is off"}
         answer = self._controls
         done = threading.Event()
-        box: dict[str, Any] = {"error": "zelador did not answer within 5s"}
+        box: dict[str, Any] = {}
+        state = {"claimed": False}  # by the loop (carried out) or the waiter (gave up)
+        lock = threading.Lock()
 
         def run() -> None:
-            box.clear()
-            box.update(answer({"cmd": verb, "program": program}))
-            done.set()
+            with lock:  # a press answered "did not answer" is never carried out later
+                if state["claimed"]:
+                    return
+                state["claimed"] = True
+            try:
+                box.update(answer({"cmd": verb, "program": program}))
+            finally:
+                done.set()
 
         self._snapshots.post(run)
-        done.wait(5.0)
-        return box
+        if done.wait(5.0):
+            return box
+        with lock:
+            if not state["claimed"]:
+                state["claimed"] = True
+                return {"error": "zelador did not answer within 5s; nothing was done"}
+        done.wait()  # the loop took it just now: its answer comes at once
+        return box or {"error": "the request failed in zelador (see `zelador status`)"}
 
     def status(self) -> dict[str, Any]:
         data = dict(self._snapshots.get())
