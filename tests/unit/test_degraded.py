@@ -56,3 +56,13 @@ def test_metrics_have_a_degraded_gauge_per_part():
     text = Metrics().render({"degraded": health.status(), "errors": 3}).decode()
     assert 'zelador_degraded{part="history"} 1.0' in text
     assert "zelador_callback_errors_total 3.0" in text
+
+
+def test_a_part_that_flaps_the_same_way_is_said_once_a_minute_at_most():
+    health = Health()
+    for _ in range(100):
+        health.mark("control", "RecursionError (at decoder.py:353)")
+        health.clear("control")
+    assert [e.kind for e in health.changes()] == ["degraded", "recovered"]
+    health.mark("control", "another reason")
+    assert [e.kind for e in health.changes()] == ["degraded"]

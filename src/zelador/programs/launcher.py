@@ -105,6 +105,9 @@ class Launcher:
         """A process of zelador's own (the job report worker): known here, so the reaper leaves
         its status to its Popen and never takes it for an orphaned daemon."""
         with self.helper_lock:
+            for pid, old in list(self.helpers.items()):  # a dead worker leaves the list
+                if old.returncode is not None:
+                    del self.helpers[pid]
             popen = subprocess.Popen(argv, pass_fds=pass_fds, stdin=subprocess.DEVNULL)
             self.helpers[popen.pid] = popen
         return popen

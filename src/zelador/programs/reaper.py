@@ -68,9 +68,10 @@ def reap_orphans(children: Mapping[int, Child],
             child.popen.poll()
             continue
         helper = helpers.get(pid) if helpers else None
-        if helper is not None:
+        if helper is not None and helper.returncode is None:
             helper.poll()
             continue
+        # (a helper already reaped whose pid now belongs to an orphan: reaped as one below)
         try:
             zombie = psutil.Process(pid)
             instance, name = Instance(pid, zombie.create_time()), zombie.name()

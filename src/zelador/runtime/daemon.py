@@ -351,7 +351,7 @@ class Daemon:
         if fd is None:
             return
         conn = self.control.clients[fd][0]
-        self.loop.watch(fd, lambda: self._serve(fd), "control")
+        self.loop.watch(fd, lambda: self._serve(fd), "control request")
         self.loop.at(self.control.deadline(fd), lambda: self._expire(fd, conn), "control")
 
     def _expire(self, fd: int, conn: object) -> None:
@@ -363,12 +363,25 @@ class Daemon:
 
     def _serve(self, fd: int) -> None:
         assert self.control is not None
-        got = self.control.receive(fd)
+        entry = self.control.clients.get(fd)
+        try:
+            got = self.control.receive(fd)
+        except Exception:  # the boundary counts it; the client is let go, its fd unwatched
+            self.loop.unwatch(fd)
+            self.control.clients.pop(fd, None)
+            if entry is not None:
+                entry[0].close()
+            raise
         if got is None:
             return
         self.loop.unwatch(fd)
         conn, request = got
-        answer = self.answer(request)
+        try:
+            answer = self.answer(request)
+        except Exception as exc:
+            ControlServer.reply(conn, {"error": f"zelador failed to answer: "
+                                                f"{type(exc).__name__}: {exc}"})
+            raise
         if request.get("cmd") == "report" and answer.get("ok") and self.history is not None:
             # answered once the history holds the report (as the TCP intake does)
             self.history.barrier(lambda: self.loop.post(lambda: ControlServer.reply(conn, answer)))

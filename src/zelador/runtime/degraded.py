@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from zelador.events import Event
 
 MAX_CHANGES = 256  # journal lines held between two turns; more are counted, not kept
+QUIET = 60.0  # a part failing the same way again within this long after it was said: not said
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Part:
     reason: str
     since: float  # wall time of the first mark (for people)
     count: int = 1  # how many times it was marked since it last worked
+    said: bool = True  # journaled (a quiet re-mark's recovery is quiet too)
 
 
 class Health:
@@ -38,6 +40,7 @@ class Health:
         self._parts: dict[str, Part] = {}
         self._changes: list[Event] = []
         self._lost = 0
+        self._said_at: dict[tuple[str, str], float] = {}  # (part, reason) -> when it was said
 
     def mark(self, part: str, reason: str, *, detail: str | None = None) -> None:
         """`part` does not work: `reason` is one line; `detail` (a traceback) goes in the
@@ -47,8 +50,15 @@ class Health:
             if old is not None and old.reason == reason:
                 self._parts[part] = replace(old, count=old.count + 1)
                 return
+            now = time.monotonic()
+            said = now - self._said_at.get((part, reason), -QUIET) >= QUIET
             self._parts[part] = Part(part, reason, time.time(),
-                                     1 if old is None else old.count + 1)
+                                     1 if old is None else old.count + 1, said)
+            if not said:  # it flaps (fails, works, fails ...): say it once a minute at most
+                return
+            if len(self._said_at) >= MAX_CHANGES:
+                self._said_at.clear()
+            self._said_at[(part, reason)] = now
             self._say(Event("degraded", f"{part} is degraded: {reason}", priority=3)
                       .with_fields(part=part, detail=detail))
 
@@ -58,7 +68,7 @@ class Health:
             return
         with self._lock:
             old = self._parts.pop(part, None)
-            if old is not None:
+            if old is not None and old.said:
                 self._say(Event("recovered", f"{part} works again (it was degraded: "
                                 f"{old.reason}; {old.count} time(s))", priority=5)
                           .with_fields(part=part))

@@ -100,8 +100,16 @@ class Loop:
     # --- sources ----------------------------------------------------------------------------
 
     def watch(self, fd: int, callback: Callback, part: str | None = None) -> None:
-        """Call `callback` on the loop thread whenever `fd` is readable."""
-        self._selector.register(fd, selectors.EVENT_READ, (callback, part or _name(callback)))
+        """Call `callback` on the loop thread whenever `fd` is readable. An fd number still
+        registered is taken from its old owner: that fd was closed without `unwatch` (its owner
+        failed), and the number now belongs to whoever opened it last."""
+        data = (callback, part or _name(callback))
+        try:
+            self._selector.register(fd, selectors.EVENT_READ, data)
+        except KeyError:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+            self._selector.register(fd, selectors.EVENT_READ, data)
 
     def unwatch(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
