@@ -72,6 +72,10 @@ class Loop:
         self._kinds: dict[tuple[str, str, str], str] = {}  # (part, error, where) -> its reason
         self._failing: set[str] = set()  # parts this loop marked degraded
         self._selector = selector or selectors.DefaultSelector()
+        # the selector's own fd -> key table (every stdlib selector has one); get_key otherwise
+        table = getattr(self._selector, "_fd_to_key", None)
+        self._registered: Callable[[int], object] = (
+            table.get if isinstance(table, dict) else self._key_of)
         self._timers: list[tuple[float, int, Timer]] = []
         self._compact_at = COMPACT_MIN  # heap size at which cancelled timers are swept out
         self._order = itertools.count()
@@ -114,6 +118,12 @@ class Loop:
     def unwatch(self, fd: int) -> None:
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
+
+    def _key_of(self, fd: int) -> object:
+        try:
+            return self._selector.get_key(fd)
+        except (KeyError, ValueError):
+            return None
 
     def watching(self, fd: int) -> bool:
         try:
@@ -184,14 +194,12 @@ class Loop:
         timeout = None if deadline is None else max(0.0, deadline - self.clock())
         if max_wait is not None:
             timeout = max_wait if timeout is None else min(timeout, max_wait)
-        selector = self._selector
-        for key, _ in selector.select(timeout):
-            try:
-                current = selector.get_key(key.fd)
-            except (KeyError, ValueError):
-                continue  # unwatched during this turn (an earlier callback closed it)
-            if current is not key:
-                continue  # re-registered this turn: the fd number now belongs to a new watch
+        registered = self._registered
+        for key, _ in self._selector.select(timeout):
+            if registered(key.fd) is not key:
+                # unwatched during this turn (an earlier callback closed it), or re-registered:
+                # the fd number now belongs to a new watch, and this readiness was the old one's
+                continue
             self._call(*key.data)
         self._run_signals()
         self._drain_posted()
