@@ -72,3 +72,38 @@ def test_a_poison_request_costs_itself_only(tmp_path: Path, mfe: Mfe) -> None:
         assert json.dumps(zel.status())  # answers
     finally:
         zel.stop()
+
+
+def test_a_dead_history_writer_is_restarted_and_later_events_are_kept(tmp_path: Path,
+                                                                      mfe: Mfe) -> None:
+    """An exit status SQLite cannot store ended the history's thread for good (issue 19). If the
+    input still gets that far, the thread watcher restarts the writer, and what comes after is
+    in the history; if it is refused at the door, zelador says so and nothing dies."""
+    zel = Zelador(tmp_path, mfe.config(monitor=False) + "jobs: {backup: {every: 1h}}\n"
+                  "intake: {listen: off}\n").start()
+    try:
+        zel.wait_event("started", "comunicador")
+        subprocess.run([sys.executable, "-m", "zelador", "report", "backup", "fail",
+                        "--exit-code", "99999999999999999999", "--socket", zel.socket],
+                       capture_output=True)
+        time.sleep(1.5)  # the writer's batch (0.5 s) has been written, or its thread died
+        died = [e for e in zel.matching("degraded") if e.get("part") == "history_writer"]
+        if died:
+            assert "its thread died" in died[0]["message"]
+            zel.wait_event("recovered", timeout=15)
+        (pid,) = pids_named(mfe.com)
+        os.kill(pid, signal.SIGKILL)
+        zel.wait_event("started", "comunicador", count=2)
+
+        def exits_in_history() -> int:
+            out = subprocess.run([sys.executable, "-m", "zelador", "history", "comunicador",
+                                  "--kind", "exited", "--json", "--state-dir",
+                                  str(tmp_path / "state")], capture_output=True, text=True)
+            return len(json.loads(out.stdout or "[]"))
+
+        from tests.conftest import wait_for
+
+        wait_for(lambda: exits_in_history() >= 1, 15, "the exit recorded in the history")
+        assert zel.proc is not None and zel.proc.poll() is None
+    finally:
+        zel.stop()

@@ -43,7 +43,7 @@ from zelador.runtime.jobs import (
 )
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.supervisor import Supervisor, Table, Watcher, event_kinds
-from zelador.runtime.threads import ThreadWatch
+from zelador.runtime.threads import ThreadWatch, watch_parts
 from zelador.runtime.web import WebLink
 from zelador.store import state
 from zelador.store.history import ReportRow, read_reports_after
@@ -142,16 +142,7 @@ class Daemon:
         self.fleet = FleetLink(self.loop, self.journal.emit, self._fleet_state)
         # every thread of ours is watched: a dead one is restarted (its queue kept), journaled
         self.threads = ThreadWatch(self.loop)
-        if self.history is not None:
-            self.threads.add("history writer", self.history.alive, self.history.restart)
-        outbox = self.alerts.outbox
-        if outbox is not None:
-            self.threads.add("outbox", outbox.alive, outbox.restart)
-        self.threads.add("web server", self.web.alive, self.web.restart)
-        self.threads.add("fleet writer", self.fleet.alive, self.fleet.restart)
-        checks = self.checks
-        self.threads.add("check workers", lambda: checks._pool is None or checks._pool.alive(),
-                         lambda: checks._pool.restart() if checks._pool is not None else None)
+        watch_parts(self.threads, self)
 
     @property
     def config(self) -> Config:

@@ -11,9 +11,12 @@ A part is two callables: `alive() -> bool` and `restart()`. The history writer, 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from zelador.runtime.loop import Loop
+
+if TYPE_CHECKING:
+    from zelador.runtime.daemon import Daemon
 
 EVERY = 2.0  # seconds between two looks
 FIRST_PAUSE = 1.0
@@ -91,3 +94,35 @@ class ThreadWatch:
             self.look()
         finally:
             self.loop.at(self.loop.clock() + self.every, self._look, "thread watcher")
+
+
+def watch_parts(watch: ThreadWatch, daemon: Daemon) -> None:
+    """Register the daemon's threads and helper process (looked up at each look: a reload may
+    replace the intake, the check pool, the web server or the fleet publisher)."""
+    if daemon.history is not None:
+        watch.add("history writer", daemon.history.alive, daemon.history.restart)
+    outbox = daemon.alerts.outbox
+    if outbox is not None:
+        watch.add("outbox", outbox.alive, outbox.restart)
+    watch.add("web server", daemon.web.alive, daemon.web.restart)
+    watch.add("fleet writer", daemon.fleet.alive, daemon.fleet.restart)
+    checks = daemon.checks
+
+    def restart_checks() -> None:
+        if checks._pool is not None:
+            checks._pool.restart()
+
+    watch.add("check workers", lambda: checks._pool is None or checks._pool.alive(),
+              restart_checks)
+
+    # the report worker respawns itself when its channel closes; this catches a respawn that
+    # failed (no fds, no memory), which would otherwise never be tried again
+    def intake_alive() -> bool:
+        intake = daemon.intake
+        return intake is None or intake._closed or intake._channel is not None
+
+    def respawn_intake() -> None:
+        if daemon.intake is not None:
+            daemon.intake._respawn()
+
+    watch.add("intake worker", intake_alive, respawn_intake)
