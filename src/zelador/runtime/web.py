@@ -29,11 +29,11 @@ class WebLink:
 
     def open(self, settings: Web, snapshot: Callable[[], dict[str, Any]], answer: Handler,
              history_file: str | None) -> None:
-        from zelador.web.server import Snapshots, WebServer
-
         self._opened = (settings, snapshot, answer, history_file)
         if not settings.enabled:
             return
+        from zelador.web.server import Snapshots, WebServer  # only when the page is on
+
         try:
             self.server = WebServer(settings, Snapshots(self.loop, self._guard(snapshot)),
                                     history_file)
