@@ -274,3 +274,49 @@ def test_a_signal_noted_during_start_up_runs_on_the_first_turn(health: Health):
                               else signal.SIG_DFL)
         loop.close()
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_readable_fd_whose_callback_always_fails_rests_instead_of_spinning(loop: Loop):
+    from zelador.runtime.loop import FD_FAILURES, FD_REST
+
+    r, w = readable_pipe()
+    calls = []
+
+    def failing() -> None:
+        calls.append(time.monotonic())
+        raise OSError("always")
+
+    loop.watch(r, failing, "reader")
+    try:
+        until = time.monotonic() + FD_REST / 2
+        while time.monotonic() < until:
+            loop.turn(max_wait=0.05)
+        assert len(calls) == FD_FAILURES  # then it rested: no spin
+        until = time.monotonic() + FD_REST * 3
+        while len(calls) == FD_FAILURES and time.monotonic() < until:
+            loop.turn(max_wait=0.05)
+        assert len(calls) > FD_FAILURES, "watched again after its rest"
+        assert calls[FD_FAILURES] - calls[FD_FAILURES - 1] >= FD_REST * 0.9
+    finally:
+        loop.unwatch(r)
+        os.close(r)
+        os.close(w)
+
+
+def test_an_unwatch_during_the_rest_is_kept(loop: Loop):
+    from zelador.runtime.loop import FD_FAILURES, FD_REST
+
+    r, w = readable_pipe()
+    calls = []
+    loop.watch(r, lambda: calls.append(1) or boom(), "reader")
+    try:
+        for _ in range(FD_FAILURES):
+            loop.turn(max_wait=0.05)
+        loop.unwatch(r)  # its owner lets it go while it rests
+        until = time.monotonic() + FD_REST * 1.5
+        while time.monotonic() < until:
+            loop.turn(max_wait=0.05)
+        assert len(calls) == FD_FAILURES and not loop.watching(r)
+    finally:
+        os.close(r)
+        os.close(w)

@@ -43,6 +43,8 @@ from zelador.runtime.degraded import HEALTH, Health
 
 Callback = Callable[[], None]
 COMPACT_MIN = 1024
+FD_FAILURES = 3  # an fd whose callback fails this many times in a row is rested ...
+FD_REST = 1.0  # ... this long (seconds): a readable fd that fails every time would spin the loop
 MAX_KINDS = 512  # distinct failure kinds remembered (each journaled once with its traceback)
 Clock = Callable[[], float]
 
@@ -71,6 +73,8 @@ class Loop:
         self.errors = 0  # callbacks that raised, since the start
         self._kinds: dict[tuple[str, str, str], str] = {}  # (part, error, where) -> its reason
         self._failing: set[str] = set()  # parts this loop marked degraded
+        self._fd_failures: dict[int, int] = {}  # fd -> its callback's failures in a row
+        self._resting: dict[int, Timer] = {}  # fd -> when it is watched again
         self._selector = selector or selectors.DefaultSelector()
         # the selector's own fd -> key table (every stdlib selector has one); get_key otherwise
         table = getattr(self._selector, "_fd_to_key", None)
@@ -108,6 +112,7 @@ class Loop:
         registered is taken from its old owner: that fd was closed without `unwatch` (its owner
         failed), and the number now belongs to whoever opened it last."""
         data = (callback, part or _name(callback))
+        self._forget_failures(fd)
         try:
             self._selector.register(fd, selectors.EVENT_READ, data)
         except KeyError:
@@ -116,8 +121,17 @@ class Loop:
             self._selector.register(fd, selectors.EVENT_READ, data)
 
     def unwatch(self, fd: int) -> None:
+        self._forget_failures(fd)
         with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(fd)
+
+    def _forget_failures(self, fd: int) -> None:
+        if self._fd_failures:
+            self._fd_failures.pop(fd, None)
+        if self._resting:
+            timer = self._resting.pop(fd, None)
+            if timer is not None:
+                timer.cancel()
 
     def _key_of(self, fd: int) -> object:
         try:
@@ -200,7 +214,10 @@ class Loop:
                 # unwatched during this turn (an earlier callback closed it), or re-registered:
                 # the fd number now belongs to a new watch, and this readiness was the old one's
                 continue
-            self._call(*key.data)
+            if not self._call(*key.data):
+                self._fd_failed(key)
+            elif self._fd_failures:
+                self._fd_failures.pop(key.fd, None)
         self._run_signals()
         self._drain_posted()
         self._run_due_timers()
@@ -209,14 +226,35 @@ class Loop:
 
     # --- the error boundary ---------------------------------------------------------------------
 
-    def _call(self, callback: Callback, part: str) -> None:
+    def _call(self, callback: Callback, part: str) -> bool:
         try:
             callback()
         except Exception as exc:  # the boundary: nothing a part does may end the loop
             self.failed(part, exc)
-        else:
-            if self._failing and part in self._failing:
-                self.worked(part)
+            return False
+        if self._failing and part in self._failing:
+            self.worked(part)
+        return True
+
+    def _fd_failed(self, key: selectors.SelectorKey) -> None:
+        """A readable fd whose callback keeps failing would be ready again at once, every turn:
+        after FD_FAILURES in a row it rests FD_REST, then is watched again (its owner's
+        unwatch or watch meanwhile cancels that)."""
+        fd = key.fd
+        count = self._fd_failures.get(fd, 0) + 1
+        self._fd_failures[fd] = count
+        if count < FD_FAILURES:
+            return
+        self._fd_failures.pop(fd, None)
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(fd)
+        self._resting[fd] = self.at(self.clock() + FD_REST,
+                                    lambda: self._wake_rested(fd, key.data), "loop")
+
+    def _wake_rested(self, fd: int, data: tuple[Callback, str]) -> None:
+        if self._resting.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.register(fd, selectors.EVENT_READ, data)
 
     def worked(self, part: str) -> None:
         """`part` ran cleanly after failing: clear its degraded mark."""
