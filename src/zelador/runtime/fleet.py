@@ -21,6 +21,8 @@ class Publisher(Protocol):
 
     def close(self) -> None: ...
 
+    def alive(self) -> bool: ...
+
 
 class FleetLink:
     def __init__(self, loop: Loop, emit: Callable[[Event], None],
@@ -75,10 +77,10 @@ class FleetLink:
         self.publishers = []
 
     def alive(self) -> bool:
-        return self.publisher is None or self.publisher.alive()
+        return all(publisher.alive() for publisher in self.publishers)
 
     def restart(self) -> None:
-        """The thread watcher's call: a new publisher with the same settings."""
+        """The thread watcher's call: new publishers with the same settings."""
         if self._settings is not None:
             self.close()
             self.open(self._settings)
