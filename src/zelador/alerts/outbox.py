@@ -56,12 +56,6 @@ RETRY_MAX = 30.0
 
 Held = tuple[Notice, tuple[str, ...]]
 
-    def alive(self) -> bool:
-        return self._worker.alive()
-
-    def restart(self) -> None:
-        self._worker.restart()
-
 
 Build = Callable[[Channel], Sender]
 
@@ -96,7 +90,6 @@ class Outbox:
         self._stopping_at: float | None = None
         self._new_settings: Alerts | None = None
         self._thread: threading.Thread | None = None
-        self._stopped = False
 
     def _connect(self) -> sqlite3.Connection:
         return store.connect(self.path, note=lambda text: self._report(
@@ -150,7 +143,6 @@ class Outbox:
         return again
 
     def close(self, timeout: float = 5.0) -> None:
-        self._stopped = True
         self._inbox.put(("stop", None))
         if self._thread is not None:
             self._thread.join(timeout)
@@ -158,19 +150,6 @@ class Outbox:
             lane.stop()
         if self._thread is None or not self._thread.is_alive():
             self._close_conn()
-
-    def alive(self) -> bool:
-        """The keeper and every channel's sender run: the daemon's thread watcher asks."""
-        keeper = self._thread is None or self._thread.is_alive() or self._stopped
-        return keeper and all(lane.alive() for lane in list(self._lanes.values()))
-
-    def restart(self) -> None:
-        """New threads for dead ones; what the inbox and alerts.db hold is kept."""
-        if self._thread is not None and not self._thread.is_alive() and not self._stopped:
-            self._thread = threading.Thread(target=self._run, name="outbox", daemon=True)
-            self._thread.start()
-        for lane in list(self._lanes.values()):
-            lane.restart()
 
     # --- the keeper thread --------------------------------------------------------------------
 

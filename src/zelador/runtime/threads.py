@@ -26,7 +26,7 @@ MAX_PAUSE = 60.0
 @dataclass
 class _Watched:
     alive: Callable[[], bool]
-    restart: Callable[[], None]
+    restart: Callable[[], object]
     restarts: int = 0
     next_try: float = 0.0
     pause: float = FIRST_PAUSE
@@ -40,7 +40,7 @@ class ThreadWatch:
         self._parts: dict[str, _Watched] = {}
         self._started = False
 
-    def add(self, part: str, alive: Callable[[], bool], restart: Callable[[], None]) -> None:
+    def add(self, part: str, alive: Callable[[], bool], restart: Callable[[], object]) -> None:
         """Watch `part` (replacing an earlier registration of the same name)."""
         self._parts[part] = _Watched(alive, restart)
 
