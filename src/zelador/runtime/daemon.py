@@ -31,7 +31,7 @@ from zelador.programs.reaper import become_subreaper
 from zelador.programs.view import program_status
 from zelador.runtime.alerts import AlertLink
 from zelador.runtime.checks import CheckBook
-from zelador.runtime.control import ControlServer
+from zelador.runtime.control import REPLY_TIMEOUT, ControlServer
 from zelador.runtime.fleet import FleetLink
 from zelador.runtime.intake import IntakeProcess
 from zelador.runtime.jobs import (
@@ -163,6 +163,7 @@ class Daemon:
             loop.on_signal(signal.SIGCHLD, lambda: None)
         if self.control is not None:
             loop.watch(self.control.fileno(), self._accept, "control")
+            loop.watch(self.control.writer_fileno(), self.control.flush, "control")
         if not self.once:
             if self.history is not None and self._applied is not None:
                 # reports answered OK after the last save (zelador was killed): apply them
@@ -367,17 +368,23 @@ class Daemon:
             return
         self.loop.unwatch(fd)
         conn, request = got
+        control = self.control
         try:
-            answer = self.answer(request)
-        except Exception as exc:
-            ControlServer.reply(conn, {"error": f"zelador failed to answer: "
-                                                f"{type(exc).__name__}: {exc}"})
+            answer = request if "error" in request else self.answer(request)
+        except Exception as exc:  # the client hears of it; the loop's boundary counts it
+            control.reply(conn, {"error": f"zelador failed on this request: {exc!r}"[:300]})
             raise
         if request.get("cmd") == "report" and answer.get("ok") and self.history is not None:
             # answered once the history holds the report (as the TCP intake does)
-            self.history.barrier(lambda: self.loop.post(lambda: ControlServer.reply(conn, answer)))
+            self.history.barrier(lambda: self.loop.post(lambda: self._reply(fd, conn, answer)))
             return
-        ControlServer.reply(conn, answer)
+        self._reply(fd, conn, answer)
+
+    def _reply(self, fd: int, conn: socket.socket, answer: dict[str, Any]) -> None:
+        control = self.control
+        assert control is not None
+        if control.reply(conn, answer):  # a large reply: the rest goes out as it is read
+            self.loop.at(self.loop.clock() + REPLY_TIMEOUT, lambda: control.give_up(fd, conn))
 
     def answer(self, request: dict[str, object]) -> dict[str, Any]:
         """Reply to a control request (status, start, stop, restart)."""
@@ -402,7 +409,8 @@ class Daemon:
                 known = ", ".join(sup.group.states)
                 return {"error": f"no program {name!r} in {self.config.path} (known: {known})",
                         "code": "unknown_program"}
-            sup.command(name, str(cmd))
+            by = request.get("_by")  # who, on the control socket (the web says nothing)
+            sup.command(name, str(cmd), f"{cmd} requested by {by}" if by else "")
             return {"ok": True, "program": program_status(sup.group.states[name])}
         return {"error": f"unknown request {request!r} (try: status, start, stop, restart, jobs, "
                          "report, checks)"}
