@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import queue
 import threading
 from collections.abc import Callable
@@ -63,3 +65,76 @@ class Pool:
                 done(result, error)
             except Exception:  # a broken callback costs its job (counted), never the worker
                 self.errors += 1
+
+
+class Crew:
+    """Threads on demand, at most `most`: a job starts at once on an idle thread or a new one,
+    and waits in line only while `most` are busy. So when each of N users keeps at most one job
+    in flight and `most` >= N, one user's job that hangs never delays another's. A thread idle
+    for `idle` seconds leaves. `done(result, error)` runs on the thread."""
+
+    def __init__(self, most: int, name: str = "worker", idle: float = 60.0) -> None:
+        self.most = most
+        self.name = name
+        self.idle = idle
+        self._jobs: collections.deque[tuple[Callable[[], Any], Done]] = collections.deque()
+        self._ready = threading.Condition(threading.Lock())
+        self._threads = 0  # alive
+        self._waiting = 0  # idle, in wait()
+        self._made = itertools.count()
+        self._closed = False
+        self.lost = 0  # results whose `done` raised
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    def submit(self, work: Callable[[], Any], done: Done = lambda *_: None) -> None:
+        with self._ready:
+            if self._closed:
+                return
+            self._jobs.append((work, done))
+            if self._waiting >= len(self._jobs):
+                self._ready.notify()
+                return
+            if self._threads >= self.most:
+                return  # in line: every thread is busy
+            self._threads += 1
+        threading.Thread(target=self._run, name=f"{self.name}-{next(self._made)}",
+                         daemon=True).start()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._jobs.clear()
+            self._ready.notify_all()
+
+    def _next(self) -> tuple[Callable[[], Any], Done] | None:
+        with self._ready:
+            while not self._jobs:
+                if self._closed:
+                    self._threads -= 1
+                    return None
+                self._waiting += 1
+                woken = self._ready.wait(self.idle)
+                self._waiting -= 1
+                if not woken and not self._jobs:
+                    self._threads -= 1
+                    return None
+            return self._jobs.popleft()
+
+    def _run(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            work, done = job
+            error: BaseException | None = None
+            try:
+                result = work()
+            except BaseException as exc:
+                result, error = None, exc
+            try:
+                done(result, error)
+            except Exception:  # the thread goes on; the count shows in `zelador status`
+                self.lost += 1

@@ -139,11 +139,14 @@ class Api:
     def __init__(self) -> None:
         self.mode = "ok"
         self.workers: list[dict[str, Any]] = []
+        self.hung: list[int] = []  # one entry per request held (list.append: thread-safe)
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 mode = owner.mode
+                if mode == "hang":
+                    owner.hung.append(1)
                 if mode in ("hang", "slow"):
                     time.sleep(3600 if mode == "hang" else 3)
                 if mode == "fail":
@@ -283,3 +286,36 @@ intake: {{listen: off}}
             zel.stop()
     finally:
         subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_failing_check_is_not_delayed_by_50_hung_ones(tmp_path: Path) -> None:
+    """Issue 19: 8 shared worker threads let 8 hung checks (timeout 60 s) hold a failing check
+    back by a minute. Each check has its own thread now: the canary, whose target is really
+    down, fails within its own interval + timeout while 50 checks hang beside it."""
+    api, target = Api(), Api()
+    api.mode = "hang"
+    hung = "".join(f'  hung{i}: {{every: 1s, http: {{url: "{api.url}", timeout: 60s}}}}\n'
+                   for i in range(50))
+    canary = f'  canary: {{every: 2s, http: {{url: "{target.url}", timeout: 1s}}}}\n'
+    zel = Zelador(tmp_path, "checks:\n" + hung + canary + "jobs: {backup: {every: 1h}}\n"
+                  "intake: {listen: off}\n")
+    try:
+        zel.start()
+        wait_for(lambda: len(api.hung) >= 50, 30, "the 50 checks to hang on the server")
+        wait_for(lambda: checks(zel)["canary"]["state"] == "OK", 15, "the canary healthy")
+        target.close()  # its target is really down now
+        begun = time.monotonic()
+        failed = wait_for(lambda: [e for e in zel.matching("check_failed")
+                                   if e["check"] == "canary"], 30, "the canary to fail")[0]
+        took = time.monotonic() - begun
+        assert "Connection refused" in failed["message"], failed
+        assert took < 2 + 1 + 5, f"the canary took {took:.1f}s to fail"  # the old way: ~60 s
+        state = checks(zel)
+        assert sum(1 for name, c in state.items()
+                   if name.startswith("hung") and c["state"] == "PENDING") == 50
+        threads = psutil.Process(zel.proc.pid).num_threads()  # type: ignore[union-attr]
+        assert threads <= 50 + 1 + 8 + 12, threads  # a thread a check, the loop, a few more
+    finally:
+        zel.stop()
+        api.close()
+        target.close()

@@ -8,6 +8,7 @@ launcher (its session is killed whole at the timeout, and the reaper leaves it a
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import time
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlsplit
 
+from zelador.checks import freshness
 from zelador.config.durations import format_duration
-from zelador.config.model import Probe
+from zelador.config.model import HttpCheck, Probe
 
 if TYPE_CHECKING:
     import http.client
@@ -148,3 +150,20 @@ def _command(probe: Probe, started: float, runner: Runner) -> Result:
 
 def _ms(started: float) -> str:
     return f"{(time.monotonic() - started) * 1000:.0f}ms"
+
+
+def http_check(check: HttpCheck, runner: Runner) -> tuple[Result, freshness.Ages | None]:
+    """On a worker: the request, then the JSON rule (a parse of up to 1 MB, off the loop)."""
+    result = run(check.probe, runner, keep_body=check.json is not None)
+    if not result.ok or check.json is None:
+        return result, None
+    try:
+        document = json.loads(result.body)
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's stack
+        return Result(False, f"the answer is not JSON ({str(exc)[:80]})", result.took), None
+    try:
+        ages = freshness.ages(document, check.json, time.time())  # the items' times are wall times
+    except freshness.ShapeError as exc:
+        return Result(False, f"the JSON is not as the rule says: {exc}", result.took), None
+    return Result(True, f"{result.reason}; {len(ages.stale)} stale, {len(ages.fresh)} fresh",
+                  result.took), ages

@@ -59,7 +59,7 @@ class Sampler:
             if "children" in wanted:
                 out["children"] = float(len(family))
             if "uptime" in wanted:
-                out["uptime"] = max(0.0, time.time() - proc.create_time())
+                out["uptime"] = uptime(proc.pid)
             if "cpu" in wanted:
                 times = proc.cpu_times()
                 used = times.user + times.system
@@ -137,3 +137,13 @@ def _quiet(read: object, default: float) -> float:
         return float(read())  # type: ignore[operator]
     except psutil.Error:
         return default
+
+
+def uptime(pid: int) -> float:
+    """Seconds process `pid` has run, on the boot clock: the kernel's start time in ticks since
+    boot against CLOCK_BOOTTIME, so a step of the wall clock (NTP fixing a wrong RTC at boot)
+    neither ages nor rejuvenates it (psutil's create_time is wall time)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rsplit(b")", 1)[1].split()
+    started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22, starttime
+    return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)

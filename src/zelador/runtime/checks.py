@@ -1,16 +1,26 @@
-"""Checks wired to the loop: timers start probes and samples on a bounded pool of worker
-threads; their results come back through `Loop.post`; checks/rules.py decides; actions are
-carried out here (a restart through the supervisor's engine, a command through the launcher).
+"""Checks wired to the loop: timers start probes and samples on worker threads; their results
+come back through `Loop.post`; checks/rules.py decides; actions are carried out here (a restart
+through the supervisor's engine, a command through the launcher).
 
-Each check has at most one run in flight, so the pool's queue is bounded by the number of
-checks, and a check that hangs (up to its timeout) delays only itself. Events: `check_failed`
-and `check_recovered` (ZELADOR_CHECK, ZELADOR_VALUE, ZELADOR_THRESHOLD, ZELADOR_PROGRAM for a
-program's check), which reach the journal, the history and the alerts like every event.
+No check waits for another: each has at most one run in flight, and the probes' crew has a
+thread for each check (workers.Crew: threads on demand, as many as there are checks plus a
+few), so fifty probes hanging on a dead server delay none but themselves. A run with no result
+PROBE_GRACE past its own timeout is given up on: counted as failed (and journaled once), and
+left to end on its thread; while it still hangs its check starts no second one, so a check
+never holds more than one thread. A result is judged only for the instance it looked at: a
+health probe that ran while the program restarted says nothing about the new instance.
+
+Every time that decides here is the loop's clock (never the wall clock: a step of it moves no
+verdict; `for: 5m` is a count of samples taken on loop timers); the wall clock only stamps
+results for people (`checked`) and dates a JSON check's items, which carry wall times.
+
+Events: `check_failed` and `check_recovered` (ZELADOR_CHECK, ZELADOR_VALUE, ZELADOR_THRESHOLD,
+ZELADOR_PROGRAM for a program's check), which reach the journal, the history and the alerts
+like every event.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,11 +43,14 @@ from zelador.checks.rules import (
 from zelador.config.durations import format_duration
 from zelador.config.model import Config, HttpCheck, Program, Threshold
 from zelador.events import Event, Sink, event
-from zelador.programs.states import Phase, ProgramState
+from zelador.programs.states import Instance, Phase, ProgramState
 from zelador.runtime.loop import Loop, Timer
-from zelador.workers import Pool
+from zelador.workers import Crew
 
-WORKERS = 8
+SPARE_THREADS = 8  # beyond one a check: runs given up on that still hang after a reload
+COMMAND_THREADS = 4  # checks' commands (each bounded at 60 s): these may wait in line
+PROBE_GRACE = 5.0  # a probe with no result this long past its timeout is given up on
+SAMPLE_DEADLINE = 30.0  # the same for reading figures (psutil has no timeout of its own)
 CHECK = "check"
 
 Runner = probes.Runner
@@ -55,8 +68,12 @@ class Entry:
     check: HttpCheck | None = None
     rules: tuple[Threshold, ...] = ()
     streaks: dict[str, Streak] = field(default_factory=dict)  # rule or item -> streak
-    busy: bool = False
-    timer: Timer | None = None
+    timer: Timer | None = None  # the next run
+    flight: object | None = None  # the run in flight (a token), None when idle
+    late: bool = False  # that run was given up on: its result, when it comes, is dropped
+    overdue: Timer | None = None  # when it will be given up on
+    instance: Instance | None = None  # the instance a health run looks at
+    abandoned: int = 0  # runs given up on
 
     def spec(self) -> object:
         return (self.kind, self.every, self.program.health if self.program else None,
@@ -66,14 +83,19 @@ class Entry:
 class CheckBook:
     def __init__(self, config: Config, *, loop: Loop, sinks: Sequence[Sink],
                  states: Callable[[], dict[str, ProgramState]],
-                 restart: Callable[[str, str], None], runner: Runner) -> None:
+                 restart: Callable[[str, str], None], runner: Runner,
+                 wall: Callable[[], float] = time.time) -> None:
         self.loop = loop
         self.sinks = sinks
         self._states = states
         self._restart = restart
         self._runner = runner
-        self._pool: Pool | None = None
+        self._wall = wall
+        self._probes: Crew | None = None
+        self._commands: Crew | None = None
         self._sampler: Any = None
+        self.abandoned = 0  # runs given up on, all checks
+        self.stale = 0  # results dropped: their instance was gone by then
         self.entries: dict[str, Entry] = {}
         self.configure(config)
 
@@ -106,23 +128,28 @@ class CheckBook:
             if key not in wanted and old.timer is not None:
                 old.timer.cancel()
         self.entries = wanted
-        if self.entries and self._pool is None:
-            self._pool = Pool(WORKERS, "check")
+        if self.entries and self._probes is None:
+            self._probes = Crew(len(wanted) + SPARE_THREADS, "check")
+            self._commands = Crew(COMMAND_THREADS, "check-command")
             from zelador.checks.samplers import Sampler  # psutil readers: only when needed
 
             self._sampler = Sampler()
+        elif self._probes is not None:
+            self._probes.most = len(wanted) + SPARE_THREADS
 
     def start(self) -> None:
         for entry in self.entries.values():
-            if entry.timer is None and not entry.busy:
+            if entry.timer is None and entry.flight is None:
                 self._arm(entry, 0.0)
 
     def close(self) -> None:
         for entry in self.entries.values():
-            if entry.timer is not None:
-                entry.timer.cancel()
-        if self._pool is not None:
-            self._pool.close()
+            for timer in (entry.timer, entry.overdue):
+                if timer is not None:
+                    timer.cancel()
+        for crew in (self._probes, self._commands):
+            if crew is not None:
+                crew.close()
 
     # --- scheduling --------------------------------------------------------------------------
 
@@ -133,14 +160,50 @@ class CheckBook:
         entry.timer = None
         if self.entries.get(self._key(entry)) is not entry:
             return  # removed by a reload
+        if entry.flight is not None:  # the run given up on still hangs: it stays the only one
+            self._hung(entry, "the probe before it still hangs")
+            self._arm(entry, entry.every)
+            return
         work = self._work(entry)
         if work is None:  # nothing to look at now (the program is not running)
             self._arm(entry, entry.every)
             return
-        assert self._pool is not None
-        entry.busy = True
-        self._pool.submit(work, lambda result, error: self.loop.post(
-            lambda: self._done(entry, result, error)))
+        assert self._probes is not None
+        token = object()
+        entry.flight, entry.late = token, False
+        self._probes.submit(work, lambda result, error: self.loop.post(
+            lambda: self._done(entry, token, result, error)))
+        entry.overdue = self.loop.at(self.loop.clock() + self._deadline(entry),
+                                     lambda: self._overdue(entry, token))
+
+    @staticmethod
+    def _deadline(entry: Entry) -> float:
+        """How long a run may take before it is given up on."""
+        if entry.kind == "health" and entry.program is not None and entry.program.health:
+            return entry.program.health.probe.timeout + PROBE_GRACE
+        if entry.kind == "http" and entry.check is not None:
+            return entry.check.probe.timeout + PROBE_GRACE
+        return SAMPLE_DEADLINE
+
+    def _overdue(self, entry: Entry, token: object) -> None:
+        entry.overdue = None
+        if entry.flight is not token or self.entries.get(self._key(entry)) is not entry:
+            return
+        entry.late = True
+        entry.abandoned += 1
+        self.abandoned += 1
+        self._emit(event("degraded", f"check {entry.name}: no result within "
+                         f"{format_duration(self._deadline(entry))}; the run is given up on "
+                         "(it ends on its own thread) and counts as failed", priority=4))
+        self._hung(entry, f"no result within {format_duration(self._deadline(entry))}")
+        self._arm(entry, entry.every)
+
+    def _hung(self, entry: Entry, why: str) -> None:
+        """A probe that hangs past its deadline is a failed probe; figures are just missing."""
+        if entry.kind == "health":
+            self._judge_health(entry, probes.Result(False, why, self._deadline(entry)))
+        elif entry.kind == "http":
+            self._judge_http(entry, (probes.Result(False, why, self._deadline(entry)), None))
 
     @staticmethod
     def _key(entry: Entry) -> str:
@@ -151,7 +214,7 @@ class CheckBook:
             return lambda: self._sampler.system(entry.rules)
         if entry.kind == "http":
             assert entry.check is not None
-            return lambda: _http_check(entry.check, self._runner)  # type: ignore[arg-type]
+            return lambda: probes.http_check(entry.check, self._runner)  # type: ignore[arg-type]
         if entry.kind == "resources":
             states = self._states()
             running = [(p, st.instance) for p in entry.programs
@@ -166,10 +229,28 @@ class CheckBook:
         assert health is not None
         if self.loop.clock() - state.since < health.start_after:
             return None  # just started: give it start_after before judging it
+        entry.instance = state.instance
         return lambda: probes.run(health.probe, self._runner)
 
-    def _done(self, entry: Entry, outcome: Any, error: BaseException | None) -> None:
-        entry.busy = False
+    def _current(self, program: str, instance: Instance | None) -> bool:
+        """Is `instance` still the program's running instance (pid and start time)?"""
+        state = self._states().get(program)
+        if (state is not None and state.phase == Phase.RUNNING and instance is not None
+                and state.instance == instance):
+            return True
+        self.stale += 1
+        return False
+
+    def _done(self, entry: Entry, token: object, outcome: Any,
+              error: BaseException | None) -> None:
+        if entry.flight is not token:
+            return
+        entry.flight = None
+        if entry.overdue is not None:
+            entry.overdue.cancel()
+            entry.overdue = None
+        if entry.late:
+            return  # already counted as failed, and the next run is armed
         if self.entries.get(self._key(entry)) is not entry:
             return
         if error is not None:
@@ -186,10 +267,12 @@ class CheckBook:
     def _judge_health(self, entry: Entry, result: probes.Result) -> None:
         prog = entry.program
         assert prog is not None and prog.health is not None
+        if not self._current(prog.name, entry.instance):
+            return  # it looked at an instance that is gone: nothing said about the new one
         health, name = prog.health, f"{prog.name}.health"
         restart = health.action == "restart"
         streak, verdict = judge_probe(entry.streaks.get("health", Streak()), result.ok,
-                                      health.fails, time.time(), result.reason, again=restart)
+                                      health.fails, self._wall(), result.reason, again=restart)
         entry.streaks["health"] = streak
         if verdict == RECOVERED:
             self._emit(event("check_recovered", f"{name}: healthy again: {result.reason}",
@@ -206,20 +289,27 @@ class CheckBook:
             self._restart(prog.name, f"health check failed {health.fails} times: {result.reason}")
             entry.streaks["health"] = acted(streak)
 
-    def _sample_all(self, running: list[tuple[Program, Any]]) -> dict[str, dict[str, float]]:
+    def _sample_all(self, running: list[tuple[Program, Instance]]
+                    ) -> dict[str, tuple[Instance, dict[str, float]]]:
         """On a worker: each running program's figures (one that just ended is left out)."""
         out = {}
         for prog, instance in running:
             try:
-                out[prog.name] = self._sampler.program(prog.name, instance, prog.resources)
+                out[prog.name] = (instance, self._sampler.program(prog.name, instance,
+                                                                  prog.resources))
             except psutil.Error:
                 continue
         self._sampler.forget({(p.name, i) for p, i in running})
         return out
 
-    def _judge_resources(self, entry: Entry, values: dict[str, dict[str, float]]) -> None:
+    def _judge_resources(self, entry: Entry,
+                         values: dict[str, tuple[Instance, dict[str, float]]]) -> None:
         for prog in entry.programs:
-            figures = values.get(prog.name, {})
+            if prog.name not in values:
+                continue
+            instance, figures = values[prog.name]
+            if not self._current(prog.name, instance):
+                continue  # the figures of an instance that is gone
             for rule in prog.resources:
                 if rule.metric in figures:
                     self._judge_rule(entry, rule, figures[rule.metric],
@@ -236,7 +326,7 @@ class CheckBook:
                     program: str | None) -> None:
         restart = rule.action == "restart" and program is not None
         streak, verdict = judge_threshold(rule, entry.streaks.get(name, Streak()), value,
-                                          entry.every, time.time(), again=restart)
+                                          entry.every, self._wall(), again=restart)
         entry.streaks[name] = streak
         if verdict is None:
             return
@@ -269,7 +359,7 @@ class CheckBook:
         assert check is not None
         result, ages = outcome
         streak, verdict = judge_probe(entry.streaks.get("", Streak()), result.ok, check.fails,
-                                      time.time(), result.reason)
+                                      self._wall(), result.reason)
         entry.streaks[""] = streak
         if verdict == FAILED:
             self._emit(event("check_failed", f"{check.name}: {result.reason}",
@@ -284,7 +374,7 @@ class CheckBook:
 
     def _judge_items(self, entry: Entry, check: HttpCheck, ages: freshness.Ages) -> None:
         assert check.json is not None
-        now = time.time()
+        now = self._wall()
         for item, age in ages.stale.items():
             key = f"item:{item}"
             if not entry.streaks.get(key, Streak()).failing:
@@ -311,7 +401,7 @@ class CheckBook:
 
     def _command(self, argv: tuple[str, ...], name: str, value: float | None,
                  threshold: float | None, what: str) -> None:
-        if not argv or self._pool is None:
+        if not argv or self._commands is None:
             return
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ZELADOR_CHECK": name,
                "ZELADOR_EVENT": what, "ZELADOR_VALUE": "" if value is None else f"{value:g}",
@@ -327,7 +417,7 @@ class CheckBook:
                     f"{'ran past 60s' if status is None else f'exited {status}'}"
                     f"{': ' + tail[0][:200] if tail[0] else ''}", priority=4)))
 
-        self._pool.submit(run)
+        self._commands.submit(run)
 
     def _emit(self, ev: Event) -> None:
         for sink in self.sinks:
@@ -368,21 +458,3 @@ def _figure(rule: Threshold) -> str:
     if rule.metric == "load":
         return f"load{rule.load}{' per core' if rule.per_core else ''}"
     return rule.metric
-
-
-def _http_check(check: HttpCheck, runner: Runner) -> tuple[probes.Result, Any]:
-    """On a worker: the request, then the JSON rule (a parse of up to 1 MB, off the loop)."""
-    result = probes.run(check.probe, runner, keep_body=check.json is not None)
-    if not result.ok or check.json is None:
-        return result, None
-    try:
-        document = json.loads(result.body)
-    except ValueError as exc:
-        return probes.Result(False, f"the answer is not JSON ({exc})", result.took), None
-    try:
-        ages = freshness.ages(document, check.json, time.time())
-    except freshness.ShapeError as exc:
-        return probes.Result(False, f"the JSON is not as the rule says: {exc}",
-                             result.took), None
-    return probes.Result(True, f"{result.reason}; {len(ages.stale)} stale, {len(ages.fresh)} "
-                         "fresh", result.took), ages
