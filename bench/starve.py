@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import random
 import socket
 import statistics
 import subprocess
@@ -87,6 +88,7 @@ def canary(root: Path, rounds: int) -> None:
         daemons[label] = (run_zelador(root / label.replace(" ", "-"), config),
                           str(root / label.replace(" ", "-") / "run" / "control.sock"))
     took: dict[str, list[float]] = {label: [] for label in targets}
+    jitter = random.Random(19)
     try:
         time.sleep(3.0)  # the hung checks are hung by now
         for _ in range(rounds):
@@ -94,6 +96,7 @@ def canary(root: Path, rounds: int) -> None:
                 sock = daemons[label][1]
                 target.up()
                 wait_for(lambda s=sock: canary_state(s) == "OK", 120, "the canary healthy")
+                time.sleep(jitter.random())  # any moment within the canary's 1 s interval
                 target.down()
                 began = time.monotonic()
                 wait_for(lambda s=sock: canary_state(s) == "FAILING", 120, "the canary failed",
