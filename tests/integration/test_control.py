@@ -91,8 +91,11 @@ def test_report_with_a_huge_exit_status_is_refused_by_the_cli(zelador_factory, t
                            "--exit-code", "99999999999999999999", "--socket", z.socket],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 64, done
-    assert done.stderr == ("zelador: error: bad request: report: exit_status "
-                           "99999999999999999999 is out of range (0 to 255)\n")
+    assert "is out of range" in done.stderr.splitlines()[-1]
+    raw = send_raw(z.socket, b'{"cmd": "report", "job": "backup", "verb": "fail", '
+                   b'"exit_status": 99999999999999999999}\n')  # past the CLI's own check
+    assert json.loads(raw) == {"error": "bad request: report: exit_status 99999999999999999999 "
+                                        "is out of range (0 to 255)", "code": "usage"}
     assert ask(z.socket, {"cmd": "jobs"})["jobs"][0]["state"] == "NEW"
 
 

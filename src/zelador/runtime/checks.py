@@ -258,9 +258,9 @@ class CheckBook:
             if not isinstance(error, psutil.Error):  # (the process ended: nothing to say)
                 self._emit(event("degraded", f"check {entry.name}: {type(error).__name__}: "
                                  f"{error}", priority=4))
+        self._arm(entry, entry.every)  # first: a judge that raises must not end the check
         if outcome is not None:
             getattr(self, f"_judge_{entry.kind}")(entry, outcome)
-        self._arm(entry, entry.every)
 
     # --- judging -----------------------------------------------------------------------------
 
