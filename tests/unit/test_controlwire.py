@@ -35,7 +35,7 @@ def test_size_utf8_and_shape() -> None:
 
 def test_integers_are_bounded_in_digits_and_in_range() -> None:
     assert refused(b'{"cmd": "report", "job": "j", "verb": "fail", "exit_status": '
-                   + b"9" * 5000 + b"}") == "a number with 5000 digits (at most 20)"
+                   + b"9" * 5000 + b"}") == "a number of 5000 digits is out of range (at most 20 digits)"
     assert refused(b'{"cmd": "report", "job": "j", "verb": "fail", '
                    b'"exit_status": 99999999999999999999}') == (
         "report: exit_status 99999999999999999999 is out of range (0 to 255)")

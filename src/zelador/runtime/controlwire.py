@@ -80,8 +80,8 @@ def depth(data: bytes) -> int:
 
 def _int(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_DIGITS:
-        raise BadRequest(f"a number with {len(digits.lstrip('-'))} digits (at most "
-                         f"{MAX_DIGITS})")
+        raise BadRequest(f"a number of {len(digits.lstrip('-'))} digits is out of range (at "
+                         f"most {MAX_DIGITS} digits)")
     return int(digits)
 
 
