@@ -106,14 +106,7 @@ def watch_parts(watch: ThreadWatch, daemon: Daemon) -> None:
         watch.add("outbox", outbox.alive, outbox.restart)
     watch.add("web server", daemon.web.alive, daemon.web.restart)
     watch.add("fleet writer", daemon.fleet.alive, daemon.fleet.restart)
-    checks = daemon.checks
-
-    def restart_checks() -> None:
-        if checks._pool is not None:
-            checks._pool.restart()
-
-    watch.add("check workers", lambda: checks._pool is None or checks._pool.alive(),
-              restart_checks)
+    # check probes run on workers.Crew threads made on demand per run (none lives to die)
 
     # the report worker respawns itself when its channel closes; this catches a respawn that
     # failed (no fds, no memory), which would otherwise never be tried again
