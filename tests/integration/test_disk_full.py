@@ -106,3 +106,25 @@ def test_a_notice_raised_while_the_disk_is_full_is_kept_and_sent_when_space_retu
                             "or disk is full))"]
     finally:
         rig.outbox.close()
+
+
+def test_an_outbox_opened_on_a_full_disk_keeps_notices_until_it_can_store_them(
+        tmpfs: Tmpfs) -> None:
+    rig = Rig(tmpfs.where)
+    rig.feed("job_failed", name="first")
+    wait_for(lambda: rig.states() == [("problem", "sent")], what="the first one sent")
+    rig.outbox.close()  # a clean stop: SQLite removes the -wal and -shm
+    tmpfs.fill()
+    rig.open()  # zelador restarted while the disk is full
+    try:
+        assert rig.outbox.alive()
+        rig.feed("job_failed", name="second")
+        wait_for(lambda: [e for e in rig.said if e.kind == "degraded"], 20, "the trouble said")
+        said = [e.message for e in rig.said if e.kind == "degraded"]
+        assert len(said) == 1 and said[0].startswith(f"alerts store {rig.path}: disk full"), said
+        tmpfs.free()
+        wait_for(lambda: [i["subject"] for i in rig.channel.items()] == ["first", "second"], 60,
+                 "the second one stored and sent once space returned")
+        assert rig.states() == [("problem", "sent")] * 2
+    finally:
+        rig.outbox.close()

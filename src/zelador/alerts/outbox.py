@@ -71,8 +71,6 @@ class Outbox:
         self._build = build
         self._report = report
         self._clock = clock
-        self.conn: sqlite3.Connection | None = self._connect()
-        self.conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'")
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         # notices not yet rows: the loop appends, only the keeper removes (once they are rows)
         self._held: collections.deque[Held] = collections.deque()
@@ -81,8 +79,7 @@ class Outbox:
         self.dropped = 0  # notices beyond MAX_HELD (said, counted)
         self._lanes: dict[str, Lane] = {}
         self._finishing: list[tuple[str, int, Outcome]] = []  # outcomes not yet recorded
-        self._batches = int(self.conn.execute("SELECT COALESCE(MAX(batch), 0) FROM outbox")
-                            .fetchone()[0])  # numbers go on from the last run's
+        self._batches = 0
         self._pruned = 0.0
         self.keep = 90 * 86400.0
         self.failing: str | None = None  # the store's trouble, said once until it clears
@@ -90,15 +87,37 @@ class Outbox:
         self._stopping_at: float | None = None
         self._new_settings: Alerts | None = None
         self._thread: threading.Thread | None = None
+        self.conn: sqlite3.Connection | None = None
+        try:
+            self._open()
+        except sqlite3.OperationalError as exc:  # a full disk: the keeper opens it when it can
+            self._guarded(self._raise(exc), 0.0)  # (said once; notices wait in memory)
 
     def _connect(self) -> sqlite3.Connection:
         return store.connect(self.path, note=lambda text: self._report(
             event("degraded", text, priority=5)))
 
+    def _open(self) -> None:
+        conn = self._connect()
+        try:
+            conn.execute("UPDATE outbox SET state = 'pending' WHERE state = 'sending'")
+            self._batches = max(self._batches, int(conn.execute(
+                "SELECT COALESCE(MAX(batch), 0) FROM outbox").fetchone()[0]))  # go on from there
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    @staticmethod
+    def _raise(exc: BaseException) -> Callable[[float], float]:
+        def again(_: float) -> float:
+            raise exc
+        return again
+
     def restored(self) -> list[Incident]:
-        """The incidents open when zelador last stopped (read before the thread starts)."""
-        assert self.conn is not None
-        return store.open_incidents(self.conn)
+        """The incidents open when zelador last stopped (read before the thread starts; none
+        while the store cannot be opened)."""
+        return [] if self.conn is None else store.open_incidents(self.conn)
 
     def start(self) -> None:
         self._new_settings = self.settings  # the lanes are made by the keeper's first turn
@@ -187,7 +206,7 @@ class Outbox:
     def _turn(self, now: float) -> float:
         """Store what waits, record outcomes, start what is due; seconds until the next look."""
         if self.conn is None:
-            self.conn = self._connect()
+            self._open()
         if self._new_settings is not None:
             self._set_channels(self._new_settings)
             self._new_settings = None
