@@ -230,3 +230,32 @@ def test_links_planted_in_the_daemons_folders_change_nothing(
     assert not absent.exists() and victim.read_text() == "theirs\n"
     assert os.stat(victim).st_uid == local_user.pw_uid and mode(victim) == 0o644
     assert (run / "zelador.lock").is_symlink() and (folder / "history.db").is_symlink()
+
+
+def test_the_spool_writes_through_a_private_temporary_not_a_planted_link(
+        tmp_path: Path, local_user: pwd.struct_passwd, monkeypatch) -> None:
+    from zelador.jobs import wrapper
+
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("theirs\n")
+    owned_by(victim, local_user)
+    monkeypatch.setattr(wrapper.time, "time", lambda: 1000.0)
+    (spool / "1000.000000-7.json.tmp").symlink_to(victim)  # the old, predictable name
+    path = Path(wrapper.write_spool(str(spool), "7", [{"cmd": "report"}]))
+    assert path.name == "1000.000000-7.json" and mode(path) == 0o600
+    assert victim.read_text() == "theirs\n"
+
+
+def test_a_world_writable_logs_folder_is_not_used_for_script_output(mfe, zelador_factory) -> None:
+    z = zelador_factory(mfe.config(monitor=False))
+    logs = z.tmp / "logs"
+    logs.mkdir()
+    logs.chmod(0o777)
+    z.start()
+    z.wait_event("started", "comunicador")
+    refused = [e["message"] for e in z.matching("degraded") if "script output" in e["message"]]
+    assert refused == [f"script output goes to zelador's stderr, not {logs}/comunicador.log: "
+                       f"folder {logs} is writable by others (fix: chmod o-w {logs})"]
+    assert list(logs.iterdir()) == []

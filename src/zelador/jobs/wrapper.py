@@ -192,10 +192,9 @@ class _Reporter:
 
 def write_spool(folder: str, run_id: str, requests: list[dict[str, Any]]) -> str:
     """One file per run, written whole (temp file + rename): zelador never reads half of one."""
+    from zelador.store.files import write_atomic
+
     os.makedirs(folder, mode=0o700, exist_ok=True)
     path = os.path.join(folder, f"{time.time():.6f}-{run_id}.json")
-    temp = path + ".tmp"
-    with open(temp, "w", encoding="utf-8") as stream:
-        json.dump(requests, stream)
-    os.replace(temp, path)
+    write_atomic(path, json.dumps(requests).encode(), 0o600)  # O_EXCL temporary, no link followed
     return path
