@@ -126,3 +126,22 @@ def test_binary_upgrade_is_followed_through_the_pidfile(nginx_conf, zelador_fact
     assert z.program("web")["pid"] == new and z.program("web")["state"] == "RUNNING"
     assert not z.matching("restarting") and not z.matching("start_failed")
     assert get(port) == b"ok\n"
+
+
+def test_the_daemonizing_start_is_never_the_instance_and_its_master_never_a_duplicate(
+        nginx_conf, zelador_factory):
+    """`start: nginx` forks the master and exits: that pre-fork process (named nginx too) is the
+    start, not the program, and the master below it is the instance, never "a second one"."""
+    conf, port = nginx_conf
+    pidfile = conf.parent / "nginx.pid"
+    z = zelador_factory(config(conf, "{name: nginx}")).start()
+    for n in range(1, 4):
+        master = int(z.wait_event("started", "web", count=n)["pid"])
+        assert "exited with status" not in z.matching("started", "web")[-1]["message"]
+        wait_for(lambda: read_pid(pidfile) == master, 10, "the pidfile to name the master")
+        assert get(port) == b"ok\n"
+        os.kill(master, signal.SIGKILL)
+    z.wait_event("started", "web", count=4)
+    assert not z.matching("duplicate"), z.matching("duplicate")
+    rescan(z)
+    assert z.program("web")["pid"] == read_pid(pidfile) and get(port) == b"ok\n"

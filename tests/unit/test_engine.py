@@ -97,7 +97,9 @@ def test_starting_nonzero_script_status_with_process_is_running_with_warning():
 def test_starting_to_backoff_at_once_when_script_fails_and_nothing_runs():
     state, actions = step(PROG, starting(), ScriptExited(255, "'/run/sshd' missing"), 0.1)
     assert state.phase == Phase.BACKOFF and kinds(actions) == ["start_failed"]
-    assert "status 255" in actions[0].message and "'/run/sshd' missing" in actions[0].message
+    assert KillScript("comunicador") in actions  # what it started before failing goes too
+    events = [a for a in actions if isinstance(a, Event)]
+    assert "status 255" in events[0].message and "'/run/sshd' missing" in events[0].message
 
 
 def test_starting_to_backoff_when_the_program_died_before_any_look():
@@ -135,7 +137,7 @@ def test_duplicate_is_stopped_by_signal_with_kill_after_never_the_stop_command()
                    duplicates="stop", stop=Stop(timeout=7.0, command=("/bin/stop-all",)))
     _, actions = step(prog, running(), Observed(A, (B,)), 1.0)
     stop = next(a for a in actions if isinstance(a, StopInstance))
-    assert stop == StopInstance("comunicador", B, False, duplicate=True, kill_after=7.0)
+    assert stop == StopInstance("comunicador", B, False, duplicate=True, kill_after=7.0, tree=True)
 
 
 def test_running_adopts_the_successor_the_look_found_after_an_exit():
@@ -162,7 +164,8 @@ def test_starting_to_backoff_when_no_process_appears():
     state, _ = step(PROG, starting(), ScriptExited(0), 0.1)
     state, actions = step(PROG, state, Tick(), 30.0)
     assert state.phase == Phase.BACKOFF
-    assert "no process matching name='Comunicador' appeared" in actions[0].message
+    assert "no process matching name='Comunicador' appeared" in actions[1].message
+    assert actions[0] == KillScript("comunicador")  # what the start left is stopped
 
 
 def test_starting_tick_before_deadline_does_nothing():
@@ -222,7 +225,7 @@ def test_running_adopts_a_replacement_found_by_scan_without_launching():
 def test_running_to_stopping_on_restart_command():
     state, actions = step(PROG, running(), Command("restart"), 5.0)
     assert state.phase == Phase.STOPPING and state.then_start
-    assert StopInstance("comunicador", A, False) in actions and state.deadline == 15.0
+    assert StopInstance("comunicador", A, False, tree=True) in actions and state.deadline == 15.0
 
 
 def test_running_to_stopping_on_peer_restarted():
@@ -246,7 +249,7 @@ def test_stopping_to_stopped_when_gone_for_stop():
 def test_stopping_escalates_to_sigkill_after_timeout():
     state, _ = step(PROG, running(), Command("stop"), 5.0)
     state, actions = step(PROG, state, Tick(), 15.0)
-    assert StopInstance("comunicador", A, True) in actions and state.forced
+    assert StopInstance("comunicador", A, True, tree=True) in actions and state.forced
     state, actions = step(PROG, state, Tick(), 15.0 + KILL_GRACE)
     assert kinds(actions) == ["stop_failed"] and state.deadline is None
 
@@ -327,7 +330,8 @@ def test_duplicate_reported_once_and_stopped_when_configured():
     prog = PROG.__class__(**{**PROG.__dict__, "duplicates": "stop"})
     state, actions = step(prog, running(), Observed(A, (B,)), 1.0)
     assert kinds(actions) == ["duplicate"]
-    assert StopInstance("comunicador", B, False, duplicate=True, kill_after=10.0) in actions
+    assert StopInstance("comunicador", B, False, duplicate=True, kill_after=10.0,
+                        tree=True) in actions
     state, actions = step(prog, state, Observed(A, (B,)), 2.0)
     assert actions == []
 

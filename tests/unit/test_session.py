@@ -129,7 +129,7 @@ def test_exit_without_a_session_waits_instead_of_backing_off():
 def test_running_moves_to_the_new_active_session():
     state, actions = step(MONITOR, running_in("3"), SessionChanged("7"), 9.0)
     assert state.phase == Phase.STOPPING and state.then_start and StopInstance(
-        "monitor", A, False) in actions
+        "monitor", A, False, tree=True) in actions
 
 
 def test_starting_to_waiting_kills_the_start_when_the_session_ends():

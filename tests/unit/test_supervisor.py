@@ -67,6 +67,15 @@ class FakeTable:
         self.calls.append(f"refresh {sorted(pids)}")
         return dict(self.world)
 
+    def set_starts(self, starts: dict[str, int]) -> None:
+        pass
+
+    def remember(self, instance: Instance, members: frozenset[Instance]) -> None:
+        pass
+
+    def parent(self, instance: Instance) -> tuple[Instance, str] | None:
+        return None
+
 
 class FakePopen:
     def __init__(self, pid: int) -> None:

@@ -98,8 +98,9 @@ SECTIONS: tuple[Section, ...] = (
         Key("working_directory", "/", "the scripts' working directory"),
         Key("duplicates", "report", "report: an event when a second instance runs; stop: stop "
             "extra instances, newest first, with the stop signal, SIGKILL after stop.timeout"),
-        Key("family", "stop", "stop: what a dead instance left behind (orphaned workers) is "
-            "stopped before the restart; keep: leave it running"),
+        Key("family", "stop", "stop: the program is its whole tree: stop, restart and a "
+            "duplicate's stop act on all of it, and what a dead instance left behind (orphaned "
+            "workers) is stopped before the restart; keep: zelador acts on the main process only"),
         Key("health", "none", "is it answering (below)"),
         Key("resources", "none", "thresholds on its figures (below)"),
     )),
@@ -124,6 +125,9 @@ SECTIONS: tuple[Section, ...] = (
             "longer than stable: FATAL. A program that runs stably and then dies is always "
             "restarted at once"),
         Key("then", "retry every 5m", "FATAL is retried on this slow timer, forever"),
+        Key("adopt_within", "2s", "when an instance dies and its parent (a launcher's shell loop, "
+            "neither zelador nor init) still runs, wait this long for that parent to start the "
+            "next one, and adopt it instead of running the start script (0s: never wait)"),
     )),
     Section("programs.NAME.health", "Is it answering", (
         Key("http", "none", "a URL, or a mapping with the keys of an HTTP request (below)"),

@@ -37,6 +37,8 @@ class Restart:
     burst: int = 10  # more starts than this within `window` ...
     window: float = 120.0
     retry_every: float = 300.0  # ... and we give up (FATAL), retrying on this slow timer
+    adopt_within: float = 2.0  # a dead instance's launcher (a shell loop) may start the next
+    # one itself: wait this long for it, and adopt it, before running the start script
 
 
 @dataclass(frozen=True)

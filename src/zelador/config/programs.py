@@ -176,7 +176,7 @@ class ProgramReader(NodeReader):
     def restart(self, node: yaml.Node, key: str) -> Restart:
         entries = self.mapping(node, key, keys.names("programs.NAME.restart"))
         values: dict[str, object] = {}
-        for name in ("delay", "max_delay", "stable"):
+        for name in ("delay", "max_delay", "stable", "adopt_within"):
             if name in entries:
                 values[name] = self.duration(entries[name], f"{key}.{name}")
         if "burst" in entries:

@@ -45,7 +45,9 @@ from zelador.programs.states import (
     Tick,
 )
 from zelador.programs.steps import (
+    DEAD_KEPT,
     KILL_GRACE,
+    TERM,
     Result,
     adopt,
     after_exit,
@@ -61,6 +63,7 @@ from zelador.programs.steps import (
     replace,
     started,
     stop,
+    tree_gone,
     wait_for_desktop,
     without_dead,
 )
@@ -78,7 +81,9 @@ def step(program: Program, state: ProgramState, event: Input, now: float,
         return desktop_changed(program, state, event, now, waiting_for)
     if isinstance(event, Observed):
         event = without_dead(state, event)
-        state, actions = duplicates(program, state, event)
+        if not (state.phase == Phase.STARTING and state.script_running):  # a start's own
+            # processes are never duplicates: the instance is chosen once the start settles
+            state, actions = duplicates(program, state, event, now)
     elif isinstance(event, Exited):
         state = remember_dead(state, event.instance)
         if event.successor in state.dead or event.successor in event.leftovers:
@@ -139,8 +144,9 @@ def _starting_script_exited(p: Program, s: ProgramState, e: Input, now: float,
         return started(p, s, now)
     if e.returncode != 0:  # the shell looked once more just before telling us: nothing there
         output = f"; its output: {e.output}" if e.output else ""
-        return failed(p, s, now, f"start script exited with status {e.returncode} and no process "
-                      f"matching {match_text(p)} is running{output}")
+        new, actions = failed(p, s, now, f"start script exited with status {e.returncode} and "
+                              f"no process matching {match_text(p)} is running{output}")
+        return new, [KillScript(s.name), *actions]  # what it started before failing goes too
     return s, []
 
 
@@ -149,7 +155,7 @@ def _starting_early_exit(p: Program, s: ProgramState, e: Input, now: float,
     assert isinstance(e, EarlyExit)
     if s.instance is not None:
         return s, []
-    actions: list[Action] = [KillScript(s.name)] if s.script_running else []
+    actions: list[Action] = [KillScript(s.name)]  # the script, or what it left
     new, more = failed(p, s, now, f"pid {e.pid} {e.how} right after it started, before zelador "
                        "saw it run")
     return new, actions + more
@@ -160,7 +166,7 @@ def _starting_early_exit(p: Program, s: ProgramState, e: Input, now: float,
 def _starting_observed(p: Program, s: ProgramState, e: Input, now: float,
                        w: tuple[str, ...]) -> Result:
     assert isinstance(e, Observed)
-    s = dataclasses.replace(s, instance=e.instance)
+    s = dataclasses.replace(s, instance=e.instance, start_match=e.start)
     if e.instance is not None and not s.script_running:
         return started(p, s, now)
     return s, []
@@ -188,12 +194,18 @@ def _starting_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tupl
         note = emit(new, "script_failed", f"start script still running after {limit}; killed it "
                     f"and what else it started, kept pid {s.instance.pid}", 4)
         return new, [KillScript(s.name, spare=s.instance), note, *actions]
+    if s.script_running and s.start_match is not None:  # the start *is* the program (it runs
+        # in the foreground): settled now, it is the instance
+        s = dataclasses.replace(s, instance=s.start_match, script_running=False)
+        return started(p, s, now)
     if s.script_running:
         new, actions = failed(p, s, now, f"start script still running after {limit}; killed it "
                               "and everything it started")
         return new, [KillScript(s.name), *actions]
-    return failed(p, s, now, f"start script exited with status {s.script_status} but no process "
-                  f"matching {match_text(p)} appeared within {limit}")
+    new, actions = failed(p, s, now, f"start script exited with status {s.script_status} but no "
+                          f"process matching {match_text(p)} appeared within {limit}; stopped "
+                          "what it started")
+    return new, [KillScript(s.name), *actions]
 
 
 def _starting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -259,10 +271,15 @@ def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[s
             return adopt(gone, e.instance, now, f"pid {pid} stopped; another instance is running")
         return replace(gone, Phase.STOPPED, now, instance=e.instance, reason="stopped on request"), [
             emit(gone, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
-    if s.then_start:
-        return launch(p, gone, now, w, restart=True, why=f"pid {pid} stopped for restart")
-    new = replace(gone, Phase.STOPPED, now, reason="stopped on request")
-    return new, [emit(new, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
+    left = e.leftovers if isinstance(e, Exited) and p.family == "stop" else ()
+    if left:  # the rest of its tree: TERM now, SIGKILL at the stop's deadline; then go on
+        pids = ", ".join(str(i.pid) for i in left)
+        new = dataclasses.replace(gone, leftovers=left, last_stopped=pid,
+                                  dead=(*gone.dead, *left)[-DEAD_KEPT:],
+                                  reason=f"pid {pid} stopped; stopping the rest of its tree "
+                                  f"(pid {pids})")
+        return new, [*(StopInstance(s.name, i, new.forced, signum=TERM) for i in left)]
+    return tree_gone(p, dataclasses.replace(s, last_stopped=pid), now, w)
 
 
 def _stopping_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -275,7 +292,8 @@ def _stopping_timeout(p: Program, s: ProgramState, e: Input, now: float, w: tupl
         return new, [emit(new, "stop_failed", "still alive after SIGKILL (stuck in the kernel?)", 2)]
     new = dataclasses.replace(s, forced=True, deadline=now + KILL_GRACE)
     return new, [emit(new, "stop_timeout", f"did not stop within {format_duration(p.stop.timeout)}; "
-                      "sending SIGKILL", 4), StopInstance(s.name, s.instance, True)]
+                      "sending SIGKILL", 4),
+                 StopInstance(s.name, s.instance, True, tree=p.family == "stop")]
 
 
 def _stopping_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:

@@ -50,11 +50,12 @@ class Group:
         return min(times) if times else None
 
     def instances(self) -> set[Instance]:
-        """What to keep a pidfd on: each instance, and leftovers being stopped."""
+        """What to keep a pidfd on: each instance, leftovers being stopped, duplicates."""
         out = {s.instance for s in self.states.values()
                if s.instance is not None and s.phase != Phase.STOPPED}
         for state in self.states.values():
             out.update(state.leftovers)
+            out.update(state.duplicates)  # its death shows at once (status lists live pids)
         return out
 
     def summary(self) -> str:

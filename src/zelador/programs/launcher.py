@@ -20,7 +20,7 @@ import pwd
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -52,6 +52,7 @@ class Child:
     popen: subprocess.Popen[bytes]
     fd: int = -1  # pidfd: readable when the script exits (-1 without pidfd support)
     unit: str = ""  # the transient scope it runs in, if any
+    slice: str = ""  # ... and the slice that scope was created in ("": system.slice)
     created: float = 0.0  # its start time, as psutil gives processes' (create_time)
 
     @property
@@ -209,6 +210,10 @@ class Launcher:
         finally:
             os.close(fd)
 
+    def signal_all(self, instances: Iterable[Instance], signum: int) -> list[int]:
+        """Signal each of these exact processes (a tree's members); the pids that got it."""
+        return sorted(i.pid for i in instances if self.signal(i, signum))
+
     def kill_group(self, child: Child) -> None:
         """SIGKILL a hung script and everything in its process group."""
         with contextlib.suppress(ProcessLookupError):
@@ -232,7 +237,7 @@ class Launcher:
         for _ in range(3):  # again, for what was being forked while we looked
             victims = session_members(child.pid) | descendant_pids(child.pid)
             if child.unit:
-                victims |= cgroup_pids(child.unit)
+                victims |= cgroup_pids(child.unit, child.slice)
             # only our descendants (we are their subreaper): an ended script's pid, reused by a
             # stranger as its session id, must not make us kill the stranger's session
             victims &= descendant_pids(os.getpid())
@@ -292,7 +297,8 @@ class Launcher:
             raise LaunchError(f"cannot run {kind} script {command[0]!r}: {exc.strerror}") from None
         finally:
             os.close(out)
-        child = Child(program.name, kind, popen, unit=unit, created=_create_time(popen.pid))
+        child = Child(program.name, kind, popen, unit=unit, slice=slice_ if unit else "",
+                      created=_create_time(popen.pid))
         if PIDFD:
             try:
                 child.fd = os.pidfd_open(popen.pid)

@@ -48,4 +48,7 @@ def next_scan(states: Iterable[ProgramState], last_scan: float, interval: float)
         if state.phase == Phase.STARTING and state.instance is None:
             poll = START_POLL_FAST if last_scan - state.since < FAST_FOR else START_POLL_SLOW
             due = min(due, last_scan + poll)
+        elif state.phase == Phase.BACKOFF and state.respawner is not None:  # its launcher's
+            poll = START_POLL_FAST if last_scan - state.since < FAST_FOR else START_POLL_SLOW
+            due = min(due, last_scan + poll)  # successor: adopted soon, never doubled
     return due

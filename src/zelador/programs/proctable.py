@@ -34,6 +34,7 @@ from zelador.programs.states import Instance, Observed
 
 Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
 YOUNG = 1.0
+PIDFILE_SLACK = 2.0  # boot-time rounding and drift between a process's start and a file's mtime
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
 
 
@@ -107,6 +108,7 @@ class ProcessTable:
         self._dead: set[Instance] = set()  # seen to die; a lingering zombie is never a match
         self._families: dict[Instance, frozenset[Instance]] = {}  # instance -> its family
         self._tree: Tree | None = None  # parents, children, live: see _process_tree
+        self._starts: dict[str, int] = {}  # program -> its running start process's pid
         self._refreshed = clock()
         # psutil's create_time is boot time + start ticks, with boot time read once and cached;
         # this reads the same value (and nothing here reads it again, so identities stay put).
@@ -169,6 +171,13 @@ class ProcessTable:
             self._recheck(pid, now)
         return self._verdicts()
 
+    def set_starts(self, starts: dict[str, int]) -> None:
+        """The start processes still running, per program: never its instance while they run
+        (a self-daemonizing `nginx` before its fork), and what they start is not a duplicate."""
+        if starts != self._starts:
+            self._starts = dict(starts)
+            self._tree = None
+
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
         """Read just these pids again (they exec'd: the proc connector said so); the verdicts.
 
@@ -182,7 +191,38 @@ class ProcessTable:
             self._known.pop(pid, None)
             self._inspect(pid, now)
             changed = changed or pid in self._hits
+            self._grow(pid)
         return self._verdicts() if changed else {}
+
+    def _grow(self, pid: int) -> None:
+        """A process that exec'd below a living instance (or its family) joins that family now,
+        not at the next full look: a worker forked a moment ago is still part of the tree."""
+        proc = self._known.get(pid)
+        if proc is None:
+            return
+        for instance, family in self._families.items():
+            if proc.ppid == instance.pid or any(member.pid == proc.ppid for member in family):
+                self._families[instance] = family | {proc.instance}
+
+    def remember(self, instance: Instance, members: Iterable[Instance]) -> None:
+        """Add `members` (read now, while `instance` lives) to its remembered family."""
+        self._families[instance] = self._families.get(instance, frozenset()) | frozenset(members)
+
+    def parent(self, instance: Instance) -> tuple[Instance, str] | None:
+        """The live parent of `instance` when it is neither zelador nor init (a launcher that may
+        start it again), with what it is ("pid 12 (sh -c while ...)"); from what was read."""
+        proc = self._known.get(instance.pid)
+        if proc is None or proc.instance != instance:
+            return None
+        return self._launcher(proc)
+
+    def _launcher(self, proc: Proc) -> tuple[Instance, str] | None:
+        if proc.ppid <= 1 or proc.ppid in self._exclude:
+            return None
+        parent = self._known.get(proc.ppid)
+        if parent is None or parent.instance in self._dead:
+            return None
+        return parent.instance, f"pid {parent.pid} ({describe(parent.pid, parent.name)})"
 
     def forget(self, instance: Instance) -> None:
         """`instance` died: drop it from every cache now, so no scan can match it again.
@@ -261,6 +301,10 @@ class ProcessTable:
             match = self._programs[name]
             if match.pidfile is not None:
                 procs = self._by_pidfile(match)
+            start_pid = self._starts.get(name)
+            start = next((p.instance for p in procs if p.pid == start_pid), None)
+            if start is not None:  # still the start: what it forks may be the program
+                procs = [p for p in procs if p.pid != start_pid]
             roots = [n.instance for n in top_most([Node(p.instance, p.ppid) for p in procs],
                                                    parent_of)]
             instance = roots[0] if roots else None
@@ -271,7 +315,8 @@ class ProcessTable:
                 self._families[instance] = family = family | remembered
             duplicates = tuple(r for r in roots[1:] if r not in family)
             age = next((self._age(p) for p in procs if p.instance == instance), None)
-            verdicts[name] = Observed(instance, duplicates, len(family), age)
+            verdicts[name] = Observed(instance, duplicates, len(family), age, start,
+                                      self._launchers(procs, instance, duplicates))
         current = {v.instance for v in verdicts.values()}
         for old in [i for i in self._families if i not in current and i not in live]:
             del self._families[old]  # died and handled: its family was taken at the death
@@ -285,6 +330,28 @@ class ProcessTable:
             self._tree = ({n.instance.pid: n.ppid for n in nodes}, children_index(nodes),
                           {n.instance for n in nodes})
         return self._tree
+
+    def _launchers(self, procs: list[Proc], instance: Instance | None,
+                   duplicates: tuple[Instance, ...]
+                   ) -> tuple[tuple[Instance, Instance, str, bool], ...]:
+        """Each duplicate's launcher (its live parent, neither zelador nor init), unless that is
+        also the instance's own launcher (stopping it would stop the program)."""
+        if not duplicates:
+            return ()
+        by_pid = {p.pid: p for p in procs}
+        own = by_pid.get(instance.pid) if instance is not None else None
+        own_parent = own.ppid if own is not None else 0
+        out = []
+        for dup in duplicates:
+            proc = by_pid.get(dup.pid)
+            found = self._launcher(proc) if proc is not None and proc.ppid != own_parent else None
+            if found is not None:
+                # stopped with it only when nobody else holds it (its own parent is init or
+                # zelador, a vendor's nohup'd loop): never a user's shell or another program
+                grand = self._known.get(found[0].pid)
+                loose = grand is not None and (grand.ppid <= 1 or grand.ppid in self._exclude)
+                out.append((dup, found[0], found[1], loose))
+        return tuple(out)
 
     def family(self, instance: Instance) -> frozenset[Instance]:
         """The processes remembered below `instance` while it lived (workers, helpers)."""
@@ -301,8 +368,34 @@ class ProcessTable:
         proc = self._known.get(wanted)
         if proc is None or not alive(proc.instance):
             proc = read_proc(wanted, self._fields, self._users)
-        return [proc] if proc is not None and matches(match, proc, wanted) else []
+        if proc is None or not matches(match, proc, wanted):
+            return []
+        return [proc] if self._wrote_pidfile(proc, match.pidfile or "") else []
 
+    def _wrote_pidfile(self, proc: Proc, path: str) -> bool:
+        """A pidfile names its process only if that process started no later than the file was
+        last written: a stale pidfile's pid reused by a later process is not the program. The
+        process's start is taken on the wall clock both as read when zelador started and as now
+        (a date set by hand between its start and the file's write must not make it a stranger)."""
+        try:
+            written = os.stat(path).st_mtime
+        except OSError:
+            return False
+        ticks = proc.create_time - self._btime  # since boot
+        btime_now = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
+        return min(proc.create_time, btime_now + ticks) <= written + PIDFILE_SLACK
+
+
+
+def describe(pid: int, name: str) -> str:
+    """A process's command line for a message (its name when that cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            argv = stream.read(300).split(b"\0")
+    except OSError:
+        return name
+    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    return (text[:120] + "...") if len(text) > 120 else (text or name)
 
 
 def read_pidfile(path: str) -> int | None:

@@ -41,11 +41,60 @@ def session_members(sid: int) -> set[int]:
     return found
 
 
-def cgroup_pids(unit: str) -> set[int]:
-    """The pids in a transient scope's cgroup (cgroup v2 under system.slice)."""
-    path = f"/sys/fs/cgroup/system.slice/{unit}/cgroup.procs"
+def cgroup_pids(unit: str, slice_: str = "") -> set[int]:
+    """The pids in a transient scope's cgroup (cgroup v2): under system.slice, or under the
+    slice it was created in (`user-1000.slice`, for a `user: session` program)."""
+    parent = "system.slice"
+    if slice_.startswith("user-"):
+        parent = f"user.slice/{slice_}"
+    elif slice_:
+        parent = slice_
+    return _procs(f"/sys/fs/cgroup/{parent}/{unit}/cgroup.procs")
+
+
+def _procs(path: str) -> set[int]:
     try:
         with open(path, encoding="ascii") as stream:
             return {int(line) for line in stream if line.strip().isdigit()}
     except OSError:
         return set()
+
+
+def scope_of(pid: int) -> str:
+    """The cgroup (v2) path of `pid` when it is one of zelador's transient scopes, else ""."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="ascii", errors="replace") as stream:
+            for line in stream:
+                if line.startswith("0::"):
+                    path = line[3:].strip()
+                    leaf = path.rsplit("/", 1)[-1]
+                    return path if leaf.startswith("zelador-") and leaf.endswith(".scope") else ""
+    except OSError:
+        return ""
+    return ""
+
+
+def tree_of(instance: Instance) -> set[Instance]:
+    """Every live process of `instance`'s tree but itself: its descendants, and under systemd
+    everything in its scope's cgroup (what called setsid() and was reparented is still there)."""
+    found: set[Instance] = set()
+    try:
+        process = psutil.Process(instance.pid)
+        if process.create_time() != instance.create_time:
+            return found
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return found
+    for child in children:
+        try:
+            found.add(Instance(child.pid, child.create_time()))
+        except psutil.Error:
+            continue
+    scope = scope_of(instance.pid)
+    for pid in _procs(f"/sys/fs/cgroup{scope}/cgroup.procs") if scope else set():
+        if pid != instance.pid:
+            try:
+                found.add(Instance(pid, psutil.Process(pid).create_time()))
+            except psutil.Error:
+                continue
+    return found

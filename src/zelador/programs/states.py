@@ -42,6 +42,11 @@ class Observed:
     duplicates: tuple[Instance, ...] = ()
     family: int = 0  # processes below the instance (workers, per-connection children ...)
     age: float | None = None  # how long the instance has run, when read (boot clock)
+    start: Instance | None = None  # the running start process itself matches: never the
+    # instance while it is the start, but a foreground program once the start has settled
+    launchers: tuple[tuple[Instance, Instance, str, bool], ...] = ()  # (duplicate, its parent,
+    # what the parent is, whether the parent may be stopped with it: nobody else holds it) for
+    # each duplicate whose parent is neither zelador nor init
 
 
 @dataclass(frozen=True)
@@ -60,6 +65,8 @@ class Exited:
     exit_signal: int | None = None
     successor: Instance | None = None
     leftovers: tuple[Instance, ...] = ()
+    respawner: Instance | None = None  # its parent, still alive and neither zelador nor init
+    # (a vendor's `while :; do prog; done`): it may start a successor itself
 
     @property
     def how(self) -> str:
@@ -155,6 +162,9 @@ class StopInstance:
     force: bool  # False: the configured stop; True: SIGKILL
     duplicate: bool = False  # a second instance: its stop *signal*, never the stop command,
     kill_after: float | None = None  # ... and SIGKILL after this many seconds if still there
+    tree: bool = False  # the whole tree: force kills all of it; a stop remembers all of it, so
+    # what is left when the instance is gone comes back as the Exited's leftovers
+    signum: int | None = None  # this signal instead of the stop signal (TERM to leftovers)
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,13 @@ class ProgramState:
     duplicates: tuple[Instance, ...] = ()
     dead: tuple[Instance, ...] = ()  # seen to die, or left over from a dead instance: never adopted
     leftovers: tuple[Instance, ...] = ()  # STOPPING after an exit: the family still to go
+    stopping_tree: bool = False  # STOPPING on request: once the tree is gone, stop or restart
+    last_stopped: int | None = None  # ... the pid that was stopped, while the rest goes
+    respawner: Instance | None = None  # BACKOFF: the dead instance's parent may start another
+    start_match: Instance | None = None  # STARTING: the start process itself matches
+    respawned: tuple[tuple[Instance, float], ...] = ()  # parents of duplicates we stopped, and
+    # when: a duplicate from the same parent again is reported once, not fought in a loop
+    reported: tuple[Instance, ...] = ()  # respawning parents already reported
     family_size: int = 0
     desktop: str = ""  # `user: session`: the session to run in ("" none) ...
     desktop_missing: str = "no graphical session yet"  # ... and why there is none

@@ -31,6 +31,7 @@ HOST_RECHECK = 5.0  # how often a program held back by a host problem looks agai
 KILL_GRACE = 5.0  # after SIGKILL, how long before we say a process will not die
 WAIT_POLL = 0.1  # how often a program waiting for an `after` dependency looks again
 DEAD_KEPT = 256  # how many dead (or left-over) identities a program remembers
+TERM = 15  # what is left of a tree once its instance is gone gets SIGTERM
 
 Result = tuple[ProgramState, list[Action]]
 
@@ -51,7 +52,7 @@ def launch(program: Program, state: ProgramState, now: float, waiting_for: tuple
                        restarting=state.restarting or restart), []
     starts = (*prune_starts(program.restart, state.starts, now), now)
     new = replace(state, Phase.STARTING, now, deadline=now + program.start_timeout,
-                  attempts=state.attempts + 1, starts=starts,
+                  attempts=state.attempts + 1, starts=starts, respawner=None, start_match=None,
                   script_running=True, script_status=None, restarting=state.restarting or restart,
                   reason=why)
     kind = "restarting" if restart else "starting"
@@ -89,7 +90,8 @@ def adopt(state: ProgramState, instance: Instance, now: float, how: str,
     came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
     since = now - max(0.0, age) if age is not None else now
     new = replace(state, Phase.RUNNING, since, instance=instance, reason="", host_problem="",
-                  retrying=False, restarting=False, script_running=False,
+                  retrying=False, restarting=False, script_running=False, respawner=None,
+                  start_match=None,
                   restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
     if came_back:  # part_of peers follow (also a restart pending when zelador itself restarted)
@@ -131,7 +133,8 @@ def after_exit(program: Program, state: ProgramState, now: float,
     gone = replace(state, state.phase, state.since, instance=None, failures=failures,
                    starts=state.starts if young else (),
                    last_exit=f"pid {pid} {how} after {format_duration(lived)}",
-                   dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0)
+                   dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0,
+                   respawner=exited.respawner if exited is not None else None)
     exit_event = emit(gone, "exited", gone.last_exit, 4).with_fields(
         pid=pid, exit_status=exited.exit_status if exited else None,
         exit_signal=exited.exit_signal if exited else None)
@@ -162,6 +165,15 @@ def restart_after_exit(program: Program, gone: ProgramState, now: float,
     if burst_exceeded(program.restart, gone.starts, now):
         return give_up(program, gone, now, why)
     delay = restart_delay(program.restart, gone.failures)
+    wait = program.restart.adopt_within if gone.respawner is not None else 0.0
+    if wait > 0:  # its launcher may start the next one itself: that one is adopted
+        assert gone.respawner is not None
+        wait = max(wait, delay)
+        new = replace(gone, Phase.BACKOFF, now, deadline=now + wait, restarting=True,
+                      reason=f"{why}; waiting up to {format_duration(wait)} for its launcher, "
+                      f"pid {gone.respawner.pid}, to start it again")
+        return new, [emit(new, "backoff", new.reason.split("; ", 1)[1])]
+    gone = dataclasses.replace(gone, respawner=None)
     if delay <= 0:
         return launch(program, gone, now, waiting_for, restart=True, why=why)
     new = replace(gone, Phase.BACKOFF, now, deadline=now + delay, restarting=True,
@@ -185,6 +197,8 @@ def leftovers_progress(p: Program, s: ProgramState, e: Input, now: float,
     if remaining:
         return dataclasses.replace(s, leftovers=remaining), []
     done = dataclasses.replace(s, leftovers=(), forced=False)
+    if s.stopping_tree:
+        return tree_gone(p, dataclasses.replace(done, stopping_tree=False), now, w)
     if not s.then_start:
         new = replace(done, Phase.STOPPED, now, reason="stopped on request")
         return new, [emit(new, "stopped", "stopped, with what it left behind", 5)]
@@ -202,25 +216,66 @@ def stop(program: Program, state: ProgramState, now: float, *, then_start: bool,
     if state.instance is None:
         return replace(state, Phase.STOPPED, now, reason=why), [emit(state, "stopped", why)]
     new = replace(state, Phase.STOPPING, now, deadline=now + program.stop.timeout,
-                  then_start=then_start, forced=False, reason=why)
-    return new, [emit(new, "stopping", why, 5), StopInstance(state.name, state.instance, False)]
+                  then_start=then_start, forced=False, reason=why, stopping_tree=True)
+    return new, [emit(new, "stopping", why, 5),
+                 StopInstance(state.name, state.instance, False, tree=program.family == "stop")]
 
 
-def duplicates(program: Program, state: ProgramState, event: Observed) -> Result:
+def tree_gone(program: Program, state: ProgramState, now: float,
+              waiting_for: tuple[str, ...]) -> Result:
+    """A stop on request is done (the instance and what was left of its tree are gone):
+    start again (a restart), or STOPPED."""
+    pid = state.instance.pid if state.instance else state.last_stopped
+    gone = dataclasses.replace(state, instance=None, stopping_tree=False, last_stopped=None)
+    if state.then_start:
+        return launch(program, gone, now, waiting_for, restart=True,
+                      why=f"pid {pid} stopped for restart")
+    new = replace(gone, Phase.STOPPED, now, reason="stopped on request")
+    return new, [emit(new, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
+
+
+RESPAWN_MEMORY = 300.0  # a duplicate's parent stopped this recently that brings one back again
+# is a respawner we cannot stop (init, another supervisor): reported, no longer fought
+
+
+def duplicates(program: Program, state: ProgramState, event: Observed, now: float) -> Result:
     fresh = [d for d in event.duplicates if d not in state.duplicates]
     state = dataclasses.replace(state, duplicates=event.duplicates)
     actions: list[Action] = []
+    parents = {dup: (parent, what, loose) for dup, parent, what, loose in event.launchers}
+    fought = {parent for parent, when in state.respawned if now - when < RESPAWN_MEMORY}
+    main = event.instance.pid if event.instance else "?"
+    tree = program.family == "stop"
     for dup in sorted(fresh, key=lambda d: d.create_time, reverse=True):
+        parent, what, loose = parents.get(dup, (None, "", False))
         stopping = program.duplicates == "stop"
-        what = "stopping it" if stopping else "left running (set duplicates: stop to stop it)"
-        main = event.instance.pid if event.instance else "?"
+        if stopping and parent is not None and parent in fought:
+            if parent in state.reported:
+                continue
+            state = dataclasses.replace(state, reported=(*state.reported, parent)[-DEAD_KEPT:])
+            actions.append(make_event(
+                "duplicate", f"{state.name}: a second instance keeps coming back (now pid "
+                f"{dup.pid}, beside pid {main}): {what} starts it again each time it is stopped; "
+                "left running, said once", subject=state.name, priority=3, pid=dup.pid,
+                restarts=state.restarts))
+            continue
+        what_now = "stopping it" if stopping else "left running (set duplicates: stop to stop it)"
+        if stopping and parent is not None and tree and loose:
+            what_now += f" and {what}, which started it"
         actions.append(make_event("duplicate", f"{state.name}: a second instance, pid {dup.pid}, "
-                                  f"runs beside pid {main}; {what}", subject=state.name,
+                                  f"runs beside pid {main}; {what_now}", subject=state.name,
                                   priority=4,
                                   pid=dup.pid, restarts=state.restarts))
         if stopping:
+            if parent is not None:
+                kept = tuple((p, w) for p, w in state.respawned if now - w < RESPAWN_MEMORY)
+                state = dataclasses.replace(state, respawned=(*kept, (parent, now))[-DEAD_KEPT:])
+            if parent is not None and tree and loose:
+                actions.append(StopInstance(state.name, parent, False, duplicate=True,
+                                            kill_after=program.stop.timeout, tree=True,
+                                            signum=TERM))
             actions.append(StopInstance(state.name, dup, False, duplicate=True,
-                                        kill_after=program.stop.timeout))
+                                        kill_after=program.stop.timeout, tree=tree))
     return state, actions
 
 

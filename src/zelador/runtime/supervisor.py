@@ -31,6 +31,7 @@ from zelador.programs.group import Group
 from zelador.programs.launcher import Child, Launcher
 from zelador.programs.policy import next_scan
 from zelador.programs.procevents import ProcEvents
+from zelador.programs.proctable import alive
 from zelador.programs.reaper import Reaped, reap_orphans
 from zelador.programs.session import Session, environment_of
 from zelador.programs.session import current as current_session
@@ -55,6 +56,7 @@ from zelador.programs.states import (
 from zelador.runtime.desktop import DesktopWatch
 from zelador.runtime.loop import Loop, Timer
 from zelador.runtime.scripts import Scripts
+from zelador.runtime.trees import Trees
 
 NO_PIDFD_POLL = 0.1  # without pidfd, how often to poll our scripts for exit
 DESKTOP_SETTLE = 0.5  # a session that has no DISPLAY yet is looked at again this soon
@@ -83,6 +85,12 @@ class Table(Protocol):
     def family(self, instance: Instance) -> frozenset[Instance]: ...
 
     def live(self) -> set[Instance]: ...
+
+    def set_starts(self, starts: dict[str, int]) -> None: ...
+
+    def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
+
+    def parent(self, instance: Instance) -> tuple[Instance, str] | None: ...
 
 
 class Watcher(Protocol):
@@ -117,6 +125,7 @@ class Supervisor:
             loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
         self.scripts = Scripts(loop, launcher, self.emit, pidfd)
+        self.trees = Trees(loop, launcher, self.scripts, table, self.emit)
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
         self.desktop: Session | None = None  # for `user: session` programs ...
         self.desktop_env: dict[str, str] = {}  # ... and what they need of it (DISPLAY ...)
@@ -170,8 +179,12 @@ class Supervisor:
             self._start_was_instance(child)  # been seen as the program; its exit is a death
         deaths, self._deaths = self._deaths, {}
         families = {instance: self.table.family(instance) for instance in deaths}
+        parents = {instance: self.table.parent(instance) for instance in deaths}
         for instance in deaths:
             self.table.forget(instance)
+        self.table.set_starts({name: child.pid for name, child in self.scripts.starting.items()
+                               if (s := self.group.states.get(name)) is not None
+                               and s.phase == Phase.STARTING and s.script_running})
         verdicts: dict[str, Observed] = {}
         due = next_scan(self.group.states.values(), self._last_scan, self.backstop)
         execs, self._execs = self._execs, set()
@@ -184,7 +197,6 @@ class Supervisor:
             verdicts = self.table.scan({i.pid for i in self.watches.by_fd.values()},
                                        self._starting_sessions())
             self.scan_seconds = time.perf_counter() - began  # for /metrics
-        live = self.table.live() if any(families.values()) else set()
         for instance, (status, signum) in deaths.items():
             for name in self._owners(instance):
                 verdict = verdicts.get(name)
@@ -192,8 +204,11 @@ class Supervisor:
                 if successor in families[instance]:  # an orphaned worker is no replacement
                     successor = None
                 spare = {successor, *self.table.family(successor)} if successor else set()
-                left = leftovers(families[instance], live, spare)
-                self._apply(name, Exited(instance, status, signum, successor, left), now)
+                left = leftovers(families[instance], [i for i in families[instance] if alive(i)],
+                                 spare)
+                parent = parents[instance]
+                self._apply(name, Exited(instance, status, signum, successor, left,
+                                         parent[0] if parent else None), now)
         for name, verdict in verdicts.items():
             if name in self.group.states:
                 self._apply(name, verdict, now)
@@ -342,7 +357,7 @@ class Supervisor:
             self.scripts.kill(action.program, action.spare)
         elif isinstance(action, StopInstance):
             try:
-                self.scripts.stop(self.config.program(action.program), action, now)
+                self.trees.stop(self.config.program(action.program), action, now)
             except LaunchError as exc:
                 self.emit(Event("script_failed", f"{action.program}: {exc}", action.program,
                                 priority=3))
@@ -379,6 +394,9 @@ class Supervisor:
             self.loop.watch(fd, functools.partial(self._pidfd_readable, fd))
         if self.pidfd and self.watches.unwatchable - before:
             self._scan_wanted = True  # it died before we could watch it: let the scan say so
+            for instance in self.watches.unwatchable - before:
+                if not alive(instance):  # (a leftover TERMed a moment ago): a death, now
+                    self.died(instance)
             self.loop.at(self.loop.clock(), lambda: None)
 
     def _pidfd_readable(self, fd: int) -> None:

@@ -1,0 +1,124 @@
+"""A program is its whole process tree: carrying out the engine's StopInstance on all of it.
+
+The tree of an instance is everything below it (read now, while it lives), what the table
+remembers of its family (workers reparented since), and under systemd everything in its scope's
+cgroup. What each stop does with it:
+
+- the program's own stop (`stop`, `restart`, a check's restart, `part_of`): the launcher that
+  may start it again (its parent, when zelador started that parent) gets SIGTERM first, then the
+  instance its stop signal or stop command; the rest of the tree is remembered, so it comes back
+  as the Exited's leftovers once the instance is gone, and the engine stops it (SIGTERM, SIGKILL
+  at the stop's deadline) before it says stopped or starts again;
+- SIGKILL after `stop.timeout`: to every live member at once;
+- a duplicate's stop: its stop signal, SIGTERM to the rest of its tree, SIGKILL to whatever of
+  it is left after `stop.timeout`.
+
+`family: keep` programs are stopped as one process (the engine sends no `tree`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import signal
+from typing import Callable, Protocol
+
+from zelador.config.model import Program
+from zelador.events import Event
+from zelador.programs.launcher import Launcher
+from zelador.programs.proctable import alive
+from zelador.programs.proctree import descendant_pids, tree_of
+from zelador.programs.states import Instance, StopInstance
+from zelador.runtime.loop import Loop
+from zelador.runtime.scripts import Scripts
+
+FREEZE_ROUNDS = 8  # a tree still growing after this many looks is signalled as far as seen
+
+
+class TreeTable(Protocol):
+    def family(self, instance: Instance) -> frozenset[Instance]: ...
+
+    def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
+
+    def parent(self, instance: Instance) -> tuple[Instance, str] | None: ...
+
+
+class Trees:
+    def __init__(self, loop: Loop, launcher: Launcher, scripts: Scripts, table: TreeTable,
+                 emit: Callable[[Event], None]) -> None:
+        self.loop = loop
+        self.launcher = launcher
+        self.scripts = scripts
+        self.table = table
+        self.emit = emit
+
+    def members(self, instance: Instance) -> set[Instance]:
+        """The live rest of `instance`'s tree (not itself)."""
+        found = tree_of(instance)
+        found |= {i for i in self.table.family(instance) if i not in found and alive(i)}
+        found.discard(instance)
+        return found
+
+    def frozen(self, instance: Instance) -> set[Instance]:
+        """The rest of the tree, read with the tree held still (SIGSTOP, top down), so nothing
+        forked while we look escapes; the caller signals, then thaws it with `thaw`."""
+        if not self.launcher.signal(instance, signal.SIGSTOP):
+            return self.members(instance)
+        found: set[Instance] = set()
+        for _ in range(FREEZE_ROUNDS):
+            new = self.members(instance) - found
+            if not new:
+                break
+            self.launcher.signal_all(new, signal.SIGSTOP)
+            found |= new
+        return found
+
+    def thaw(self, instance: Instance, members: set[Instance]) -> None:
+        self.launcher.signal_all({instance, *members}, signal.SIGCONT)
+
+    def own_launcher(self, instance: Instance) -> Instance | None:
+        """Its parent, when that is a process zelador started (a vendor's respawn loop left by
+        the start script): stopping the program stops that too, or it would start it again."""
+        found = self.table.parent(instance)
+        if found is None:
+            return None
+        parent = found[0]
+        return parent if parent.pid in descendant_pids(os.getpid()) else None
+
+    def stop(self, program: Program, action: StopInstance, now: float) -> None:
+        """Carry out `action` (LaunchError from a stop command goes to the caller)."""
+        hold = action.tree and not action.force
+        members = self.frozen(action.instance) if hold else (
+            self.members(action.instance) if action.tree else set())
+        if action.tree and not action.force and not action.duplicate:
+            respawner = self.own_launcher(action.instance)
+            if respawner is not None:  # first, so it starts nothing while the rest goes
+                self.launcher.signal(respawner, signal.SIGTERM)
+                members.add(respawner)
+        if members and not action.force:
+            self.table.remember(action.instance, frozenset(members))
+        own_timer = action.kill_after is not None and (action.tree or action.signum is not None)
+        if action.signum is not None and not action.force:
+            self.launcher.signal(action.instance, action.signum)
+        else:
+            self.scripts.stop(program, dataclasses.replace(action, kill_after=None)
+                              if own_timer else action, now)
+        if action.force:
+            self.launcher.signal_all(members, signal.SIGKILL)
+        elif action.duplicate and members:
+            self.launcher.signal_all(members, signal.SIGTERM)
+        if hold:  # the signals sent wait for it: now they are delivered, all together
+            self.thaw(action.instance, members)
+        if own_timer and action.kill_after is not None:
+            self.loop.at(now + action.kill_after, functools.partial(
+                self._kill_left, action.program, frozenset({action.instance, *members})))
+
+    def _kill_left(self, name: str, tree: frozenset[Instance]) -> None:
+        left = [i for i in tree if alive(i)]
+        killed = self.launcher.signal_all(left, signal.SIGKILL)
+        if killed:
+            pids = ", ".join(str(p) for p in killed)
+            self.emit(Event("stop_timeout", f"{name}: pid {pids} still there after the stop "
+                            "signal; sent SIGKILL", name, priority=4,
+                            fields=(("pid", str(killed[0])),)))
