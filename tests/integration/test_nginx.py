@@ -138,7 +138,7 @@ def test_the_daemonizing_start_is_never_the_instance_and_its_master_never_a_dupl
     for n in range(1, 4):
         master = int(z.wait_event("started", "web", count=n)["pid"])
         assert "exited with status" not in z.matching("started", "web")[-1]["message"]
-        wait_for(lambda: read_pid(pidfile) == master, 10, "the pidfile to name the master")
+        wait_for(lambda m=master: read_pid(pidfile) == m, 10, "the pidfile to name the master")
         assert get(port) == b"ok\n"
         os.kill(master, signal.SIGKILL)
     z.wait_event("started", "web", count=4)

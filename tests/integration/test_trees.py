@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -254,3 +255,15 @@ def test_a_stale_pidfile_naming_a_later_process_is_never_adopted(tmp_path: Path,
         if pidfile.exists() and pidfile.read_text().strip().isdigit():
             with_suppress_kill(int(pidfile.read_text()))
         kill_all_below(name)
+
+
+def test_validate_warns_that_a_pidfile_alone_cannot_tell_a_reused_pid(tmp_path: Path):
+    config = tmp_path / "pidfile.yaml"
+    config.write_text("programs:\n"
+                      "  a: {match: {pidfile: /run/a.pid}, start: /bin/true}\n"
+                      "  b: {match: {pidfile: /run/b.pid, name: b}, start: /bin/true}\n")
+    done = subprocess.run([sys.executable, "-m", "zelador", "validate", "-c", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == (f"zelador: warning: {config}: programs.a.match: a pidfile alone "
+                           "cannot tell a reused pid from the program (add name: or exe:)\n")

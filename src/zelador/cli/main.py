@@ -216,14 +216,14 @@ def warn_host_problems(config: Config) -> tuple[str, ...]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from zelador.config.overlap import overlapping_matches
+    from zelador.config.overlap import overlapping_matches, pidfile_only
 
     config = load_config(args.config, host_checks=False)
     problems = warn_host_problems(config)
     names = ", ".join(config.names)
     held = f"; {len(problems)} cannot start on this machine yet (see warnings)" if problems else ""
     print(f"{config.path}: ok ({len(config.programs)} programs: {names}){held}")
-    overlaps = overlapping_matches(config)
+    overlaps = overlapping_matches(config) + pidfile_only(config)
     for line in overlaps:
         print(f"zelador: warning: {config.path}: {line}", file=sys.stderr)
     return EX_CONFIG if args.strict and (problems or overlaps) else EX_OK

@@ -28,3 +28,11 @@ def _may_overlap(a: Match, b: Match) -> bool:
         if left is not None and right is not None and left != right:
             return False
     return True
+
+
+def pidfile_only(config: Config) -> list[str]:
+    """One line per program matched by its pidfile alone: its start-time check stops a stale
+    pidfile's reused pid, but a name or exe tells the program from a stranger for certain."""
+    return [f"programs.{p.name}.match: a pidfile alone cannot tell a reused pid from the program "
+            "(add name: or exe:)" for p in config.programs
+            if p.match.pidfile is not None and p.match.name is None and p.match.exe is None]
