@@ -19,6 +19,7 @@ across zelador's own deaths (the state file).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pids_named, wait_for, with_suppress_kill
+from zelador.runtime.control import ask
 
 SECONDS = float(os.environ.get("ZELADOR_FAULT_SECONDS", "30"))
 # The longest a program may have no live process: max_delay 2s + start_timeout 1s + the late
@@ -294,6 +296,89 @@ def test_sigterm_during_start_up_is_a_clean_stop(mfe, zelador_factory):
     z.signal(signal.SIGTERM)
     assert z.proc.wait(30) == 0, z.log.read_text()
     assert z.matching("shutdown"), z.log.read_text()
+
+
+def test_random_faults_on_trees_leave_one_tree_each(zelador_factory, tmp_path):
+    """Trees under faults (issue 21): a launcher with three workers (one deaf to SIGTERM) and a
+    vendor's respawn loop. Faults: kill -9 of a launcher, of a worker, of the looped daemon;
+    `restart` of either; SIGHUP (not zelador's own death: what it was stopping when it died is
+    not in its state file, so a TERM-deaf worker it had not yet killed stays). Invariants: never two
+    launchers, loops or looped daemons at once (sampled all along); afterwards exactly one tree
+    of each, and nothing of an old tree left."""
+    seed = int(os.environ.get("ZELADOR_FAULT_SEED", str(random.randrange(1 << 30))))
+    rng = random.Random(seed)
+    seconds = SECONDS / 2
+    print(f"tree faults: seed {seed}, {seconds}s")
+    tag = os.urandom(3).hex()
+    launcher, worker, loop, daemon = f"Tl{tag}", f"Tw{tag}", f"Lp{tag}", f"Vd{tag}"
+    folder = tmp_path / "trees"
+    folder.mkdir()
+    folder.chmod(0o755)
+    shutil.copy(shutil.which("bash") or "/bin/bash", folder / launcher)
+    shutil.copy("/bin/sh", folder / loop)
+    for name in (worker, daemon):
+        shutil.copy(shutil.which("sleep") or "/bin/sleep", folder / name)
+    work = (f"./{worker} infinity & ./{worker} infinity & (trap '' TERM; exec ./{worker} "
+            "infinity) & while :; do wait; done")
+    (folder / "run-tree.sh").write_text(
+        f"#!/bin/sh\ncd {folder}\nnohup ./{launcher} -c \"{work}\" >/dev/null 2>&1 &\n")
+    (folder / "run-loop.sh").write_text(
+        f"#!/bin/sh\ncd {folder}\nnohup ./{loop} -c 'while :; do ./{daemon} infinity; sleep 1; "
+        "done' >/dev/null 2>&1 &\n")
+    for script in ("run-tree.sh", "run-loop.sh"):
+        (folder / script).chmod(0o755)
+    policy = "    restart: {max_delay: 2s, burst: 1000 in 1m}\n    stop: {timeout: 1s}\n"
+    z = zelador_factory(f"""programs:
+  tree:
+    match: {{name: {launcher}}}
+    start: {folder / "run-tree.sh"}
+{policy}  vendor:
+    match: {{name: {daemon}}}
+    start: {folder / "run-loop.sh"}
+{policy}""").start()
+    programs = {"tree": launcher, "vendor": daemon}
+    sampler = ProcSampler({launcher: "tree", daemon: "vendor", loop: "loop"})
+    try:
+        wait_for(lambda: all_running(z, programs) and len(pids_named(worker)) == 3, 20,
+                 "both trees up")
+        sampler.start()
+        deadline = time.monotonic() + seconds
+        faults: list[str] = []
+        while time.monotonic() < deadline:
+            fault = rng.choice(["launcher", "worker", "daemon", "daemon", "restart", "hup"])
+            faults.append(fault)
+            if fault in ("launcher", "worker", "daemon"):
+                name = {"launcher": launcher, "worker": worker, "daemon": daemon}[fault]
+                members = pids_named(name)
+                if members:
+                    with_suppress_kill(rng.choice(members))
+            elif fault == "restart":
+                with contextlib.suppress(Exception):
+                    ask(z.socket, {"cmd": "restart", "program": rng.choice(list(programs))})
+            else:
+                z.signal(signal.SIGHUP)
+            assert z.proc.poll() is None, z.log.read_text()[-3000:]
+            time.sleep(rng.uniform(0.2, 0.8))
+        print("faults:", {f: faults.count(f) for f in set(faults)})
+        try:
+            wait_for(lambda: all_running(z, programs) and len(tops(launcher)) == 1
+                     and len(pids_named(loop)) == 1 and len(pids_named(daemon)) == 1
+                     # its workers (fewer when one was killed since it started), and
+                     # nothing of an older tree
+                     and sorted(below(tops(launcher)[0], pids_named(worker)))
+                     == sorted(pids_named(worker)), 30, "one tree of each, nothing older")
+        except AssertionError:
+            print({n: pids_named(n) for n in (launcher, worker, loop, daemon)}, z.status())
+            print(z.log.read_text()[-6000:])
+            raise
+    finally:
+        sampler.stop.set()
+        if sampler.is_alive():
+            sampler.join()
+        for name in (loop, launcher, worker, daemon):
+            for pid in pids_named(name):
+                with_suppress_kill(pid)
+    assert not sampler.seen_two, sampler.seen_two[:5]
 
 
 def tops(name: str) -> list[int]:

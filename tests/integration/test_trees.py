@@ -50,10 +50,13 @@ class Tree:
     def run_by_hand(self, log: Path) -> subprocess.Popen[bytes]:
         """A second copy, started beside zelador's (its parent: this test, never stopped); it
         writes each worker's pid to `log` as it forks it."""
-        noted = WORKERS.replace(" & ", f" & echo $! >> {log}; ").replace(
-            "; while", f"; echo $! >> {log}; while")
-        return subprocess.Popen([str(self.binary), "-c", noted], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # the workers first, under plain bash; then it execs into the program (the workers stay
+        # its children): the tree is whole before zelador can see a match
+        forks = (f'sleep infinity & echo $! >> {log}; sleep infinity & echo $! >> {log}; '
+                 f'(trap "" TERM; exec sleep infinity) & echo $! >> {log}; ')
+        return subprocess.Popen(
+            ["bash", "-c", forks + f"exec {self.binary} -c 'sleep infinity; :'"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def lay_out(root: Path, name: str, launcher: str) -> Tree:
@@ -163,8 +166,9 @@ def test_a_duplicates_stop_leaves_nothing_of_its_tree_and_spares_its_parent(
     dup = tree.run_by_hand(log)
     try:
         z.wait_event("duplicate", "tree")
-        none_left([dup.pid, *map(int, log.read_text().split())])
-        assert log.read_text().split(), "the duplicate had no workers yet: the test proves nothing"
+        workers = [int(p) for p in log.read_text().split()]
+        assert len(workers) == 3
+        none_left([dup.pid, *workers])
         assert dup.wait(5) is not None  # (this test is its parent: it was not stopped)
         assert all(running(p) for p in mine)  # the program's own tree untouched
         assert z.program("tree")["pid"] == pid
@@ -267,3 +271,26 @@ def test_validate_warns_that_a_pidfile_alone_cannot_tell_a_reused_pid(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert done.stderr == (f"zelador: warning: {config}: programs.a.match: a pidfile alone "
                            "cannot tell a reused pid from the program (add name: or exe:)\n")
+
+
+def test_a_restart_stops_the_vendor_loop_too_never_two_loops(tmp_path: Path, zelador_factory):
+    name = f"Vr{uuid.uuid4().hex[:6]}"
+    loop = lay_out(tmp_path / "vendor", name,
+                   f"nohup sh -c 'while :; do ./{name} -c \"sleep infinity; :\"; sleep 1; done' "
+                   ">/dev/null 2>&1 &")
+    try:
+        z = zelador_factory(loop.config()).start()
+        z.wait_event("started", "tree")
+        (first,) = loops(name)
+        for n in range(2, 5):
+            assert main(["restart", "tree", "--socket", z.socket]) == 0
+            pid = int(z.wait_event("started", "tree", count=n)["pid"])
+            (shell,) = wait_for(lambda: len(loops(name)) == 1 and loops(name), 5, "one loop")
+            assert shell != first and not running(first)
+            first = shell
+            time.sleep(1.5)  # (the old loop's `sleep 1`: it would have respawned by now)
+            assert loops(name) == [shell] and pids_named(name) == [pid]
+    finally:
+        for shell in loops(name):
+            with_suppress_kill(shell)
+        kill_all_below(name)

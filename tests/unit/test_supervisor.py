@@ -73,7 +73,7 @@ class FakeTable:
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None:
         pass
 
-    def parent(self, instance: Instance) -> tuple[Instance, str] | None:
+    def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None:
         return None
 
 

@@ -337,11 +337,28 @@ def _waiting_observed(p: Program, s: ProgramState, e: Input, now: float, w: tupl
 
 def _waiting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
     assert isinstance(e, Command)
+    if s.respawner is not None and s.phase == Phase.BACKOFF:  # its launcher would start one
+        return stop_launcher(p, s, now, e)  # beside ours: it goes first
     if e.verb == "stop":
         new = replace(s, Phase.STOPPED, now, reason="stopped on request")
         return new, [emit(new, "stopped", "stop requested; will not restart", 5)]
     fresh = dataclasses.replace(s, failures=0, starts=(), retrying=False)
     return launch(p, fresh, now, w, restart=True, why=e.why or f"{e.verb} requested")
+
+
+def stop_launcher(p: Program, s: ProgramState, now: float, e: Command) -> Result:
+    """A command while the dead instance's launcher may still start the next one: stop that
+    launcher (SIGTERM, SIGKILL at stop.timeout), then stop or start as asked."""
+    assert s.respawner is not None
+    launcher = s.respawner
+    new = replace(s, Phase.STOPPING, now, deadline=now + p.stop.timeout, respawner=None,
+                  then_start=e.verb != "stop", forced=False, leftovers=(launcher,),
+                  stopping_tree=True, failures=0, starts=(), retrying=False,
+                  reason=f"{e.why or e.verb + ' requested'}: stopping its launcher, pid "
+                  f"{launcher.pid}, first")
+    return new, [emit(new, "stopping", new.reason, 5),
+                 StopInstance(s.name, launcher, False, duplicate=True, signum=TERM,
+                              tree=p.family == "stop")]
 
 
 def _stopped_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:

@@ -208,21 +208,23 @@ class ProcessTable:
         """Add `members` (read now, while `instance` lives) to its remembered family."""
         self._families[instance] = self._families.get(instance, frozenset()) | frozenset(members)
 
-    def parent(self, instance: Instance) -> tuple[Instance, str] | None:
+    def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None:
         """The live parent of `instance` when it is neither zelador nor init (a launcher that may
-        start it again), with what it is ("pid 12 (sh -c while ...)"); from what was read."""
+        start it again), with what it is ("pid 12 (sh -c while ...)") and whether nobody else
+        holds it (its own parent is init or zelador: a nohup'd loop); from what was read."""
         proc = self._known.get(instance.pid)
         if proc is None or proc.instance != instance:
             return None
         return self._launcher(proc)
 
-    def _launcher(self, proc: Proc) -> tuple[Instance, str] | None:
+    def _launcher(self, proc: Proc) -> tuple[Instance, str, bool] | None:
         if proc.ppid <= 1 or proc.ppid in self._exclude:
             return None
         parent = self._known.get(proc.ppid)
         if parent is None or parent.instance in self._dead:
             return None
-        return parent.instance, f"pid {parent.pid} ({describe(parent.pid, parent.name)})"
+        loose = parent.ppid <= 1 or parent.ppid in self._exclude
+        return parent.instance, f"pid {parent.pid} ({describe(parent.pid, parent.name)})", loose
 
     def forget(self, instance: Instance) -> None:
         """`instance` died: drop it from every cache now, so no scan can match it again.
@@ -345,12 +347,8 @@ class ProcessTable:
         for dup in duplicates:
             proc = by_pid.get(dup.pid)
             found = self._launcher(proc) if proc is not None and proc.ppid != own_parent else None
-            if found is not None:
-                # stopped with it only when nobody else holds it (its own parent is init or
-                # zelador, a vendor's nohup'd loop): never a user's shell or another program
-                grand = self._known.get(found[0].pid)
-                loose = grand is not None and (grand.ppid <= 1 or grand.ppid in self._exclude)
-                out.append((dup, found[0], found[1], loose))
+            if found is not None:  # stopped with it only when nobody else holds it
+                out.append((dup, *found))
         return tuple(out)
 
     def family(self, instance: Instance) -> frozenset[Instance]:

@@ -227,11 +227,12 @@ def tree_gone(program: Program, state: ProgramState, now: float,
     start again (a restart), or STOPPED."""
     pid = state.instance.pid if state.instance else state.last_stopped
     gone = dataclasses.replace(state, instance=None, stopping_tree=False, last_stopped=None)
+    what = f"pid {pid}" if pid is not None else "its launcher"
     if state.then_start:
         return launch(program, gone, now, waiting_for, restart=True,
-                      why=f"pid {pid} stopped for restart")
+                      why=f"{what} stopped for restart")
     new = replace(gone, Phase.STOPPED, now, reason="stopped on request")
-    return new, [emit(new, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
+    return new, [emit(new, "stopped", f"{what} stopped", 5).with_fields(pid=pid)]
 
 
 RESPAWN_MEMORY = 300.0  # a duplicate's parent stopped this recently that brings one back again

@@ -90,7 +90,7 @@ class Table(Protocol):
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
-    def parent(self, instance: Instance) -> tuple[Instance, str] | None: ...
+    def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None: ...
 
 
 class Watcher(Protocol):
@@ -125,7 +125,7 @@ class Supervisor:
             loop.watch(proc_events.fileno(), self._on_proc_events)
         self.group = Group(config)
         self.scripts = Scripts(loop, launcher, self.emit, pidfd)
-        self.trees = Trees(loop, launcher, self.scripts, table, self.emit)
+        self.trees = Trees(loop, launcher, self.scripts, table, self.emit, self._instances)
         self._deaths: dict[Instance, tuple[int | None, int | None]] = {}  # -> (status, signal)
         self.desktop: Session | None = None  # for `user: session` programs ...
         self.desktop_env: dict[str, str] = {}  # ... and what they need of it (DISPLAY ...)
@@ -322,6 +322,9 @@ class Supervisor:
                     # hand, reaped only now) is not this start's failure
                     and start is not None and reaped.instance.create_time >= start.created):
                 self._apply(program.name, EarlyExit(reaped.instance.pid, how), now)
+
+    def _instances(self) -> set[Instance]:
+        return {s.instance for s in self.group.states.values() if s.instance is not None}
 
     def _owners(self, instance: Instance) -> list[str]:
         return [s.name for s in self.group.states.values()

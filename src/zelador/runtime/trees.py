@@ -41,12 +41,14 @@ class TreeTable(Protocol):
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
-    def parent(self, instance: Instance) -> tuple[Instance, str] | None: ...
+    def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None: ...
 
 
 class Trees:
     def __init__(self, loop: Loop, launcher: Launcher, scripts: Scripts, table: TreeTable,
-                 emit: Callable[[Event], None]) -> None:
+                 emit: Callable[[Event], None],
+                 protected: Callable[[], set[Instance]] = set) -> None:
+        self.protected = protected  # every program's instance: never stopped as a launcher
         self.loop = loop
         self.launcher = launcher
         self.scripts = scripts
@@ -78,16 +80,22 @@ class Trees:
         self.launcher.signal_all({instance, *members}, signal.SIGCONT)
 
     def own_launcher(self, instance: Instance) -> Instance | None:
-        """Its parent, when that is a process zelador started (a vendor's respawn loop left by
-        the start script): stopping the program stops that too, or it would start it again."""
+        """Its parent, when that is a process zelador started or that nobody holds (a vendor's
+        respawn loop left by the start script): stopping the program stops that too, or it
+        would start it again."""
         found = self.table.parent(instance)
         if found is None:
             return None
-        parent = found[0]
-        return parent if parent.pid in descendant_pids(os.getpid()) else None
+        parent, _, loose = found  # loose: nobody else holds it (zelador's own earlier life
+        # started it, or a boot script's nohup): never a user's shell or another program
+        if parent in self.protected():  # another program (or this one's launcher duplicate)
+            return None
+        return parent if loose or parent.pid in descendant_pids(os.getpid()) else None
 
     def stop(self, program: Program, action: StopInstance, now: float) -> None:
         """Carry out `action` (LaunchError from a stop command goes to the caller)."""
+        if action.duplicate and action.signum is not None and action.instance in self.protected():
+            return  # a duplicate's launcher that is some program's instance: not ours to stop
         hold = action.tree and not action.force
         members = self.frozen(action.instance) if hold else (
             self.members(action.instance) if action.tree else set())
