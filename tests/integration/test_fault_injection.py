@@ -375,6 +375,7 @@ def test_random_faults_on_trees_leave_one_tree_each(zelador_factory, tmp_path):
         sampler.stop.set()
         if sampler.is_alive():
             sampler.join()
+        z.stop()  # first: it would start what we kill
         for name in (loop, launcher, worker, daemon):
             for pid in pids_named(name):
                 with_suppress_kill(pid)

@@ -197,6 +197,7 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path: Path, zelador_factory):
         assert len([p for p in map(int, spawned.read_text().split()) if running(p)]) <= 1
         assert len(pids_named(name)) <= 1
     finally:
+        z.stop()  # first: it would start again what is killed below
         kill_all_below(name)
         for pid in map(int, spawned.read_text().split()) if spawned.exists() else ():
             with_suppress_kill(pid)
@@ -221,6 +222,7 @@ def test_a_vendor_respawn_loop_stays_one_loop_and_one_daemon_across_20_kills(tmp
         assert not z.matching("duplicate", "tree")
         assert z.program("tree")["pid"] == pid and z.program("tree")["restarts"] == 20
     finally:
+        z.stop()  # first: it would start again what is killed below
         for shell in loops(name):
             with_suppress_kill(shell)
         kill_all_below(name)
@@ -254,6 +256,7 @@ def test_a_stale_pidfile_naming_a_later_process_is_never_adopted(tmp_path: Path,
         assert not z.matching("found", "tree")  # never "already running" as the stranger
         assert int(pidfile.read_text()) == int(started["pid"])
     finally:
+        z.stop()  # first: it would start again what is killed below
         stranger.kill()
         stranger.wait()
         if pidfile.exists() and pidfile.read_text().strip().isdigit():
@@ -291,6 +294,7 @@ def test_a_restart_stops_the_vendor_loop_too_never_two_loops(tmp_path: Path, zel
             time.sleep(1.5)  # (the old loop's `sleep 1`: it would have respawned by now)
             assert loops(name) == [shell] and pids_named(name) == [pid]
     finally:
+        z.stop()  # first: it would start again what is killed below
         for shell in loops(name):
             with_suppress_kill(shell)
         kill_all_below(name)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from zelador.config.model import Match, Program, Restart, Stop
+from zelador.config.model import Health, Match, Probe, Program, Restart, Stop
 from zelador.events import Event
 from zelador.programs.engine import KILL_GRACE, step
 from zelador.programs.states import (
     Command,
     EarlyExit,
     Exited,
+    HealthPassed,
     Instance,
     KillScript,
     Launch,
@@ -434,3 +435,52 @@ def test_a_crash_loop_still_hits_the_burst_limit():
             break
         now += 0.5  # dies young every time
     assert state.phase == Phase.FATAL
+
+
+# --- health decides "started"; recoveries are real (issue 21) ---------------------------------
+
+HEALTHY_PROG = PROG.__class__(**{**PROG.__dict__, "health": Health(Probe("tcp", "127.0.0.1:1"))})
+
+
+def test_running_dies_before_its_health_check_ever_passed_is_a_failed_start():
+    state, actions = step(HEALTHY_PROG, running(at=0.0), Exited(A), 100.0)  # past `stable`
+    assert state.phase == Phase.BACKOFF and state.failures == 1
+    assert "before its health check ever passed" in actions[0].message
+
+
+def test_running_dies_after_health_passed_and_stable_restarts_at_once():
+    state, _ = step(HEALTHY_PROG, running(at=0.0), HealthPassed(), 5.0)
+    assert state.healthy
+    state, actions = step(HEALTHY_PROG, state, Exited(A), 100.0)
+    assert state.phase == Phase.STARTING and state.failures == 0 and Launch("comunicador") in actions
+
+
+def test_stable_after_failures_says_back_once_it_ran_stable():
+    state, _ = step(PROG, starting(failures=2), Observed(A), 1.0)
+    state, _ = step(PROG, state, ScriptExited(0), 1.0)
+    assert state.phase == Phase.RUNNING and state.proving and state.deadline == 11.0
+    assert kinds(step(PROG, state, Tick(), 5.0)[1]) == []
+    state, actions = step(PROG, state, Tick(), 11.0)
+    assert kinds(actions) == ["stable"] and state.failures == 0 and state.deadline is None
+
+
+def test_stable_waits_for_the_health_check_to_pass():
+    state, _ = step(HEALTHY_PROG, starting(failures=1), Observed(A), 1.0)
+    state, _ = step(HEALTHY_PROG, state, ScriptExited(0), 1.0)
+    state, actions = step(HEALTHY_PROG, state, Tick(), 11.0)
+    assert kinds(actions) == [] and state.proving and state.deadline is None
+    state, actions = step(HEALTHY_PROG, state, HealthPassed(), 12.0)
+    assert kinds(actions) == ["stable"] and not state.proving
+
+
+def test_slow_retry_that_dies_young_gives_up_again_and_is_never_back():
+    fatal = ProgramState("comunicador", phase=Phase.FATAL, since=0.0, deadline=600.0,
+                         failures=5, reason="5 starts")
+    state, _ = step(PROG, fatal, Tick(), 600.0)
+    assert state.phase == Phase.STARTING and state.retrying
+    state, _ = step(PROG, state, Observed(A), 600.1)
+    state, actions = step(PROG, state, ScriptExited(0), 600.1)
+    assert state.phase == Phase.RUNNING and kinds(actions) == ["started"]
+    state, actions = step(PROG, state, Exited(A), 600.3)
+    assert state.phase == Phase.FATAL and "stable" not in kinds(actions)
+    assert kinds(actions) == ["exited", "gave_up"] and "slow retry" in actions[-1].message

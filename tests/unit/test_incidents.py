@@ -31,11 +31,12 @@ def test_gave_up_opens_a_problem_once():
     assert inc.open["program/comunicador/gave_up"].latest == "comunicador: giving up again"
 
 
-def test_started_closes_gave_up_and_start_failed_with_one_recovery_each():
+def test_stable_closes_gave_up_and_start_failed_with_one_recovery_each():
     inc = Incidents(settings())
     inc.observe(prog("gave_up"), 100.0, 1.0)
     inc.observe(prog("start_failed"), 101.0, 1.5)
-    notices = inc.observe(prog("started"), 160.0, 60.0)
+    assert inc.observe(prog("started"), 150.0, 50.0) == []  # a start alone is no recovery
+    notices = inc.observe(prog("stable"), 160.0, 60.0)
     assert sorted((n.phase, n.incident.problem) for n in notices) == [
         (RECOVERY, "gave_up"), (RECOVERY, "start_failed")]
     assert inc.open == {}
@@ -134,7 +135,7 @@ def test_rules_pick_channels_by_subject_and_problem():
     (dup,) = inc.observe(prog("duplicate"), 1.0, 1.0)
     (failed,) = inc.observe(job("job_failed"), 1.0, 1.0)
     (ok,) = inc.observe(job("job_ok"), 2.0, 2.0)
-    (back,) = inc.observe(prog("started"), 2.0, 2.0)
+    (back,) = inc.observe(prog("stable"), 2.0, 2.0)
     assert route(gave_up, inc.settings) == ("phone",)
     assert route(dup, inc.settings) == ()
     assert route(failed, inc.settings) == ("hook",)

@@ -21,8 +21,11 @@ OPENS: dict[tuple[str, str], str] = {
 
 # (subject kind, event kind) -> the problems it closes
 CLOSES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("program", "started"): ("gave_up", "start_failed", "cannot_start"),
-    ("program", "found"): ("gave_up", "start_failed", "cannot_start"),
+    # back means it ran `stable` (and passed its health check): a start alone is no recovery
+    ("program", "stable"): ("gave_up", "start_failed"),
+    ("program", "started"): ("cannot_start",),
+    ("program", "found"): ("gave_up", "start_failed", "cannot_start"),  # found running (at
+    # zelador's start, or started by someone else): it runs as it did
     ("job", "job_ok"): ("failed", "timeout", "missed"),
     ("check", "check_recovered"): ("failed",),
 }

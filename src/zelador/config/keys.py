@@ -120,7 +120,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("programs.NAME.restart", "Restarting", (
         Key("delay", "0s", "wait before restarting a program that had been running fine"),
         Key("max_delay", "5m", "failed starts back off 1s, 2s, 4s ... up to this"),
-        Key("stable", "10s", "a process that lived less than this counts as a failed start"),
+        Key("stable", "10s", "a process that lived less than this (or, with a health check, "
+            "whose check never passed) counts as a failed start; after failures it is back "
+            "only once it ran this long and passed its health check"),
         Key("burst", "10 in 2m", "more starts than this in the window, counted since it last ran "
             "longer than stable: FATAL. A program that runs stably and then dies is always "
             "restarted at once"),

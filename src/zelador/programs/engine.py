@@ -31,6 +31,7 @@ from zelador.programs.states import (
     Command,
     EarlyExit,
     Exited,
+    HealthPassed,
     Input,
     KillScript,
     LaunchFailed,
@@ -61,8 +62,10 @@ from zelador.programs.steps import (
     match_text,
     remember_dead,
     replace,
+    settle_stable,
     started,
     stop,
+    stop_launcher,
     tree_gone,
     wait_for_desktop,
     without_dead,
@@ -247,8 +250,20 @@ def _running_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple
     assert isinstance(e, Command)
     if e.verb == "start":
         return s, []
-    return stop(p, dataclasses.replace(s, failures=0), now, then_start=e.verb == "restart",
-                why=e.why or f"{e.verb} requested")
+    # a check's restart of a run whose health check never passed is one more failed start (it
+    # backs off); a restart asked for by hand starts afresh
+    failures = s.failures + 1 if e.why and p.health is not None and not s.healthy else 0
+    return stop(p, dataclasses.replace(s, failures=failures), now,
+                then_start=e.verb == "restart", why=e.why or f"{e.verb} requested")
+
+
+def _running_tick(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
+    return settle_stable(p, s, now)
+
+
+def _running_healthy(p: Program, s: ProgramState, e: Input, now: float,
+                     w: tuple[str, ...]) -> Result:
+    return settle_stable(p, dataclasses.replace(s, healthy=True), now)
 
 
 def _running_peer(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -268,7 +283,8 @@ def _stopping_gone(p: Program, s: ProgramState, e: Input, now: float, w: tuple[s
     gone = dataclasses.replace(s, instance=None)
     if isinstance(e, Observed) and e.instance is not None:  # someone else started another one
         if s.then_start:
-            return adopt(gone, e.instance, now, f"pid {pid} stopped; another instance is running")
+            return adopt(gone, e.instance, now, f"pid {pid} stopped; another instance is running",
+                         stable=p.restart.stable)
         return replace(gone, Phase.STOPPED, now, instance=e.instance, reason="stopped on request"), [
             emit(gone, "stopped", f"pid {pid} stopped", 5).with_fields(pid=pid)]
     left = e.leftovers if isinstance(e, Exited) and p.family == "stop" else ()
@@ -332,7 +348,7 @@ def _waiting_observed(p: Program, s: ProgramState, e: Input, now: float, w: tupl
     assert isinstance(e, Observed)
     if e.instance is None:
         return s, []
-    return adopt(s, e.instance, now, "came back without us")
+    return adopt(s, e.instance, now, "came back without us", stable=p.restart.stable)
 
 
 def _waiting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -344,21 +360,6 @@ def _waiting_command(p: Program, s: ProgramState, e: Input, now: float, w: tuple
         return new, [emit(new, "stopped", "stop requested; will not restart", 5)]
     fresh = dataclasses.replace(s, failures=0, starts=(), retrying=False)
     return launch(p, fresh, now, w, restart=True, why=e.why or f"{e.verb} requested")
-
-
-def stop_launcher(p: Program, s: ProgramState, now: float, e: Command) -> Result:
-    """A command while the dead instance's launcher may still start the next one: stop that
-    launcher (SIGTERM, SIGKILL at stop.timeout), then stop or start as asked."""
-    assert s.respawner is not None
-    launcher = s.respawner
-    new = replace(s, Phase.STOPPING, now, deadline=now + p.stop.timeout, respawner=None,
-                  then_start=e.verb != "stop", forced=False, leftovers=(launcher,),
-                  stopping_tree=True, failures=0, starts=(), retrying=False,
-                  reason=f"{e.why or e.verb + ' requested'}: stopping its launcher, pid "
-                  f"{launcher.pid}, first")
-    return new, [emit(new, "stopping", new.reason, 5),
-                 StopInstance(s.name, launcher, False, duplicate=True, signum=TERM,
-                              tree=p.family == "stop")]
 
 
 def _stopped_observed(p: Program, s: ProgramState, e: Input, now: float, w: tuple[str, ...]) -> Result:
@@ -407,6 +408,8 @@ TABLE: dict[tuple[Phase, type], Handler] = {
     (P.RUNNING, Observed): _running_observed,
     (P.RUNNING, Command): _running_command,
     (P.RUNNING, PeerRestarted): _running_peer,
+    (P.RUNNING, Tick): _running_tick,
+    (P.RUNNING, HealthPassed): _running_healthy,
     (P.STOPPING, Exited): _stopping_gone,
     (P.STOPPING, Observed): _stopping_gone,
     (P.STOPPING, Tick): _stopping_timeout,

@@ -131,12 +131,17 @@ class Command:
 
 
 @dataclass(frozen=True)
+class HealthPassed:
+    """The program's health check passed (for its current instance)."""
+
+
+@dataclass(frozen=True)
 class PeerRestarted:
     peer: str  # a program this one is `part_of` was restarted
 
 
 Input = Union[Observed, Exited, ScriptExited, EarlyExit, LaunchFailed, Tick, Command, PeerRestarted,
-              Reloaded, SessionChanged]
+              Reloaded, SessionChanged, HealthPassed]
 
 
 # --- actions: what the shell must do -------------------------------------------------------
@@ -204,6 +209,9 @@ class ProgramState:
     respawned: tuple[tuple[Instance, float], ...] = ()  # parents of duplicates we stopped, and
     # when: a duplicate from the same parent again is reported once, not fought in a loop
     reported: tuple[Instance, ...] = ()  # respawning parents already reported
+    healthy: bool = False  # RUNNING: its health check has passed for this instance
+    proving: bool = False  # RUNNING after failures: not "back" until stable (and healthy)
+    retried: bool = False  # ... and this run is FATAL's slow retry: dying young gives up again
     family_size: int = 0
     desktop: str = ""  # `user: session`: the session to run in ("" none) ...
     desktop_missing: str = "no graphical session yet"  # ... and why there is none

@@ -15,6 +15,7 @@ from zelador.events import event as make_event
 from zelador.programs.policy import burst_exceeded, prune_starts, restart_delay
 from zelador.programs.states import (
     Action,
+    Command,
     Exited,
     Input,
     Instance,
@@ -74,8 +75,11 @@ def started(program: Program, state: ProgramState, now: float) -> Result:
     status = state.script_status
     note = f"; start script exited with status {status}" if status else ""
     restarts = state.restarts + 1 if state.restarting else state.restarts
+    proving = state.failures > 0 or state.retrying or state.retried
     new = replace(state, Phase.RUNNING, now, reason="", host_problem="", retrying=False,
-                  restarting=False, restarts=restarts)
+                  restarting=False, restarts=restarts, healthy=False, proving=proving,
+                  retried=state.retrying or state.retried,
+                  deadline=now + program.restart.stable if proving else None)
     pid = new.instance.pid if new.instance else "?"
     actions: list[Action] = [emit(new, "started", f"running as pid {pid} ({took} after launch{note})",
                                   5 if not status else 4)]
@@ -85,13 +89,17 @@ def started(program: Program, state: ProgramState, now: float) -> Result:
 
 
 def adopt(state: ProgramState, instance: Instance, now: float, how: str,
-          age: float | None = None) -> Result:
-    """Take `instance` as the program's; `age`: how long it has run already, when known."""
+          age: float | None = None, stable: float | None = None) -> Result:
+    """Take `instance` as the program's; `age`: how long it has run already, when known;
+    `stable`: the program's restart.stable (a comeback after failures is back after it)."""
     came_back = state.restarting or state.phase in (Phase.BACKOFF, Phase.FATAL)
     since = now - max(0.0, age) if age is not None else now
+    proving = came_back and (state.failures > 0 or state.phase == Phase.FATAL or state.retried)
     new = replace(state, Phase.RUNNING, since, instance=instance, reason="", host_problem="",
                   retrying=False, restarting=False, script_running=False, respawner=None,
-                  start_match=None,
+                  start_match=None, healthy=not came_back, proving=proving,
+                  retried=state.retried or state.phase == Phase.FATAL,
+                  deadline=now + stable if proving and stable is not None else None,
                   restarts=state.restarts + 1 if came_back else state.restarts)
     actions: list[Action] = [emit(new, "found", f"{how} (pid {instance.pid})", 5)]
     if came_back:  # part_of peers follow (also a restart pending when zelador itself restarted)
@@ -125,7 +133,10 @@ def after_exit(program: Program, state: ProgramState, now: float,
                waiting_for: tuple[str, ...], how: str, exited: Exited | None = None) -> Result:
     lived = now - state.since
     pid = state.instance.pid if state.instance else None
-    young = lived < program.restart.stable
+    unhealthy = program.health is not None and not state.healthy
+    young = lived < program.restart.stable or unhealthy  # health decides "started" if it exists
+    if unhealthy:
+        how += " before its health check ever passed (a failed start)"
     failures = state.failures + 1 if young else 0
     left = exited.leftovers if exited is not None else ()
     # A run longer than `stable` proves the program healthy: its failures and its burst window
@@ -134,15 +145,24 @@ def after_exit(program: Program, state: ProgramState, now: float,
                    starts=state.starts if young else (),
                    last_exit=f"pid {pid} {how} after {format_duration(lived)}",
                    dead=(*state.dead, *left)[-DEAD_KEPT:], family_size=0,
-                   respawner=exited.respawner if exited is not None else None)
+                   respawner=exited.respawner if exited is not None else None,
+                   healthy=False, proving=False, retried=state.retried and young)
     exit_event = emit(gone, "exited", gone.last_exit, 4).with_fields(
         pid=pid, exit_status=exited.exit_status if exited else None,
         exit_signal=exited.exit_signal if exited else None)
     stop_left = bool(left) and program.family == "stop"
+    if young and state.retried and not (exited is not None and exited.successor is not None):
+        # the slow retry ran and died young: the same problem, so FATAL again, said once
+        new, actions = give_up(program, dataclasses.replace(gone, retrying=True), now,
+                               f"pid {pid} {how} after {format_duration(lived)}")
+        stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
+                                            kill_after=program.stop.timeout) for i in left
+                               if stop_left]
+        return new, [exit_event, *actions, *stops]
     if exited is not None and exited.successor is not None:
         new, actions = adopt(dataclasses.replace(gone, restarting=True), exited.successor, now,
-                             "another instance took its place")
-        stops: list[Action] = [StopInstance(state.name, i, False, duplicate=True,
+                             "another instance took its place", stable=program.restart.stable)
+        stops = [StopInstance(state.name, i, False, duplicate=True,
                                             kill_after=program.stop.timeout) for i in left
                                if stop_left]
         return new, [exit_event, *actions, *stops]
@@ -155,6 +175,23 @@ def after_exit(program: Program, state: ProgramState, now: float,
                      *(StopInstance(state.name, i, False, duplicate=True) for i in left)]
     new, actions = restart_after_exit(program, gone, now, waiting_for, f"pid {pid} {how}")
     return new, [exit_event, *actions]
+
+
+def settle_stable(program: Program, state: ProgramState, now: float) -> Result:
+    """RUNNING after failures: "back" (the event that closes its problem) once it has run
+    `stable` and, when it has a health check, that check has passed."""
+    if not state.proving:
+        return dataclasses.replace(state, deadline=None), []
+    due = state.since + program.restart.stable
+    if now < due:
+        return dataclasses.replace(state, deadline=due), []
+    if program.health is not None and not state.healthy:
+        return dataclasses.replace(state, deadline=None), []  # its first pass will tell
+    new = dataclasses.replace(state, deadline=None, proving=False, retried=False, failures=0,
+                              starts=())
+    took = format_duration(now - state.since)
+    health = " and its health check passed" if program.health is not None else ""
+    return new, [emit(new, "stable", f"back: running {took}{health}", 5)]
 
 
 def restart_after_exit(program: Program, gone: ProgramState, now: float,
@@ -228,6 +265,10 @@ def tree_gone(program: Program, state: ProgramState, now: float,
     pid = state.instance.pid if state.instance else state.last_stopped
     gone = dataclasses.replace(state, instance=None, stopping_tree=False, last_stopped=None)
     what = f"pid {pid}" if pid is not None else "its launcher"
+    if state.then_start and state.failures > 0 and program.health is not None \
+            and not state.healthy:  # its health check never passed: back off
+        return restart_after_exit(program, dataclasses.replace(gone, restarting=True), now,
+                                  waiting_for, f"{what} stopped: its health check never passed")
     if state.then_start:
         return launch(program, gone, now, waiting_for, restart=True,
                       why=f"{what} stopped for restart")
@@ -313,3 +354,18 @@ def host_fatal(p: Program, s: ProgramState, now: float, problem: str) -> Result:
     if problem == s.host_problem:
         return new, []
     return new, [emit(new, "host_problem", new.reason, 3)]
+
+
+def stop_launcher(p: Program, s: ProgramState, now: float, e: Command) -> Result:
+    """A command while the dead instance's launcher may still start the next one: stop that
+    launcher (SIGTERM, SIGKILL at stop.timeout), then stop or start as asked."""
+    assert s.respawner is not None
+    launcher = s.respawner
+    new = replace(s, Phase.STOPPING, now, deadline=now + p.stop.timeout, respawner=None,
+                  then_start=e.verb != "stop", forced=False, leftovers=(launcher,),
+                  stopping_tree=True, failures=0, starts=(), retrying=False,
+                  reason=f"{e.why or e.verb + ' requested'}: stopping its launcher, pid "
+                  f"{launcher.pid}, first")
+    return new, [emit(new, "stopping", new.reason, 5),
+                 StopInstance(s.name, launcher, False, duplicate=True, signum=TERM,
+                              tree=p.family == "stop")]

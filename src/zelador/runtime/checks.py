@@ -84,7 +84,9 @@ class CheckBook:
     def __init__(self, config: Config, *, loop: Loop, sinks: Sequence[Sink],
                  states: Callable[[], dict[str, ProgramState]],
                  restart: Callable[[str, str], None], runner: Runner,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time,
+                 healthy: Callable[[str], None] = lambda name: None) -> None:
+        self._healthy = healthy  # a program's health check passed: the engine hears it
         self.loop = loop
         self.sinks = sinks
         self._states = states
@@ -274,6 +276,8 @@ class CheckBook:
         streak, verdict = judge_probe(entry.streaks.get("health", Streak()), result.ok,
                                       health.fails, self._wall(), result.reason, again=restart)
         entry.streaks["health"] = streak
+        if result.ok:
+            self._healthy(prog.name)
         if verdict == RECOVERED:
             self._emit(event("check_recovered", f"{name}: healthy again: {result.reason}",
                              subject=name, subject_kind=CHECK, priority=5, program=prog.name))

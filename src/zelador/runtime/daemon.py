@@ -120,7 +120,7 @@ class Daemon:
                                 states=lambda: self.supervisor.group.states,
                                 restart=lambda name, why: self.supervisor.command(
                                     name, "restart", why),
-                                runner=self._run_helper)
+                                runner=self._run_helper, healthy=self.supervisor.health_passed)
         self.want_intake = intake
         self.spool_dir = spool_dir
         self.intake: IntakeProcess | None = None

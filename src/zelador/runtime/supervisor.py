@@ -40,6 +40,7 @@ from zelador.programs.states import (
     Command,
     EarlyExit,
     Exited,
+    HealthPassed,
     Input,
     Instance,
     KillScript,
@@ -165,6 +166,12 @@ class Supervisor:
         self._apply(name, Command(verb, why), self.loop.clock())
         self._sync_watches()
         self._arm(self.loop.clock())
+
+    def health_passed(self, name: str) -> None:
+        """Its health check passed: with a health check, that is what makes a run "started"."""
+        if name in self.group.states:
+            self._apply(name, HealthPassed(), self.loop.clock())
+            self._arm(self.loop.clock())
 
     # --- the ordered pass ---------------------------------------------------------------------
 

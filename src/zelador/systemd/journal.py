@@ -19,6 +19,8 @@ MESSAGE_IDS: dict[str, str] = {
     "starting": "bc923587e42c4e39b0f39eccb8e0eabd",
     "restarting": "7f236906785746db8dc192fa6de439a2",
     "started": "7efc452ef43d436bb2c200c067f21c97",
+    "stable": "457c0d5e0e0643028f45c074d71e07b6",
+    "family_member_exited": "1558838cf31649c39c0cba4074000178",
     "found": "b4feb99145134cc7b51da60b3877cc9e",
     "exited": "d63bb5c6324045538d1a8133e6efcfdd",
     "backoff": "d4eb9e437be34eb0868fce57f577e2f7",
