@@ -74,6 +74,24 @@ def scope_of(pid: int) -> str:
     return ""
 
 
+def parent_pid(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).ppid())
+    except psutil.Error:
+        return 0
+
+
+def scope_members(path: str) -> set[Instance]:
+    """The live processes in the cgroup at `path` (as `scope_of` gives it)."""
+    found = set()
+    for pid in _procs(f"/sys/fs/cgroup{path}/cgroup.procs"):
+        try:
+            found.add(Instance(pid, psutil.Process(pid).create_time()))
+        except psutil.Error:
+            continue
+    return found
+
+
 def tree_of(instance: Instance) -> set[Instance]:
     """Every live process of `instance`'s tree but itself: its descendants, and under systemd
     everything in its scope's cgroup (what called setsid() and was reparented is still there)."""
@@ -91,10 +109,6 @@ def tree_of(instance: Instance) -> set[Instance]:
         except psutil.Error:
             continue
     scope = scope_of(instance.pid)
-    for pid in _procs(f"/sys/fs/cgroup{scope}/cgroup.procs") if scope else set():
-        if pid != instance.pid:
-            try:
-                found.add(Instance(pid, psutil.Process(pid).create_time()))
-            except psutil.Error:
-                continue
+    if scope:
+        found |= scope_members(scope) - {instance}
     return found

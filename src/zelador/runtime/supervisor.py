@@ -186,6 +186,7 @@ class Supervisor:
             self._start_was_instance(child)  # been seen as the program; its exit is a death
         deaths, self._deaths = self._deaths, {}
         families = {instance: self.table.family(instance) for instance in deaths}
+        scoped = {instance: self.trees.scope_left(instance) for instance in deaths}
         parents = {instance: self.table.parent(instance) for instance in deaths}
         for instance in deaths:
             self.table.forget(instance)
@@ -211,9 +212,9 @@ class Supervisor:
                 if successor in families[instance]:  # an orphaned worker is no replacement
                     successor = None
                 spare = {successor, *self.table.family(successor)} if successor else set()
-                left = leftovers(families[instance], [i for i in families[instance] if alive(i)],
-                                 spare)
                 parent = parents[instance]
+                tree = families[instance] | self.trees.outside(scoped[instance], parent)
+                left = leftovers(tree, [i for i in tree if alive(i)], spare)
                 self._apply(name, Exited(instance, status, signum, successor, left,
                                          parent[0] if parent else None), now)
         for name, verdict in verdicts.items():
@@ -399,7 +400,9 @@ class Supervisor:
 
     def _sync_watches(self) -> None:
         before = set(self.watches.unwatchable)
-        opened = self.watches.sync(self.group.instances(), self.loop.unwatch)
+        wanted = self.group.instances()
+        self.trees.note(wanted)
+        opened = self.watches.sync(wanted, self.loop.unwatch)
         for fd in opened:
             self.loop.watch(fd, functools.partial(self._pidfd_readable, fd))
         if self.pidfd and self.watches.unwatchable - before:

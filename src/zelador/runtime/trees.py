@@ -28,7 +28,13 @@ from zelador.config.model import Program
 from zelador.events import Event
 from zelador.programs.launcher import Launcher
 from zelador.programs.proctable import alive
-from zelador.programs.proctree import descendant_pids, tree_of
+from zelador.programs.proctree import (
+    descendant_pids,
+    parent_pid,
+    scope_members,
+    scope_of,
+    tree_of,
+)
 from zelador.programs.states import Instance, StopInstance
 from zelador.runtime.loop import Loop
 from zelador.runtime.scripts import Scripts
@@ -49,11 +55,33 @@ class Trees:
                  emit: Callable[[Event], None],
                  protected: Callable[[], set[Instance]] = set) -> None:
         self.protected = protected  # every program's instance: never stopped as a launcher
+        self.scopes: dict[Instance, str] = {}  # watched process -> its zelador scope's cgroup
         self.loop = loop
         self.launcher = launcher
         self.scripts = scripts
         self.table = table
         self.emit = emit
+
+    def note(self, watched: set[Instance]) -> None:
+        """Remember the zelador scope each watched process lives in (under systemd): when it
+        dies, what is left in that scope is its tree, wherever it was reparented to."""
+        self.scopes = {i: path for i, path in self.scopes.items() if i in watched}
+        for instance in watched - self.scopes.keys():
+            self.scopes[instance] = scope_of(instance.pid)
+
+    def scope_left(self, instance: Instance) -> set[Instance]:
+        """What is still alive in the dead `instance`'s scope (empty without systemd)."""
+        path = self.scopes.pop(instance, "")
+        return {i for i in scope_members(path) if i != instance} if path else set()
+
+    @staticmethod
+    def outside(scoped: set[Instance], parent: tuple[Instance, str, bool] | None
+                ) -> set[Instance]:
+        """Of a dead instance's scope, what was not its launcher's (the launcher, its other
+        children: it may start the next instance in the same scope)."""
+        if parent is None:
+            return scoped
+        return {i for i in scoped if i != parent[0] and parent_pid(i.pid) != parent[0].pid}
 
     def members(self, instance: Instance) -> set[Instance]:
         """The live rest of `instance`'s tree (not itself)."""
