@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import urllib.request
 from pathlib import Path
 
@@ -134,12 +135,15 @@ def test_the_daemonizing_start_is_never_the_instance_and_its_master_never_a_dupl
     start, not the program, and the master below it is the instance, never "a second one"."""
     conf, port = nginx_conf
     pidfile = conf.parent / "nginx.pid"
-    z = zelador_factory(config(conf, "{name: nginx}")).start()
+    # stable: 1s, so each master can run past it quickly (a death, not a failed start)
+    z = zelador_factory(config(conf, "{name: nginx}") + "    restart: {stable: 1s}\n").start()
     for n in range(1, 4):
         master = int(z.wait_event("started", "web", count=n)["pid"])
         assert "exited with status" not in z.matching("started", "web")[-1]["message"]
         wait_for(lambda m=master: read_pid(pidfile) == m, 10, "the pidfile to name the master")
         assert get(port) == b"ok\n"
+        born = time.monotonic()
+        wait_for(lambda b=born: time.monotonic() - b > 1.2, 3, "the master past `stable`")
         os.kill(master, signal.SIGKILL)
     z.wait_event("started", "web", count=4)
     assert not z.matching("duplicate"), z.matching("duplicate")

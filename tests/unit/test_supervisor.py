@@ -70,6 +70,9 @@ class FakeTable:
     def set_starts(self, starts: dict[str, int]) -> None:
         pass
 
+    def forked(self, forks: dict[int, int]) -> None:
+        pass
+
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None:
         pass
 

@@ -204,6 +204,27 @@ class ProcessTable:
             if proc.ppid == instance.pid or any(member.pid == proc.ppid for member in family):
                 self._families[instance] = family | {proc.instance}
 
+    def forked(self, forks: dict[int, int]) -> None:
+        """The connector's fork events (child -> parent): a child of a watched instance or of
+        its family joins that family at once, so workers forked without an exec (nginx's) are
+        known as its tree when it dies, before any look has read them."""
+        if not forks or not self._families:
+            return
+        owner: dict[int, Instance] = {}
+        for instance, family in self._families.items():
+            owner[instance.pid] = instance
+            owner.update((member.pid, instance) for member in family)
+        for child, parent in forks.items():
+            root = owner.get(parent)
+            if root is None or root in self._dead:
+                continue
+            try:
+                born = read_stat(child).create_time
+            except Gone:
+                continue
+            self._families[root] = self._families[root] | {Instance(child, born)}
+            owner[child] = root
+
     def remember(self, instance: Instance, members: Iterable[Instance]) -> None:
         """Add `members` (read now, while `instance` lives) to its remembered family."""
         self._families[instance] = self._families.get(instance, frozenset()) | frozenset(members)

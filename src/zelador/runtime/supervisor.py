@@ -67,7 +67,10 @@ COALESCE = 0.02  # after exec events, the connector is read again this much late
 
 def event_kinds(config: Config) -> frozenset[str]:
     """The connector events this config needs (the kernel drops the rest before we wake): exec,
-    for new processes. (Fork would be for process trees followed without systemd.)"""
+    for new processes; fork and exit for programs that are their whole tree (`family: stop`, the
+    default): what a start or an instance forks is its tree, a member's death is told."""
+    if any(p.family == "stop" for p in config.programs):
+        return frozenset({"exec", "fork", "exit"})
     return frozenset({"exec"})
 
 
@@ -88,6 +91,8 @@ class Table(Protocol):
     def live(self) -> set[Instance]: ...
 
     def set_starts(self, starts: dict[str, int]) -> None: ...
+
+    def forked(self, forks: dict[int, int]) -> None: ...
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
@@ -185,6 +190,8 @@ class Supervisor:
         for child in ended:  # `start: [/usr/sbin/nginx, ...]`: the start command may itself have
             self._start_was_instance(child)  # been seen as the program; its exit is a death
         deaths, self._deaths = self._deaths, {}
+        if deaths and self.proc_events is not None and not self.proc_events.closed:
+            self._take_events()  # forks not yet read (we may be in a pause) join the families
         families = {instance: self.table.family(instance) for instance in deaths}
         scoped = {instance: self.trees.scope_left(instance) for instance in deaths}
         parents = {instance: self.table.parent(instance) for instance in deaths}
@@ -306,6 +313,7 @@ class Supervisor:
             self.table.configure(self.config.programs)
             self._scan_wanted = True
         self._execs |= batch.execs
+        self.table.forked(batch.forks)  # a worker forked below an instance is its tree now
         return batch.overflow or bool(batch.execs or batch.forks or batch.exits)
 
     def _collect_orphans(self) -> None:
