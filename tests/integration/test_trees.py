@@ -298,3 +298,16 @@ def test_a_restart_stops_the_vendor_loop_too_never_two_loops(tmp_path: Path, zel
         for shell in loops(name):
             with_suppress_kill(shell)
         kill_all_below(name)
+
+
+def test_a_workers_death_is_journaled_and_the_tree_shrinks(tree, zelador_factory):
+    z = zelador_factory(tree.config()).start()
+    pid = int(z.wait_event("started", "tree")["pid"])
+    workers = tree_of(pid)[1:]
+    wait_for(lambda: z.program("tree")["family"] == 3, 10, "a tree of 4")
+    os.kill(workers[0], signal.SIGSEGV)
+    told = z.wait_event("family_member_exited", "tree")
+    assert told["pid"] == str(workers[0]) and told["exit_signal"] == "11", told
+    assert "SIGSEGV" in told["message"] and f"pid {pid}" in told["message"]
+    wait_for(lambda: z.program("tree")["family"] == 2, 10, "the tree to shrink")
+    assert z.program("tree")["pid"] == pid and not z.matching("exited", "tree")

@@ -206,3 +206,11 @@ def test_asking_for_more_kinds_later_passes_them_from_then_on():
         assert child.pid in batch.forks and child.pid in batch.execs
     finally:
         events.close()
+
+
+def test_an_exit_tells_its_wait_status():
+    batch = Batch()
+    parse(message(PROC_EVENT_EXIT, 60, 60, 11, 17), batch)  # killed by SIGSEGV
+    parse(message(PROC_EVENT_EXIT, 61, 61, 3 << 8, 17), batch)  # exit(3)
+    parse(message(PROC_EVENT_EXIT, 62, 61, 0, 0), batch)  # a thread
+    assert batch.statuses == {60: 11, 61: 3 << 8} and batch.exits == {60, 61}

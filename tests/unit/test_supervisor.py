@@ -73,6 +73,9 @@ class FakeTable:
     def forked(self, forks: dict[int, int]) -> None:
         pass
 
+    def member(self, pid: int) -> tuple[Instance, Instance, str] | None:
+        return None
+
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None:
         pass
 

@@ -58,6 +58,7 @@ _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 _EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
 _EXEC = struct.Struct("=II")  # process_pid, process_tgid (exit starts the same way)
 _FORK = struct.Struct("=IIII")  # parent_pid, parent_tgid, child_pid, child_tgid
+_EXIT = struct.Struct("=III")  # process_pid, process_tgid, exit_code (then exit_signal ...)
 WHAT_AT = _NLMSGHDR.size + _CN_MSG.size  # 36
 DATA_AT = WHAT_AT + _EVENT_HEAD.size  # 52
 
@@ -72,6 +73,7 @@ class Batch:
     execs: set[int] = field(default_factory=set)  # processes (not threads) that exec'd
     forks: dict[int, int] = field(default_factory=dict)  # new process -> its parent
     exits: set[int] = field(default_factory=set)  # processes (not threads) that ended
+    statuses: dict[int, int] = field(default_factory=dict)  # ended process -> its wait status
     overflow: bool = False  # events were lost: look at everything
 
 
@@ -154,6 +156,8 @@ def _add(what: int, datagram: bytes, data: int, end: int, batch: Batch) -> None:
         pid, tgid = _EXEC.unpack_from(datagram, data)
         if pid == tgid:
             (batch.execs if what == PROC_EVENT_EXEC else batch.exits).add(pid)
+        if pid == tgid and what == PROC_EVENT_EXIT and data + _EXIT.size <= end:
+            batch.statuses[pid] = _EXIT.unpack_from(datagram, data)[2]  # as wait(2) gives it
 
 
 class ProcEvents:

@@ -225,6 +225,15 @@ class ProcessTable:
             self._families[root] = self._families[root] | {Instance(child, born)}
             owner[child] = root
 
+    def member(self, pid: int) -> tuple[Instance, Instance, str] | None:
+        """(its instance, itself, its name) when `pid` is in a watched instance's family."""
+        for instance, family in self._families.items():
+            for member in family:
+                if member.pid == pid:
+                    proc = self._known.get(pid)
+                    return instance, member, proc.name if proc is not None else "?"
+        return None
+
     def remember(self, instance: Instance, members: Iterable[Instance]) -> None:
         """Add `members` (read now, while `instance` lives) to its remembered family."""
         self._families[instance] = self._families.get(instance, frozenset()) | frozenset(members)

@@ -36,6 +36,8 @@ def render(reply: dict[str, Any]) -> str:
     rows: list[list[str]] = [["PROGRAM", "STATE", "PID", "UPTIME", "RESTARTS", "NOTE"]]
     for prog in reply.get("programs", []):
         note = prog.get("reason") or ""
+        if prog.get("family") and prog.get("pid"):  # the tree: the instance and those below it
+            note = (note + "; " if note else "") + f"tree: {prog['family'] + 1} processes"
         if prog.get("duplicates"):
             note = (note + "; " if note else "") + "duplicates: " + ", ".join(
                 str(p) for p in prog["duplicates"])

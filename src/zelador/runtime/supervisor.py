@@ -94,6 +94,8 @@ class Table(Protocol):
 
     def forked(self, forks: dict[int, int]) -> None: ...
 
+    def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
+
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
     def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None: ...
@@ -192,6 +194,9 @@ class Supervisor:
         deaths, self._deaths = self._deaths, {}
         if deaths and self.proc_events is not None and not self.proc_events.closed:
             self._take_events()  # forks not yet read (we may be in a pause) join the families
+        for told in self.trees.member_deaths(self.group.states):
+            self.emit(told)
+        self._scan_wanted = self._scan_wanted or self.trees.shrunk
         families = {instance: self.table.family(instance) for instance in deaths}
         scoped = {instance: self.trees.scope_left(instance) for instance in deaths}
         parents = {instance: self.table.parent(instance) for instance in deaths}
@@ -314,6 +319,9 @@ class Supervisor:
             self._scan_wanted = True
         self._execs |= batch.execs
         self.table.forked(batch.forks)  # a worker forked below an instance is its tree now
+        for pid, status in batch.statuses.items():  # (wait status: signal in the low 7 bits)
+            self.trees.member_died(pid, status >> 8 if not status & 0x7F else None,
+                                   status & 0x7F or None)
         return batch.overflow or bool(batch.execs or batch.forks or batch.exits)
 
     def _collect_orphans(self) -> None:
@@ -322,6 +330,8 @@ class Supervisor:
         for reaped in reaped_now:
             if self._owners(reaped.instance):
                 self.died(reaped.instance, reaped.status, reaped.signal)
+            elif self.trees.member_died(reaped.instance.pid, reaped.status, reaped.signal):
+                pass  # a worker orphaned below a live instance: told by member_deaths
             elif reaped.abnormal:
                 self._early.append(reaped)
 

@@ -22,10 +22,12 @@ import dataclasses
 import functools
 import os
 import signal
+from collections.abc import Mapping
 from typing import Callable, Protocol
 
 from zelador.config.model import Program
 from zelador.events import Event
+from zelador.events import event as make_event
 from zelador.programs.launcher import Launcher
 from zelador.programs.proctable import alive
 from zelador.programs.proctree import (
@@ -35,15 +37,20 @@ from zelador.programs.proctree import (
     scope_of,
     tree_of,
 )
-from zelador.programs.states import Instance, StopInstance
+from zelador.programs.states import Exited, Instance, Phase, ProgramState, StopInstance
 from zelador.runtime.loop import Loop
 from zelador.runtime.scripts import Scripts
 
+MEMBER_DEATHS_KEPT = 1024  # family deaths noted between two loop turns, at most
 FREEZE_ROUNDS = 8  # a tree still growing after this many looks is signalled as far as seen
 
 
 class TreeTable(Protocol):
     def family(self, instance: Instance) -> frozenset[Instance]: ...
+
+    def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
+
+    def forget(self, instance: Instance) -> None: ...
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
@@ -56,11 +63,41 @@ class Trees:
                  protected: Callable[[], set[Instance]] = set) -> None:
         self.protected = protected  # every program's instance: never stopped as a launcher
         self.scopes: dict[Instance, str] = {}  # watched process -> its zelador scope's cgroup
+        self._member_deaths: list[tuple[Instance, Instance, str, int | None, int | None]] = []
+        self.shrunk = False
         self.loop = loop
         self.launcher = launcher
         self.scripts = scripts
         self.table = table
         self.emit = emit
+
+    def member_died(self, pid: int, status: int | None, signum: int | None) -> bool:
+        """A process ended (the connector said so, or we reaped it): if it was of a watched
+        instance's family, note it for `member_deaths`; True if it was."""
+        found = self.table.member(pid)
+        if found is not None and len(self._member_deaths) < MEMBER_DEATHS_KEPT:
+            self._member_deaths.append((*found, status, signum))
+        return found is not None
+
+    def member_deaths(self, states: Mapping[str, ProgramState]) -> list[Event]:
+        """The family members seen to die since the last call leave their families (the tree
+        size shrinks at the next look); an abnormal death of one (a signal, a non-zero exit)
+        while its instance runs is a `family_member_exited` event."""
+        deaths, self._member_deaths = self._member_deaths, []
+        self.shrunk = bool(deaths)  # the caller looks again: the tree sizes change
+        out = []
+        for root, member, name, status, signum in deaths:
+            self.table.forget(member)
+            owner = next((s for s in states.values()
+                          if s.instance == root and s.phase == Phase.RUNNING), None)
+            if owner is None or member in owner.leftovers or not (signum or status):
+                continue
+            how = Exited(member, status, signum).how
+            out.append(make_event(
+                "family_member_exited", f"{owner.name}: pid {member.pid} ({name}) of its tree "
+                f"{how}; the instance, pid {root.pid}, still runs", subject=owner.name,
+                priority=4, pid=member.pid, name=name, exit_status=status, exit_signal=signum))
+        return out
 
     def note(self, watched: set[Instance]) -> None:
         """Remember the zelador scope each watched process lives in (under systemd): when it
