@@ -312,3 +312,14 @@ def test_a_workers_death_is_journaled_and_the_tree_shrinks(tree, zelador_factory
     assert "SIGSEGV" in told["message"] and f"pid {pid}" in told["message"]
     wait_for(lambda: z.program("tree")["family"] == 2, 10, "the tree to shrink")
     assert z.program("tree")["pid"] == pid and not z.matching("exited", "tree")
+
+
+def test_a_children_rule_alerts_when_the_tree_has_too_few_workers(tree, zelador_factory):
+    z = zelador_factory(tree.config(
+        "    resources: {every: 1s, children: {below: 3, action: alert}}\n")).start()
+    pid = int(z.wait_event("started", "tree")["pid"])
+    workers = tree_of(pid)[1:]
+    os.kill(workers[0], signal.SIGKILL)
+    failed = z.wait_event("check_failed", timeout=15)
+    assert failed["check"] == "tree.children" and "< 3" in failed["message"], failed
+    assert failed["value"] == "2" and z.program("tree")["pid"] == pid

@@ -193,3 +193,11 @@ system:
 web: {listen: "127.0.0.1:9813"}
 fleet: {zookeeper: "127.0.0.1:2181", path: /zelador}
 """
+
+
+def test_a_childrens_rule_takes_below_and_above():
+    config = parse_config("programs:\n  a:\n    match: {name: a}\n    start: /bin/true\n"
+                          "    resources: {children: {below: 2, above: 40, action: restart}}\n",
+                          "t.yaml")
+    (rule,) = config.programs[0].resources
+    assert (rule.metric, rule.below, rule.above, rule.action) == ("children", 2, 40, "restart")

@@ -66,8 +66,19 @@ def acted(streak: Streak) -> Streak:
 def judge_threshold(rule: Threshold, streak: Streak, value: float, every: float,
                     at: float, again: bool = False) -> tuple[Streak, str | None]:
     cycles, window = cycles_of(rule, every)
-    return judge(streak, value > rule.above, cycles, window, clean=cycles, at=at, value=value,
+    return judge(streak, breached(rule, value), cycles, window, clean=cycles, at=at, value=value,
                  again=again)
+
+
+def breached(rule: Threshold, value: float) -> bool:
+    return value > rule.above or value < rule.below
+
+
+def bound(rule: Threshold, value: float) -> tuple[str, float]:
+    """The limit `value` is judged against, with its sign: (">", above) or ("<", below)."""
+    if rule.below > -math.inf and (value < rule.below or rule.above == math.inf):
+        return "<", rule.below
+    return ">", rule.above
 
 
 def judge_probe(streak: Streak, ok: bool, fails: int, at: float, reason: str,

@@ -126,13 +126,18 @@ class CheckReader(AlertReader):
                                     f" (did you mean {hint[0]}: ...?)" if hint else ""))
             metric = values["metric"] = given[0]
             self.system_argument(metric, entries[metric], f"{key}.{metric}", values)
-        if "above" not in entries:
+        if "below" in entries and not (program and metric == "children"):
+            raise self.error(entries["below"], f"{key}.below", "only means something for a "
+                             "program's children (at least N processes below it)")
+        if "above" not in entries and "below" not in entries:
             raise self.error(node, f"{key}.above", "missing: the threshold (e.g. above: 90%)")
         unit = table[metric]
-        try:
-            values["above"] = parse_value(unit, self.scalar(entries["above"], f"{key}.above"))
-        except ValueError as exc:
-            raise self.error(entries["above"], f"{key}.above", str(exc)) from None
+        for side in ("above", "below"):
+            if side in entries:
+                try:
+                    values[side] = parse_value(unit, self.scalar(entries[side], f"{key}.{side}"))
+                except ValueError as exc:
+                    raise self.error(entries[side], f"{key}.{side}", str(exc)) from None
         if "for" in entries:
             self.for_clause(entries["for"], f"{key}.for", values)
         if "children" in entries:

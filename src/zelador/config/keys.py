@@ -158,6 +158,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("programs.NAME.resources.FIGURE", "A program's rule", (
         *_THRESHOLD,
         Key("children", "false", "cpu and memory: add the processes below it"),
+        Key("below", "none", "children only: fewer processes below it than this is the problem "
+            "(children: {below: 2, action: restart}); with or instead of above"),
     )),
     Section("jobs.NAME", "A scheduled job", (
         Key("schedule", "none", "a five-field cron expression (quote it), or @hourly, @daily, "

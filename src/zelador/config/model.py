@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 DEFAULT_PATH = "/etc/zelador/zelador.yaml"
@@ -73,7 +74,8 @@ class Threshold:
     name: str  # the rule's name: the metric for a program, the key under `system:`
     metric: str  # cpu, memory, pss, threads, fds, children, uptime; system: memory, swap,
     # load, cpu, disk, inodes, processes
-    above: float  # in the metric's unit: %, bytes, a count, seconds, a load
+    above: float = math.inf  # in the metric's unit: %, bytes, a count, seconds, a load
+    below: float = -math.inf  # ... or under this (a program's `children`: too few workers)
     cycles: int = 1  # failing in `cycles` of the last `window` samples
     window: int = 1
     span: float | None = None  # `for: 5m`: cycles worked out from the sampling interval

@@ -70,7 +70,8 @@ def check_lines(checks: list[dict[str, Any]]) -> list[str]:
     for check in checks:
         value = check.get("value") or "-"
         if check.get("threshold"):
-            value += f" (> {check['threshold']})"
+            limit = str(check["threshold"])
+            value += f" ({limit})" if limit.startswith(("<", ">")) else f" (> {limit})"
         rows.append([check["name"], check["state"], value, check.get("reason") or ""])
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     return [("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  "

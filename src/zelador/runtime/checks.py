@@ -21,6 +21,7 @@ like every event.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from zelador.checks.rules import (
     RECOVERED,
     Streak,
     acted,
+    bound,
     cycles_of,
     judge_probe,
     judge_threshold,
@@ -336,27 +338,29 @@ class CheckBook:
             return
         cycles, window = cycles_of(rule, entry.every)
         what = f"{_figure(rule)} {show(unit, value)}"
-        fields = {"program": program, "value": f"{value:g}", "threshold": f"{rule.above:g}",
+        sign, limit = bound(rule, value)  # above (">") or, a rule with below:, under ("<")
+        fields = {"program": program, "value": f"{value:g}", "threshold": f"{limit:g}",
                   "action": rule.action}
         if verdict == RECOVERED:
-            self._emit(event("check_recovered", f"{name}: {what}, back under "
-                             f"{show(unit, rule.above)}", subject=name, subject_kind=CHECK,
-                             priority=5, **fields))
-            self._command(rule.command, name, value, rule.above, "check_recovered")
+            self._emit(event("check_recovered", f"{name}: {what}, back "
+                             f"{'under' if sign == '>' else 'over'} {show(unit, limit)}",
+                             subject=name, subject_kind=CHECK, priority=5, **fields))
+            self._command(rule.command, name, value, limit, "check_recovered")
             return
         span = (f"{cycles} of the last {window} samples" if cycles != window else
                 f"{cycles} samples in a row" if cycles > 1 else "")
         doing = {"restart": f"; restarting {program}", "command": "; running its command",
                  "alert": ""}[rule.action]
-        self._emit(event("check_failed", f"{name}: {what} > {show(unit, rule.above)}"
+        self._emit(event("check_failed", f"{name}: {what} {sign} {show(unit, limit)}"
                          f"{' in ' + span if span else ''}"
                          f"{' again, after the restart' if verdict == AGAIN else ''}{doing}",
                          subject=name,
                          subject_kind=CHECK, priority=4, **fields))
         if restart and program is not None:
-            self._restart(program, f"{what} above {show(unit, rule.above)}")
+            self._restart(program, f"{what} {'above' if sign == '>' else 'under'} "
+                          f"{show(unit, limit)}")
             entry.streaks[name] = acted(streak)
-        self._command(rule.command, name, value, rule.above, "check_failed")
+        self._command(rule.command, name, value, limit, "check_failed")
 
     def _judge_http(self, entry: Entry, outcome: tuple[probes.Result, Any]) -> None:
         check = entry.check
@@ -450,10 +454,18 @@ class CheckBook:
             return rows
         if entry.kind == "resources":
             return [(f"{p.name}.{r.name}", entry.streaks.get(f"{p.name}.{r.name}", Streak()),
-                     PROGRAM_METRICS[r.metric], show(PROGRAM_METRICS[r.metric], r.above))
+                     PROGRAM_METRICS[r.metric], _limits(r, PROGRAM_METRICS[r.metric]))
                     for p in entry.programs for r in p.resources]
         return [(r.name, entry.streaks.get(r.name, Streak()), SYSTEM_METRICS[r.metric],
                  show(SYSTEM_METRICS[r.metric], r.above)) for r in entry.rules]
+
+
+def _limits(rule: Threshold, unit: str) -> str:
+    """A rule's threshold for `zelador checks`: "90%" (above), "< 2" or "> 8, < 2"."""
+    if rule.below == -math.inf:
+        return show(unit, rule.above)
+    under = f"< {show(unit, rule.below)}"
+    return under if rule.above == math.inf else f"> {show(unit, rule.above)}, {under}"
 
 
 def _figure(rule: Threshold) -> str:
