@@ -323,3 +323,26 @@ def test_a_children_rule_alerts_when_the_tree_has_too_few_workers(tree, zelador_
     failed = z.wait_event("check_failed", timeout=15)
     assert failed["check"] == "tree.children" and "< 3" in failed["message"], failed
     assert failed["value"] == "2" and z.program("tree")["pid"] == pid
+
+
+def test_a_failed_start_stops_a_daemon_that_left_its_session_too(tmp_path: Path, zelador_factory):
+    """The daemon calls setsid() and outlives its script: neither the script's session nor its
+    descendants hold it any more (no systemd scope here); what the start forked does."""
+    name = f"Ls{uuid.uuid4().hex[:6]}"
+    spawned = tmp_path / "spawned"
+    late = lay_out(tmp_path / "late", name,
+                   f"nohup setsid sh -c 'echo $$ >> {spawned}; sleep 3; exec ./{name} -c "
+                   f"\"sleep infinity; :\"' >/dev/null 2>&1 &")
+    z = zelador_factory(late.config("    start_timeout: 1s\n")).start()
+    try:
+        z.wait_event("start_failed", "tree", timeout=15)
+        first = int(wait_for(lambda: spawned.exists() and spawned.read_text().split(), 5,
+                             "the daemon's pid")[0])
+        wait_for(lambda: not running(first), 5, f"the setsid'd daemon {first} stopped")
+        z.wait_event("start_failed", "tree", count=2, timeout=15)
+        assert len([p for p in map(int, spawned.read_text().split()) if running(p)]) <= 1
+    finally:
+        z.stop()
+        kill_all_below(name)
+        for pid in map(int, spawned.read_text().split()) if spawned.exists() else ():
+            with_suppress_kill(pid)

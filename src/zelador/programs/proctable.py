@@ -35,6 +35,7 @@ from zelador.programs.states import Instance, Observed
 Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
 YOUNG = 1.0
 PIDFILE_SLACK = 2.0  # boot-time rounding and drift between a process's start and a file's mtime
+START_TREES_KEPT = 64  # the last starts whose forks are remembered (a failed one is cleaned up)
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
 
 
@@ -109,6 +110,7 @@ class ProcessTable:
         self._families: dict[Instance, frozenset[Instance]] = {}  # instance -> its family
         self._tree: Tree | None = None  # parents, children, live: see _process_tree
         self._starts: dict[str, int] = {}  # program -> its running start process's pid
+        self._start_trees: dict[int, set[Instance]] = {}  # start pid -> what it forked
         self._refreshed = clock()
         # psutil's create_time is boot time + start ticks, with boot time read once and cached;
         # this reads the same value (and nothing here reads it again, so identities stay put).
@@ -177,6 +179,19 @@ class ProcessTable:
         if starts != self._starts:
             self._starts = dict(starts)
             self._tree = None
+        for pid in starts.values():
+            self.watch_start(pid)
+
+    def watch_start(self, pid: int) -> None:
+        """Remember what the start process `pid` forks, from now on (fork events)."""
+        self._start_trees.setdefault(pid, set())
+        while len(self._start_trees) > START_TREES_KEPT:
+            del self._start_trees[next(iter(self._start_trees))]
+
+    def start_tree(self, pid: int) -> set[Instance]:
+        """What the start process `pid` forked, and their children (by fork events), wherever
+        they went since (a daemon that called setsid() and whose script has exited)."""
+        return set(self._start_trees.get(pid, ()))
 
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
         """Read just these pids again (they exec'd: the proc connector said so); the verdicts.
@@ -208,7 +223,10 @@ class ProcessTable:
         """The connector's fork events (child -> parent): a child of a watched instance or of
         its family joins that family at once, so workers forked without an exec (nginx's) are
         known as its tree when it dies, before any look has read them."""
-        if not forks or not self._families:
+        if not forks:
+            return
+        self._start_forks(forks)
+        if not self._families:
             return
         owner: dict[int, Instance] = {}
         for instance, family in self._families.items():
@@ -233,6 +251,24 @@ class ProcessTable:
                     proc = self._known.get(pid)
                     return instance, member, proc.name if proc is not None else "?"
         return None
+
+    def _start_forks(self, forks: dict[int, int]) -> None:
+        if not self._start_trees:
+            return
+        owner = {pid: pid for pid in self._start_trees}
+        for start, tree in self._start_trees.items():
+            owner.update((member.pid, start) for member in tree)
+        for child, parent in forks.items():
+            root = owner.get(parent)
+            if root is None:
+                continue
+            try:
+                born = read_stat(child).create_time
+            except Gone:
+                continue
+            if len(self._start_trees[root]) < 4096:
+                self._start_trees[root].add(Instance(child, born))
+                owner[child] = root
 
     def remember(self, instance: Instance, members: Iterable[Instance]) -> None:
         """Add `members` (read now, while `instance` lives) to its remembered family."""

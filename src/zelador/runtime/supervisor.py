@@ -96,6 +96,10 @@ class Table(Protocol):
 
     def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
 
+    def watch_start(self, pid: int) -> None: ...
+
+    def start_tree(self, pid: int) -> set[Instance]: ...
+
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
     def parent(self, instance: Instance) -> tuple[Instance, str, bool] | None: ...
@@ -383,7 +387,7 @@ class Supervisor:
         elif isinstance(action, Launch):
             self._launch(action.program, now)
         elif isinstance(action, KillScript):
-            self.scripts.kill(action.program, action.spare)
+            self.trees.kill_start(action.program, action.spare)
         elif isinstance(action, StopInstance):
             try:
                 self.trees.stop(self.config.program(action.program), action, now)
@@ -398,6 +402,7 @@ class Supervisor:
                 self.scripts.start(program, self.desktop, self.desktop_env)
             else:
                 self.scripts.start(program)
+            self.table.watch_start(self.scripts.starting[name].pid)  # before its first fork
         except LaunchError as exc:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
 

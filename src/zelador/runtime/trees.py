@@ -50,6 +50,8 @@ class TreeTable(Protocol):
 
     def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
 
+    def start_tree(self, pid: int) -> set[Instance]: ...
+
     def forget(self, instance: Instance) -> None: ...
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
@@ -70,6 +72,21 @@ class Trees:
         self.scripts = scripts
         self.table = table
         self.emit = emit
+
+    def kill_start(self, name: str, spare: Instance | None) -> None:
+        """A failed (or hung) start: SIGKILL the script, its session, its descendants, its scope
+        (the launcher), and what it forked that went elsewhere since (fork events: a daemon
+        that called setsid() after its script ended), sparing `spare`'s tree and every
+        program's instance."""
+        child = self.scripts.starting.get(name) or self.scripts.last_start.get(name)
+        self.scripts.kill(name, spare)
+        if child is None:
+            return
+        kept = self.protected()
+        if spare is not None:
+            kept |= {spare, *self.members(spare)}
+        strays = {i for i in self.table.start_tree(child.pid) if i not in kept and alive(i)}
+        self.launcher.signal_all(strays, signal.SIGKILL)
 
     def member_died(self, pid: int, status: int | None, signum: int | None) -> bool:
         """A process ended (the connector said so, or we reaped it): if it was of a watched
