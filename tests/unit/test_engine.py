@@ -484,3 +484,30 @@ def test_slow_retry_that_dies_young_gives_up_again_and_is_never_back():
     state, actions = step(PROG, state, Exited(A), 600.3)
     assert state.phase == Phase.FATAL and "stable" not in kinds(actions)
     assert kinds(actions) == ["exited", "gave_up"] and "slow retry" in actions[-1].message
+
+
+def test_a_duplicate_whose_loose_launcher_brings_it_back_is_said_once_not_fought():
+    prog = PROG.__class__(**{**PROG.__dict__, "duplicates": "stop"})
+    loop = Instance(300, 3000.0)
+    seen = Observed(A, (B,), launchers=((B, loop, "pid 300 (sh -c while :; do ...)", True),))
+    state, actions = step(prog, running(), seen, 1.0)
+    stops = [a for a in actions if isinstance(a, StopInstance)]
+    assert [s.instance for s in stops] == [loop, B] and stops[0].signum == 15
+    assert "and pid 300 (sh -c while" in actions[0].message
+    c = Instance(201, 2001.0)  # it came back anyway (the launcher would not die)
+    again = Observed(A, (c,), launchers=((c, loop, "pid 300 (sh -c while :; do ...)", True),))
+    state, actions = step(prog, state, again, 5.0)
+    assert kinds(actions) == ["duplicate"] and not [a for a in actions
+                                                     if isinstance(a, StopInstance)]
+    assert "keeps coming back" in actions[0].message and "pid 300" in actions[0].message
+    d = Instance(202, 2002.0)
+    once_more = Observed(A, (d,), launchers=((d, loop, "pid 300 (...)", True),))
+    assert step(prog, state, once_more, 9.0)[1] == []  # said once
+
+
+def test_a_duplicates_parent_held_by_someone_is_never_stopped():
+    prog = PROG.__class__(**{**PROG.__dict__, "duplicates": "stop"})
+    shell = Instance(300, 3000.0)
+    seen = Observed(A, (B,), launchers=((B, shell, "pid 300 (bash)", False),))
+    _, actions = step(prog, running(), seen, 1.0)
+    assert [a.instance for a in actions if isinstance(a, StopInstance)] == [B]

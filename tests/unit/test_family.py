@@ -37,3 +37,15 @@ def test_leftovers_are_the_living_family_minus_the_spared():
     fam = {Instance(1, 1.0), Instance(2, 2.0), Instance(3, 3.0)}
     alive = {Instance(1, 1.0), Instance(3, 3.0), Instance(9, 9.0)}
     assert leftovers(fam, alive, spare={Instance(3, 3.0)}) == (Instance(1, 1.0),)
+
+
+def test_a_scope_is_looked_for_in_the_slice_it_was_created_in(monkeypatch):
+    from zelador.programs import proctree
+
+    asked: list[str] = []
+    monkeypatch.setattr(proctree, "_procs", lambda path: asked.append(path) or set())
+    proctree.cgroup_pids("zelador-monitor-start-1.scope", "user-1000.slice")
+    proctree.cgroup_pids("zelador-web-start-2.scope")
+    assert asked == ["/sys/fs/cgroup/user.slice/user-1000.slice/zelador-monitor-start-1.scope/"
+                     "cgroup.procs",
+                     "/sys/fs/cgroup/system.slice/zelador-web-start-2.scope/cgroup.procs"]
