@@ -30,11 +30,13 @@ from zelador.programs.procstat import (
     read_stat,
     read_user,
 )
+from zelador.programs.proctree import scope_of
 from zelador.programs.states import Instance, Observed
 
 Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
 YOUNG = 1.0
 PIDFILE_SLACK = 2.0  # boot-time rounding and drift between a process's start and a file's mtime
+SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
 START_TREES_KEPT = 64  # the last starts whose forks are remembered (a failed one is cleaned up)
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
 
@@ -289,7 +291,11 @@ class ProcessTable:
         parent = self._known.get(proc.ppid)
         if parent is None or parent.instance in self._dead:
             return None
-        loose = parent.ppid <= 1 or parent.ppid in self._exclude
+        # loose: nobody else holds it, so it may be stopped with what it starts: zelador's own
+        # child (an orphaned start's loop), or a shell loop given to init, or anything in one of
+        # zelador's scopes; never a session manager or `systemd --user` (init's children too)
+        loose = parent.ppid in self._exclude or (parent.ppid <= 1 and (
+            parent.name in SHELLS or bool(scope_of(parent.pid))))
         return parent.instance, f"pid {parent.pid} ({describe(parent.pid, parent.name)})", loose
 
     def forget(self, instance: Instance) -> None:

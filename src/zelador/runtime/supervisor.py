@@ -231,8 +231,10 @@ class Supervisor:
                 parent = parents[instance]
                 tree = families[instance] | self.trees.outside(scoped[instance], parent)
                 left = leftovers(tree, [i for i in tree if alive(i)], spare)
-                self._apply(name, Exited(instance, status, signum, successor, left,
-                                         parent[0] if parent else None), now)
+                respawner = parent[0] if parent is not None and parent[2] else None  # loose:
+                # one we may stop if it does not start the next one (never a user's shell)
+                self._apply(name, Exited(instance, status, signum, successor, left, respawner),
+                            now)
         for name, verdict in verdicts.items():
             if name in self.group.states:
                 self._apply(name, verdict, now)
