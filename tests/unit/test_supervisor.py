@@ -76,12 +76,6 @@ class FakeTable:
     def member(self, pid: int) -> tuple[Instance, Instance, str] | None:
         return None
 
-    def watch_start(self, pid: int) -> None:
-        pass
-
-    def start_tree(self, pid: int) -> set[Instance]:
-        return set()
-
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None:
         pass
 

@@ -30,14 +30,13 @@ from zelador.programs.procstat import (
     read_stat,
     read_user,
 )
-from zelador.programs.proctree import scope_of
+from zelador.programs.proctree import describe, scope_of
 from zelador.programs.states import Instance, Observed
 
 Tree = tuple[dict[int, int], dict[int, list[Instance]], set[Instance]]
 YOUNG = 1.0
 PIDFILE_SLACK = 2.0  # boot-time rounding and drift between a process's start and a file's mtime
 SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"})
-START_TREES_KEPT = 64  # the last starts whose forks are remembered (a failed one is cleaned up)
 FULL_REFRESH = 600.0  # re-read every pid this often: a pid reused between two scans is caught
 
 
@@ -112,7 +111,6 @@ class ProcessTable:
         self._families: dict[Instance, frozenset[Instance]] = {}  # instance -> its family
         self._tree: Tree | None = None  # parents, children, live: see _process_tree
         self._starts: dict[str, int] = {}  # program -> its running start process's pid
-        self._start_trees: dict[int, set[Instance]] = {}  # start pid -> what it forked
         self._refreshed = clock()
         # psutil's create_time is boot time + start ticks, with boot time read once and cached;
         # this reads the same value (and nothing here reads it again, so identities stay put).
@@ -181,19 +179,6 @@ class ProcessTable:
         if starts != self._starts:
             self._starts = dict(starts)
             self._tree = None
-        for pid in starts.values():
-            self.watch_start(pid)
-
-    def watch_start(self, pid: int) -> None:
-        """Remember what the start process `pid` forks, from now on (fork events)."""
-        self._start_trees.setdefault(pid, set())
-        while len(self._start_trees) > START_TREES_KEPT:
-            del self._start_trees[next(iter(self._start_trees))]
-
-    def start_tree(self, pid: int) -> set[Instance]:
-        """What the start process `pid` forked, and their children (by fork events), wherever
-        they went since (a daemon that called setsid() and whose script has exited)."""
-        return set(self._start_trees.get(pid, ()))
 
     def refresh(self, pids: Iterable[int]) -> dict[str, Observed]:
         """Read just these pids again (they exec'd: the proc connector said so); the verdicts.
@@ -225,10 +210,7 @@ class ProcessTable:
         """The connector's fork events (child -> parent): a child of a watched instance or of
         its family joins that family at once, so workers forked without an exec (nginx's) are
         known as its tree when it dies, before any look has read them."""
-        if not forks:
-            return
-        self._start_forks(forks)
-        if not self._families:
+        if not forks or not self._families:
             return
         owner: dict[int, Instance] = {}
         for instance, family in self._families.items():
@@ -253,24 +235,6 @@ class ProcessTable:
                     proc = self._known.get(pid)
                     return instance, member, proc.name if proc is not None else "?"
         return None
-
-    def _start_forks(self, forks: dict[int, int]) -> None:
-        if not self._start_trees:
-            return
-        owner = {pid: pid for pid in self._start_trees}
-        for start, tree in self._start_trees.items():
-            owner.update((member.pid, start) for member in tree)
-        for child, parent in forks.items():
-            root = owner.get(parent)
-            if root is None:
-                continue
-            try:
-                born = read_stat(child).create_time
-            except Gone:
-                continue
-            if len(self._start_trees[root]) < 4096:
-                self._start_trees[root].add(Instance(child, born))
-                owner[child] = root
 
     def remember(self, instance: Instance, members: Iterable[Instance]) -> None:
         """Add `members` (read now, while `instance` lives) to its remembered family."""
@@ -455,17 +419,6 @@ class ProcessTable:
         btime_now = time.time() - time.clock_gettime(time.CLOCK_BOOTTIME)
         return min(proc.create_time, btime_now + ticks) <= written + PIDFILE_SLACK
 
-
-
-def describe(pid: int, name: str) -> str:
-    """A process's command line for a message (its name when that cannot be read)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as stream:
-            argv = stream.read(300).split(b"\0")
-    except OSError:
-        return name
-    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
-    return (text[:120] + "...") if len(text) > 120 else (text or name)
 
 
 def read_pidfile(path: str) -> int | None:

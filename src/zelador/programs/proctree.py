@@ -6,6 +6,7 @@ import os
 
 import psutil
 
+from zelador.programs.procstat import Gone, read_stat
 from zelador.programs.states import Instance
 
 
@@ -112,3 +113,51 @@ def tree_of(instance: Instance) -> set[Instance]:
     if scope:
         found |= scope_members(scope) - {instance}
     return found
+
+
+def describe(pid: int, name: str) -> str:
+    """A process's command line for a message (its name when that cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as stream:
+            argv = stream.read(300).split(b"\0")
+    except OSError:
+        return name
+    text = " ".join(a.decode("utf-8", "replace") for a in argv if a)
+    return (text[:120] + "...") if len(text) > 120 else (text or name)
+
+
+START_TREES_KEPT = 64  # the last starts whose forks are remembered (a failed one is cleaned up)
+
+
+class StartForks:
+    """What each start process forked, and their children (by the connector's fork events),
+    remembered from its launch: a failed start stops them wherever they went (a daemon that
+    called setsid() after its script ended is neither in its session nor below it)."""
+
+    def __init__(self) -> None:
+        self._trees: dict[int, set[Instance]] = {}  # start pid -> what it forked
+
+    def watch(self, pid: int) -> None:
+        self._trees.setdefault(pid, set())
+        while len(self._trees) > START_TREES_KEPT:
+            del self._trees[next(iter(self._trees))]
+
+    def tree(self, pid: int) -> set[Instance]:
+        return set(self._trees.get(pid, ()))
+
+    def forked(self, forks: dict[int, int]) -> None:
+        if not forks or not self._trees:
+            return
+        owner = {pid: pid for pid in self._trees}
+        for start, tree in self._trees.items():
+            owner.update((member.pid, start) for member in tree)
+        for child, parent in forks.items():
+            root = owner.get(parent)
+            if root is None or len(self._trees[root]) >= 4096:
+                continue
+            try:
+                born = read_stat(child).create_time
+            except Gone:
+                continue
+            self._trees[root].add(Instance(child, born))
+            owner[child] = root

@@ -96,9 +96,6 @@ class Table(Protocol):
 
     def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
 
-    def watch_start(self, pid: int) -> None: ...
-
-    def start_tree(self, pid: int) -> set[Instance]: ...
 
     def remember(self, instance: Instance, members: frozenset[Instance]) -> None: ...
 
@@ -325,6 +322,7 @@ class Supervisor:
             self._scan_wanted = True
         self._execs |= batch.execs
         self.table.forked(batch.forks)  # a worker forked below an instance is its tree now
+        self.trees.start_forks.forked(batch.forks)  # ... and what a start forks, its start's
         for pid, status in batch.statuses.items():  # (wait status: signal in the low 7 bits)
             self.trees.member_died(pid, status >> 8 if not status & 0x7F else None,
                                    status & 0x7F or None)
@@ -404,7 +402,7 @@ class Supervisor:
                 self.scripts.start(program, self.desktop, self.desktop_env)
             else:
                 self.scripts.start(program)
-            self.table.watch_start(self.scripts.starting[name].pid)  # before its first fork
+            self.trees.start_forks.watch(self.scripts.starting[name].pid)  # before it forks
         except LaunchError as exc:
             self._apply(name, LaunchFailed(str(exc), host=exc.host), now)
 

@@ -31,6 +31,7 @@ from zelador.events import event as make_event
 from zelador.programs.launcher import Launcher
 from zelador.programs.proctable import alive
 from zelador.programs.proctree import (
+    StartForks,
     descendant_pids,
     parent_pid,
     scope_members,
@@ -50,7 +51,6 @@ class TreeTable(Protocol):
 
     def member(self, pid: int) -> tuple[Instance, Instance, str] | None: ...
 
-    def start_tree(self, pid: int) -> set[Instance]: ...
 
     def forget(self, instance: Instance) -> None: ...
 
@@ -65,6 +65,7 @@ class Trees:
                  protected: Callable[[], set[Instance]] = set) -> None:
         self.protected = protected  # every program's instance: never stopped as a launcher
         self.scopes: dict[Instance, str] = {}  # watched process -> its zelador scope's cgroup
+        self.start_forks = StartForks()
         self._member_deaths: list[tuple[Instance, Instance, str, int | None, int | None]] = []
         self.shrunk = False
         self.loop = loop
@@ -85,7 +86,7 @@ class Trees:
         kept = self.protected()
         if spare is not None:
             kept |= {spare, *self.members(spare)}
-        strays = {i for i in self.table.start_tree(child.pid) if i not in kept and alive(i)}
+        strays = {i for i in self.start_forks.tree(child.pid) if i not in kept and alive(i)}
         self.launcher.signal_all(strays, signal.SIGKILL)
 
     def member_died(self, pid: int, status: int | None, signum: int | None) -> bool:
