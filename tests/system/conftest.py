@@ -247,3 +247,9 @@ def bookworm(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ma
 def bullseye(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
     with installed("bullseye", deb, tmp_path_factory.mktemp("bullseye")) as machine:
         yield machine
+
+
+@pytest.fixture(scope="module")
+def trixie(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    with installed("trixie", deb, tmp_path_factory.mktemp("trixie")) as machine:
+        yield machine

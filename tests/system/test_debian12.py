@@ -401,8 +401,10 @@ def test_man_pages_and_tab_completion_are_installed_and_work(bookworm: Machine) 
 
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:
     com = one_pid(bookworm, "Comunicador")
-    bookworm.sh("apt-get purge -y -q zelador", timeout=180)
-    assert not (bookworm.root / "lib/systemd/system/zelador.service").exists()
+    done = bookworm.run("apt-get purge -y -q zelador 2>&1", timeout=180)
+    assert done.returncode == 0, done.stdout
+    assert "warning" not in done.stdout.lower(), done.stdout
+    assert not (bookworm.root / "usr/lib/systemd/system/zelador.service").exists()
     assert not (bookworm.root / "etc/zelador").exists()
     assert not (bookworm.root / "var/lib/zelador").exists()
     assert not (bookworm.root / "etc/systemd/system/multi-user.target.wants/zelador.service").exists()

@@ -33,8 +33,27 @@ def systemds(calendar: str, base: float, count: int) -> list[float]:
     text = subprocess.run(["systemd-analyze", "calendar", f"--iterations={count}",
                            f"--base-time={base_text}", calendar], capture_output=True, text=True,
                           check=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"}).stdout
-    found = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+) UTC", text)
+    found = elapses(text)
+    assert len(found) == count, f"read {len(found)} of {count} elapses from:\n{text}"
+    return found
+
+
+def elapses(text: str) -> list[float]:
+    """The moments `systemd-analyze calendar` printed: systemd 247-252 say `Iter. #2:`,
+    systemd 257 (Debian 13) says `Iteration #2:`."""
+    found = re.findall(r"(?:Next elapse|Iter(?:\.|ation) #\d+): \w+ (\S+ \S+) UTC", text)
     return [at(stamp) for stamp in found]
+
+
+def test_reads_systemd_analyze_calendar_of_debian_11_12_and_13() -> None:
+    old = ("  Original form: *-*-* 02:30:00\nNormalized form: *-*-* 02:30:00\n"
+           "    Next elapse: Mon 2026-11-30 02:30:00 UTC\n       From now: 9h left\n"
+           "       Iter. #2: Tue 2026-12-01 02:30:00 UTC\n       From now: 1 day 9h left\n")
+    new = ("  Original form: *-*-* 02:30:00\nNormalized form: *-*-* 02:30:00\n"
+           "    Next elapse: Mon 2026-11-30 02:30:00 UTC\n       From now: 9h left\n"
+           "   Iteration #2: Tue 2026-12-01 02:30:00 UTC\n       From now: 1 day 9h left\n")
+    want = [at("2026-11-30 02:30:00"), at("2026-12-01 02:30:00")]
+    assert elapses(old) == elapses(new) == want
 
 
 def test_prague_spring_forward_night_skips_the_missing_half_hour() -> None:

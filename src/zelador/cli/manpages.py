@@ -73,8 +73,8 @@ FILES = (
     ("/var/lib/zelador/state.json", "counters and timers kept across restarts of zelador"),
     ("/var/lib/zelador/history.db", "events, job runs and reports (SQLite)"),
     ("/var/lib/zelador/alerts.db", "open incidents and the alert outbox (SQLite)"),
-    ("/lib/systemd/system/zelador.service", "the service; zelador-check.service and "
-                                            "zelador-check.timer beside it"),
+    ("/usr/lib/systemd/system/zelador.service", "the service; zelador-check.service and "
+                                                "zelador-check.timer beside it"),
     ("/usr/lib/systemd/catalog/zelador.catalog", "explanations for journalctl -x"),
     ("/usr/share/doc/zelador/", "the manual: configuration, operations, alerts, checks, web, "
                                 "fleet"),

@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Any
 
-from zelador.errors import EX_CONFIG, EX_OK, UsageError
+from zelador.errors import EX_CONFIG, EX_OK, UsageError, ZeladorError
 
 KINDS = ("programs", "jobs", "checks", "channels")
 
@@ -49,15 +49,25 @@ def cmd_names(args: argparse.Namespace) -> int:
     wrong = [kind for kind in args.kinds if kind not in KINDS]
     if wrong:
         raise UsageError(f"{wrong[0]!r} is not one of {', '.join(KINDS)}")
+    from zelador.config.dropins import dropin_paths
+
     try:
-        with open(args.config, encoding="utf-8") as stream:
-            data: Any = yaml.safe_load(stream)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
-        print(f"zelador: error: {args.config}: {reason}", file=sys.stderr)
-        return EX_CONFIG
+        files = [args.config, *dropin_paths(args.config)]
+    except ZeladorError:
+        files = [args.config]
+    found: list[Any] = []
+    for path in files:  # the config, then its drop-ins; a drop-in that cannot be read adds none
+        try:
+            with open(path, encoding="utf-8") as stream:
+                found.append(yaml.safe_load(stream))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            if path != args.config:
+                continue
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0]
+            print(f"zelador: error: {args.config}: {reason}", file=sys.stderr)
+            return EX_CONFIG
     for kind in args.kinds or KINDS[:3]:
-        for name in names_in(data, kind):
+        for name in dict.fromkeys(n for data in found for n in names_in(data, kind)):
             print(name)
     return EX_OK
 

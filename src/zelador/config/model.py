@@ -328,6 +328,8 @@ class Config:
     web: Web = field(default_factory=Web)
     fleet: Fleet = field(default_factory=Fleet)
     warnings: tuple[str, ...] = ()  # host problems found while reading with host_checks=False
+    files: tuple[str, ...] = ()  # every file read: the config, then its drop-ins in name order
+    sha256: str = ""  # over those files (config/dropins.py identity()): which config runs
 
     @property
     def check_timeout(self) -> float:

@@ -10,11 +10,13 @@ import grp
 import ipaddress
 import os
 import re
+from dataclasses import replace
 
 import yaml
 
-from zelador.config import keys
+from zelador.config import dropins, keys
 from zelador.config.checks import CheckReader
+from zelador.config.dropins import Source
 from zelador.config.durations import format_duration
 from zelador.config.host import read_checked
 from zelador.config.model import (
@@ -38,13 +40,35 @@ from zelador.fleet.topics import broker_address, is_loopback, valid_topic
 
 
 def load_config(path: str, *, check_files: bool = True, host_checks: bool = True) -> Config:
-    """Read and validate `path`. As root, refuse it (and start scripts) if non-root can write them.
+    """Read and validate `path` and its drop-ins (`zelador.d/*.yaml` beside it, in name order).
+    As root, refuse any of them (and start scripts) if non-root can write them.
 
     `check_files=False` skips every check on the file system (existence, executability, owners)
     so a config can be examined on another machine. `host_checks=False` still checks the config
-    file itself but leaves each program's host (its scripts, user, group) to `host_problem`, so
-    the daemon holds back only the program concerned and supervises the others.
+    files themselves but leaves each program's host (its scripts, user, group) to `host_problem`,
+    so the daemon holds back only the program concerned and supervises the others.
     """
+    sources = [_source(path, check_files)]
+    # A drop-in is read through the same checked walk, which judges its folder on the way: a
+    # folder others could write to is refused with the first file in it.
+    for name in dropins.dropin_paths(path):
+        sources.append(_source(name, check_files))
+    root: yaml.Node | None = None
+    for source in sources:
+        node = dropins.compose(_text(source), source.path)
+        if node is None:
+            continue  # an empty drop-in adds nothing
+        root = node if root is None else dropins.merge(root, node)
+    if root is None:
+        raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
+    reader = _Reader(path, check_files)
+    reader.host_checks = host_checks
+    config = reader.config(root)
+    return replace(config, files=tuple(s.path for s in sources),
+                   sha256=dropins.identity(sources))
+
+
+def _source(path: str, check_files: bool) -> Source:
     try:  # as root, read from the file the walk checked: nothing a non-root user can change
         data = read_checked(path, "config file") if check_files else _read(path)
     except UnsafeFileError as exc:
@@ -52,13 +76,16 @@ def load_config(path: str, *, check_files: bool = True, host_checks: bool = True
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename and exc.filename != path else ""
         raise ConfigError(f"cannot read: {exc.strerror}{where}", file=path) from exc
+    return Source(path, data)
+
+
+def _text(source: Source) -> str:
     try:
-        text = data.decode("utf-8")
+        return source.data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text (byte 0x{data[exc.start]:02x}; save the file as UTF-8)",
-                          file=path, line=line) from None
-    return parse_config(text, path, check_files=check_files, host_checks=host_checks)
+        line = source.data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"not UTF-8 text (byte 0x{source.data[exc.start]:02x}; save the file as "
+                          "UTF-8)", file=source.path, line=line) from None
 
 
 def _read(path: str) -> bytes:
@@ -68,15 +95,8 @@ def _read(path: str) -> bytes:
 
 def parse_config(text: str, path: str = "<config>", *, check_files: bool = True,
                  host_checks: bool = True) -> Config:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        context = ""
-        if exc.context and exc.context_mark and exc.context_mark.line + 1 != line:
-            context = f"{exc.context} (line {exc.context_mark.line + 1}): "
-        raise ConfigError(f"YAML syntax: {context}{exc.problem}", file=path, line=line) from exc
+    """One file's text, without drop-ins (tests, and a config examined on its own)."""
+    root = dropins.compose(text, path)
     if root is None:
         raise ConfigError("the file is empty; it needs at least `programs:`", file=path)
     reader = _Reader(path, check_files)

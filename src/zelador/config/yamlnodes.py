@@ -24,7 +24,7 @@ class NodeReader:
         line = node.start_mark.line + 1
         if not isinstance(node, yaml.ScalarNode):
             line = self._key_line.get(id(node), line)
-        return ConfigError(message, file=self.path, line=line, key=key)
+        return ConfigError(message, file=file_of(node, self.path), line=line, key=key)
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
         """The mapping's entries by key, refusing unknown and repeated keys."""
@@ -85,6 +85,12 @@ class NodeReader:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, key, f"expected a name or a list of names, got {kind_of(node)}")
         return tuple(self.string(item, key) for item in node.value)
+
+
+def file_of(node: yaml.Node, default: str) -> str:
+    """The file `node` was read from (drop-ins: config/dropins.py names each stream)."""
+    name = str(node.start_mark.name)
+    return default if name.startswith("<") else name
 
 
 def kind_of(node: yaml.Node) -> str:
