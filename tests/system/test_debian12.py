@@ -22,6 +22,7 @@ from .conftest import Machine, wait_for
 pytestmark = pytest.mark.system
 
 CONFIG = "/etc/zelador/zelador.yaml"
+DROPIN = "/etc/zelador/zelador.d/50-site.yaml"
 UNIT = "zelador.service"
 READY_ID = MESSAGE_IDS["ready"]
 EXITED_ID = MESSAGE_IDS["exited"]
@@ -130,28 +131,43 @@ def test_package_upgrade_restarts_zelador_keeps_programs_and_the_edited_config(
     assert (bookworm.root / CONFIG.lstrip("/")).read_text() == edited  # a conffile: edits are kept
 
 
-def test_reload_with_a_broken_config_keeps_the_old_one_and_says_where(bookworm: Machine) -> None:
+def test_reload_of_a_broken_dropin_fails_with_the_error_and_the_old_config_stays(
+        bookworm: Machine) -> None:
+    """`systemctl reload` runs `zelador reload` (ExecReload=), which waits for the daemon's
+    verdict: a refused config fails the reload, so a config tool learns its push failed."""
+    assert "ExecReload=/usr/bin/zelador reload" in bookworm.sh("systemctl cat zelador")
     good = (bookworm.root / CONFIG.lstrip("/")).read_text()
+    monitor = good[good.index("  monitor:"):good.index("part_of: comunicador")]
     pid = main_pid(bookworm)
+    before = json.loads(bookworm.sh("zelador status --json"))["config_identity"]
     after = bookworm.cursor()
-    broken = good.replace("part_of: comunicador", "part_off: comunicador")
-    assert broken != good
-    bookworm.write(CONFIG, broken)
+    bookworm.sh("sed -i '/^  monitor:/,/part_of: comunicador/d' " + CONFIG)  # Monitor moves ...
+    broken = "# site\nprograms:\n" + monitor + "part_off: comunicador\n"  # ... to a drop-in
+    bookworm.write(DROPIN, broken)
     try:
-        bookworm.sh("systemctl reload zelador")
-        rejected = wait_for(lambda: bookworm.journal(after, _SYSTEMD_UNIT=UNIT,
-                                                     MESSAGE_ID=REJECTED_ID), 10, "the rejection")
-        line = next(n for n, text in enumerate(broken.splitlines(), 1) if "part_off" in text)
-        assert (f"{CONFIG}:{line}: programs.monitor.part_off: unknown key (did you mean 'part_of'?)"
-                in rejected[0]["MESSAGE"]), rejected[0]["MESSAGE"]
+        done = bookworm.run("systemctl reload zelador")
+        assert done.returncode != 0, done
+        line = broken.splitlines().index("    part_off: comunicador") + 1
+        error = f"{DROPIN}:{line}: programs.monitor.part_off: unknown key (did you mean 'part_of'?)"
+        said = wait_for(lambda: [e for e in bookworm.journal(after, _SYSTEMD_UNIT=UNIT)
+                                 if error in e["MESSAGE"]], 10, "the error in the journal")
+        assert any(e.get("MESSAGE_ID") == REJECTED_ID for e in said), said
+        assert any(e["MESSAGE"] == f"zelador: error: {error}" for e in said), said  # reload's
         assert bookworm.active("zelador") == "active"
         assert main_pid(bookworm) == pid
-        status = bookworm.sh("zelador status")  # the old config, both programs, still in force
-        assert "monitor" in status and "comunicador" in status
+        status = json.loads(bookworm.sh("zelador status --json"))
+        assert status["config_identity"]["sha256"] == before["sha256"]  # the old config stays
+        assert status["config_identity"]["last_reload"]["ok"] is False
+        assert "last reload REFUSED" in bookworm.run("zelador status").stdout
         old_mon = one_pid(bookworm, "Monitor")
         bookworm.sh(f"kill -9 {old_mon}")  # the old config still restarts Monitor
         wait_for(lambda: [p for p in bookworm.pids("Monitor") if p != old_mon], 5, "new Monitor")
+        bookworm.write(DROPIN, broken.replace("part_off", "part_of"))
+        bookworm.sh("systemctl reload zelador")
+        identity = json.loads(bookworm.sh("zelador status --json"))["config_identity"]
+        assert identity["files"] == [CONFIG, DROPIN] and identity["last_reload"]["ok"] is True
     finally:
+        bookworm.sh(f"rm -f {DROPIN}")
         bookworm.write(CONFIG, good)
         bookworm.sh("systemctl reload zelador")
 

@@ -27,6 +27,7 @@ from zelador.cli.alerts import add_commands as add_alert_commands
 from zelador.cli.jobs import add_commands as add_job_commands
 from zelador.cli.jobs import state_dir
 from zelador.cli.names import add_command as add_names_command
+from zelador.cli.reload import add_command as add_reload_command
 from zelador.errors import (
     EX_CONFIG,
     EX_DOWN,
@@ -468,6 +469,7 @@ def parser() -> argparse.ArgumentParser:
     add_job_commands(sub, common, socket_path)
     add_alert_commands(sub, common, lambda path: load_config(path, host_checks=False), state_dir)
     add_names_command(sub, common)
+    add_reload_command(sub, common, socket_path)
     demo = sub.add_parser("demo", parents=[common],
                           help="lay out a stand-in MFE and supervise it in the foreground")
     demo.add_argument("--dir", default="/tmp/zelador-demo",

@@ -50,6 +50,9 @@ def render(reply: dict[str, Any]) -> str:
              for row in rows]
     head = f"zelador pid {reply.get('pid')}, config {reply.get('config')}: {reply.get('summary')}"
     out = [head, *[line.rstrip() for line in lines]]
+    identity = reply.get("config_identity")
+    if identity:
+        out.append(config_line(identity))
     jobs = reply.get("jobs") or []
     if jobs:
         bad = [f"{j['name']} {j['state']}" for j in jobs if j.get("problem")]
@@ -62,6 +65,19 @@ def render(reply: dict[str, Any]) -> str:
     for part in reply.get("degraded") or []:
         out.append(f"degraded: {part['part']}: {part['reason']} ({part['count']} time(s))")
     return "\n".join(out)
+
+
+def config_line(identity: dict[str, Any]) -> str:
+    """Which config runs, in one line: its hash, how many files, since when, the last reload."""
+    files = identity.get("files") or []
+    loaded = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(identity.get("loaded_at") or 0))
+    line = (f"config {str(identity.get('sha256', ''))[:12]} ({len(files)} "
+            f"file{'s' if len(files) != 1 else ''}), loaded {loaded}")
+    last = identity.get("last_reload") or {}
+    if last.get("ok") is False:
+        at = time.strftime("%H:%M:%S", time.localtime(last.get("at") or 0))
+        line += f"; last reload REFUSED at {at}: {last.get('error')}"
+    return line
 
 
 def check_lines(checks: list[dict[str, Any]]) -> list[str]:

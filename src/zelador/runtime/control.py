@@ -25,7 +25,7 @@ import struct
 import time
 from typing import Any
 
-from zelador.errors import ControlError, UsageError
+from zelador.errors import ConfigError, ControlError, UsageError
 from zelador.runtime.controlwire import MAX_REQUEST, BadRequest, encode, parse
 from zelador.store.files import prepare_dir
 
@@ -278,6 +278,8 @@ def ask(path: str, request: dict[str, Any], timeout: float = 10.0) -> dict[str, 
     if answer.get("error"):
         if answer.get("code") in ("unknown_program", "unknown_job", "usage"):
             raise UsageError(str(answer["error"]))
+        if answer.get("code") == "config":  # a reload refused: the config's own error, exit 78
+            raise ConfigError(str(answer["error"]))
         raise ControlError(str(answer["error"]))
     return answer
 

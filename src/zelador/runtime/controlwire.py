@@ -26,7 +26,7 @@ LONGEST = 10 * 365 * 86400.0  # a duration longer than ten years is a mistake
 
 READ_VERBS = ("status", "checks", "jobs")
 PROGRAM_VERBS = ("start", "stop", "restart")
-VERBS = (*READ_VERBS, *PROGRAM_VERBS, "report")
+VERBS = (*READ_VERBS, *PROGRAM_VERBS, "report", "reload")
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
@@ -63,6 +63,7 @@ _NAME = _text(MAX_NAME)
 _ANY_TEXT = _text(MAX_REQUEST)
 SCHEMA: dict[str, dict[str, Checker]] = {
     **{verb: {} for verb in READ_VERBS},
+    "reload": {},  # `zelador reload`: read root's own config again (it changes nothing else)
     **{verb: {"program": _NAME} for verb in PROGRAM_VERBS},
     "report": {"job": _NAME, "verb": _text(16), "run": _NAME, "source": _NAME,
                "message": _ANY_TEXT, "output": _ANY_TEXT,

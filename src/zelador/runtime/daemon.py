@@ -102,6 +102,8 @@ class Daemon:
         self.control = control  # None in check mode
         self.once = once
         self.started_at = time.time()
+        self.loaded_at = self.started_at  # when the running config was read
+        self.last_reload: dict[str, Any] = {}  # {"at", "ok", "error"} once a reload was asked
         subreaper = become_subreaper() if subreaper is None else subreaper
         self.supervisor = Supervisor(
             config, loop=self.loop, table=table or ProcessTable(config.programs),
@@ -158,7 +160,7 @@ class Daemon:
         loop.on_signal(signal.SIGTERM, lambda: self.shutdown("SIGTERM"))
         loop.on_signal(signal.SIGINT, lambda: self.shutdown("SIGINT"))
         if not self.once:
-            loop.on_signal(signal.SIGHUP, self.reload)
+            loop.on_signal(signal.SIGHUP, self._hangup)
         if self.supervisor.subreaper:  # an orphan of ours died: wake up and reap it
             loop.on_signal(signal.SIGCHLD, lambda: None)
         if self.control is not None:
@@ -304,6 +306,7 @@ class Daemon:
         programs = {name: st.phase.value for name, st in sup.group.states.items()}
         fine = ("RUNNING", "WAITING", "UNKNOWN")  # UNKNOWN: before the first look, not down
         return {"version": __version__, "summary": sup.group.summary(), "programs": programs,
+                "config_sha256": self.config.sha256,
                 "down": sorted(n for n, state in programs.items() if state not in fine),
                 "jobs": {name: st.phase.value for name, st in self.jobs.states.items()},
                 "problems": sorted(f"{i['subject']} {i['problem']}" for i in
@@ -393,12 +396,19 @@ class Daemon:
         if cmd == "status":
             programs = [program_status(sup.group.states[p.name]) for p in self.config.programs]
             return {"pid": os.getpid(), "config": self.config.path, "started": self.started_at,
+                    "config_identity": self.config_identity(),
                     "summary": sup.group.summary(), "programs": programs,
                     "jobs": self.jobs.status(), "intake": self._intake_status(),
                     "checks": self.checks.status(), "degraded": self.health.status(),
                     "errors": self.loop.errors}
         if cmd == "checks":
             return {"checks": self.checks.status()}
+        if cmd == "reload":  # `zelador reload` (ExecReload=): the verdict, not just a signal
+            refused = self.reload()
+            if refused:
+                return {"error": refused, "code": "config", "config_identity":
+                        self.config_identity()}
+            return {"ok": True, "config_identity": self.config_identity()}
         if cmd == "jobs":
             return {"jobs": self.jobs.status(), "intake": self._intake_status()}
         if cmd == "report":
@@ -413,7 +423,13 @@ class Daemon:
             sup.command(name, str(cmd), f"{cmd} requested by {by}" if by else "")
             return {"ok": True, "program": program_status(sup.group.states[name])}
         return {"error": f"unknown request {request!r} (try: status, start, stop, restart, jobs, "
-                         "report, checks)"}
+                         "report, checks, reload)"}
+
+    def config_identity(self) -> dict[str, Any]:
+        """Which config runs: its hash over every file read, the files, when it was read, and
+        how the last reload went (refused: why)."""
+        return {"sha256": self.config.sha256, "files": list(self.config.files),
+                "loaded_at": self.loaded_at, "last_reload": dict(self.last_reload)}
 
     def _intake_status(self) -> dict[str, Any] | None:
         return None if self.intake is None else self.intake.status()
@@ -442,16 +458,23 @@ class Daemon:
 
     # --- reload and shutdown ------------------------------------------------------------------
 
-    def reload(self) -> None:
-        """Read the config again; if it is broken, say so and keep running the old one."""
+    def _hangup(self) -> None:
+        self.reload()  # SIGHUP: the verdict goes to the journal (and config_identity)
+
+    def reload(self) -> str:
+        """Read the config again; if it is broken, say so, keep running the old one and return
+        why ("" when the new config is in force)."""
         self.notifier.reloading()
         try:
             new = load_config(self.config.path, host_checks=False)
         except ZeladorError as exc:
+            self.last_reload = {"at": time.time(), "ok": False, "error": str(exc)}
             self.journal.emit(Event("config_rejected", f"reload refused, the running config "
                                     f"stays: {exc}", priority=3))
             self.notifier.ready(self.supervisor.group.summary())
-            return
+            return str(exc)
+        self.loaded_at = time.time()
+        self.last_reload = {"at": self.loaded_at, "ok": True, "error": ""}
         old_fleet, old_web = self.config.fleet, self.config.web
         kept = [key for key in RESTART_ONLY if getattr(new, key) != getattr(self.config, key)]
         if kept:
@@ -490,6 +513,7 @@ class Daemon:
         self.journal.emit(Event("reloaded", f"config {new.path} reloaded"
                                 f"{': ' + '; '.join(change) if change else ''}", priority=5))
         self.notifier.ready(self.supervisor.group.summary())
+        return ""
 
     def shutdown(self, why: str) -> None:
         """Leave the loop; the watched programs are left running."""

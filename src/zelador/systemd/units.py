@@ -60,7 +60,7 @@ def _zelador(exe: str, verb: str, config_path: str) -> str:
 
 
 def render_service(config_path: str = DEFAULT_PATH, exe: str = DEFAULT_EXE) -> str:
-    """The daemon's service: Type=notify, watchdog, restart forever, reload on SIGHUP."""
+    """The daemon's service: Type=notify, watchdog, restart forever, reload by `zelador reload`."""
     return f"""\
 [Unit]
 Description=zelador: keeps the point-of-sale vendor daemons (SEFAZ-CE MFE) alive
@@ -74,7 +74,8 @@ StartLimitIntervalSec=0
 # READY=1 comes after the first scan; STATUS= stays current (see `systemctl status zelador`).
 Type=notify
 ExecStart={_zelador(exe, "run", config_path)}
-ExecReload=/bin/kill -HUP $MAINPID
+# `zelador reload` waits for the verdict: a refused config fails `systemctl reload`.
+ExecReload={_zelador(exe, "reload", config_path)}
 # The loop itself pings every WatchdogSec/2; a hung loop is killed and restarted.
 WatchdogSec=30s
 Restart=always
