@@ -5,10 +5,24 @@ forgotten; the config identity (sha256 over the files, the files, the last reloa
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
+import urllib.request
+from typing import Any
 
-from tests.conftest import Zelador, wait_for
+from tests.conftest import Zelador, free_port, wait_for
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return str(reply.read().decode())
+
+
+def fetch_json(url: str) -> Any:
+    """/api/status once its snapshot shows a refused reload (it is rebuilt once a second)."""
+    data = json.loads(fetch(url))
+    return data if data["config_identity"]["last_reload"] else None
 
 
 def zelador(z: Zelador, *args: str) -> subprocess.CompletedProcess[str]:
@@ -19,7 +33,9 @@ def zelador(z: Zelador, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_reload_refused_by_a_broken_dropin_exits_78_with_the_error_and_the_old_config_stays(
         mfe, zelador_factory) -> None:
-    z = zelador_factory(mfe.config(monitor=False)).start()
+    port = free_port()
+    z = zelador_factory(mfe.config(monitor=False) + f"web: {{listen: '127.0.0.1:{port}'}}\n"
+                        ).start()
     wait_for(lambda: z.program("comunicador")["state"] == "RUNNING", 10, "comunicador")
     first = z.status()["config_identity"]
     assert first["files"] == [str(z.config_path)]
@@ -44,6 +60,13 @@ def test_reload_refused_by_a_broken_dropin_exits_78_with_the_error_and_the_old_c
     assert "part_off" in identity["last_reload"]["error"]
     text = zelador(z, "status").stdout
     assert f"config {first['sha256'][:12]}" in text and "last reload REFUSED" in text, text
+    api = wait_for(lambda: fetch_json(f"http://127.0.0.1:{port}/api/status"), 10, "/api/status")
+    assert api["config_identity"]["last_reload"]["ok"] is False  # (a snapshot a second old)
+    metrics = fetch(f"http://127.0.0.1:{port}/metrics")
+    assert f'zelador_config_info{{files="1",sha256="{first["sha256"]}"}} 1.0' in metrics, metrics
+    assert "zelador_config_last_reload_success 0.0" in metrics
+    stamp = float(metrics.split("\nzelador_config_last_reload_timestamp_seconds ")[1].split()[0])
+    assert stamp == identity["last_reload"]["at"]
 
     broken.write_text(broken.read_text().replace("part_off", "part_of"))
     done = zelador(z, "reload")

@@ -80,7 +80,8 @@ def test_upgrade_with_a_changed_conffile_and_a_dropin_never_prompts_purge_never_
     assert (trixie.root / CONFIG.lstrip("/")).read_text().endswith("the next release added\n")
     assert trixie.active("zelador") == "active"
     assert main_pid(trixie) != before
-    assert trixie.pids("Comunicador") == com  # postinst restarted zelador, and only it
+    # postinst restarted zelador, and only it
+    assert wait_for(lambda: trixie.pids("Comunicador"), 10, "Comunicador") == com
     assert "disk_root" in trixie.run("zelador checks").stdout  # the drop-in still in force
     done = trixie.run("apt-get purge -y -q zelador 2>&1", timeout=180)
     assert done.returncode == 0, done.stdout

@@ -29,13 +29,22 @@ def verdict(terminal: dict[str, Any]) -> str:
     return "DOWN" if terminal.get("down") or terminal.get("problems") else "UP"
 
 
+def config_differs(terminals: list[dict[str, Any]], sha: str) -> list[dict[str, Any]]:
+    """`--config-not SHA`: the terminals whose running config is not `sha` (a prefix will do,
+    as `zelador status` shows 12 characters); one that never said (an older zelador, MISSING
+    since) differs too: nobody knows it runs `sha`."""
+    sha = sha.lower()
+    return [t for t in terminals if not str(t.get("config_sha256") or "").startswith(sha)]
+
+
 def render(terminals: list[dict[str, Any]], down_only: bool) -> str:
     rows = [["TERMINAL", "STATE", "SUMMARY", "WHAT"]]
     for term in terminals:
         state = verdict(term)
         if down_only and state == "UP":
             continue
-        what = ", ".join([*(f"{p} down" for p in term.get("down", [])), *term.get("problems", [])])
+        what = ", ".join([*(f"{p} down" for p in term.get("down", [])), *term.get("problems", []),
+                          f"config {str(term.get('config_sha256') or 'unknown')[:12]}"])
         age = ""
         if term.get("updated_at"):
             age = f" (updated {time.strftime('%H:%M:%S', time.localtime(term['updated_at']))})"
@@ -141,7 +150,7 @@ class MqttSource:
 
 
 def run_fleet(source: ZooKeeperSource | MqttSource, *, down_only: bool, watch: bool,
-              as_json: bool, summary: bool = False) -> int:
+              as_json: bool, summary: bool = False, config_not: str | None = None) -> int:
     def text(terminals: list[dict[str, Any]]) -> str:
         return summarize(terminals) if summary else render(terminals, down_only)
 
@@ -152,6 +161,13 @@ def run_fleet(source: ZooKeeperSource | MqttSource, *, down_only: bool, watch: b
 
         return source.watch(show)
     terminals = source.read()
+    if config_not is not None:
+        differ = config_differs(terminals, config_not)
+        if as_json:
+            print(json.dumps(differ, indent=2))
+        else:
+            print(render(differ, False) + f" (of {len(terminals)}: config is not {config_not})")
+        return EX_DOWN if differ else EX_OK
     if as_json and summary:
         counts = {s: sum(1 for t in terminals if verdict(t) == s) for s in ("UP", "DOWN",
                                                                                "MISSING")}

@@ -320,7 +320,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     else:
         source = ZooKeeperSource(hosts, path or "/zelador")
     return run_fleet(source, down_only=args.down, watch=args.watch, as_json=args.json,
-                     summary=args.summary)
+                     summary=args.summary, config_not=args.config_not)
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -453,6 +453,9 @@ def parser() -> argparse.ArgumentParser:
     fleet.add_argument("--down", action="store_true", help="only terminals with a problem")
     fleet.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
     fleet.add_argument("--json", action="store_true", help="JSON instead of text")
+    fleet.add_argument("--config-not", metavar="SHA",
+                       help="only terminals whose config's sha256 (or its first characters, as "
+                            "`zelador status` shows) is not SHA; exit 3 if any")
     fleet.set_defaults(func=cmd_fleet)
     units = sub.add_parser("units", parents=[common],
                            help="render the systemd units for this config (print, or --output DIR)")

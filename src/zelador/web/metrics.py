@@ -43,6 +43,7 @@ class _Snapshot:
                                  "How long the last full look at the process table took")
         scan.add_metric([], float(data.get("scan_seconds", 0.0)))
         yield scan
+        yield from _config(data.get("config_identity") or {})
         programs = data.get("programs", [])
         up = GaugeMetricFamily("zelador_program_up", "1 if the program runs", labels=["program"])
         state = GaugeMetricFamily("zelador_program_state", "The program's state (one-hot)",
@@ -104,6 +105,24 @@ class _Snapshot:
                                      "supervision loop's error boundary")
         errors.add_metric([], float(data.get("errors", 0)))
         yield errors
+
+
+def _config(identity: dict[str, Any]) -> Iterator[Any]:
+    """Which config runs (the same sha256 as `zelador status` and the fleet node) and whether
+    the last reload took: a refused one leaves the old config, and sha256, in force."""
+    info = InfoMetricFamily("zelador_config", "The running config: sha256 over its files")
+    info.add_metric([], {"sha256": str(identity.get("sha256", "")),
+                         "files": str(len(identity.get("files") or []))})
+    yield info
+    last = identity.get("last_reload") or {}
+    success = GaugeMetricFamily("zelador_config_last_reload_success",
+                                "0 if the last reload was refused (the old config runs), else 1")
+    success.add_metric([], 0.0 if last.get("ok") is False else 1.0)
+    yield success
+    stamp = GaugeMetricFamily("zelador_config_last_reload_timestamp_seconds",
+                              "When the config was last reloaded or refused (or first read)")
+    stamp.add_metric([], float(last.get("at") or identity.get("loaded_at") or 0.0))
+    yield stamp
 
 
 class Metrics:
