@@ -74,6 +74,10 @@ class Machine:
                        check=True)
         self.log_path = workdir / f"nspawn-{release}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 closed in close()
+        self._boot()
+
+    def _boot(self) -> None:
+        release = self.release
         self.proc = subprocess.Popen(
             ["systemd-nspawn", "-D", str(self.root), "-b", "--register=no", "--keep-unit",
              "--console=pipe", "-M", f"zsys-{release}-{os.getpid()}"],
@@ -94,6 +98,15 @@ class Machine:
         except BaseException:
             self.close()
             raise
+
+    def poweroff_and_boot(self, how: str = "systemctl poweroff") -> None:
+        """An orderly shutdown from inside (`how`), then the same root booted again."""
+        self.run(f"{how} --no-block")
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.release} did not power off within 60 s") from None
+        self._boot()
 
     def _find_leader(self) -> int | None:
         """The container's init: nspawn's descendant that is pid 1 in its own pid namespace

@@ -69,6 +69,8 @@ ENVIRONMENT = (
 
 FILES = (
     ("/etc/zelador/zelador.yaml", "the config, see zelador.yaml(5)"),
+    ("/etc/zelador/zelador.d/*.yaml", "drop-ins, read in name order after it and merged by "
+                                      "name; a key set in two files is an error"),
     ("/run/zelador/control.sock", "the command socket (mode 0600)"),
     ("/var/lib/zelador/state.json", "counters and timers kept across restarts of zelador"),
     ("/var/lib/zelador/history.db", "events, job runs and reports (SQLite)"),
