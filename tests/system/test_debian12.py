@@ -23,6 +23,7 @@ pytestmark = pytest.mark.system
 
 CONFIG = "/etc/zelador/zelador.yaml"
 DROPIN = "/etc/zelador/zelador.d/50-site.yaml"
+ALERTS_DROPIN = "/etc/zelador/zelador.d/60-alerts.yaml"
 UNIT = "zelador.service"
 READY_ID = MESSAGE_IDS["ready"]
 EXITED_ID = MESSAGE_IDS["exited"]
@@ -413,6 +414,58 @@ def test_man_pages_and_tab_completion_are_installed_and_work(bookworm: Machine) 
     assert bookworm.sh("bash /root/tab.sh") == "comunicador monitor"
     catalog = bookworm.sh("journalctl --list-catalog | grep -c zelador")
     assert int(catalog) >= len(MESSAGE_IDS)
+
+
+SHUTDOWN_ALERTS = """\
+alerts:
+  group_wait: 0s
+  channels:
+    hook: {webhook: {url: "http://127.0.0.1:8099/zelador", timeout: 5s}}
+  rules:
+    - {channels: [hook]}
+"""
+CRASHES = ("exited", "start_failed", "restarting", "backoff", "gave_up")
+
+
+def test_poweroff_is_not_a_crash_no_exit_no_restart_no_alert_and_no_is_back(
+        bookworm: Machine) -> None:
+    """`systemctl poweroff` with a webhook for every problem, then the next boot: systemd stops
+    zelador before the programs' scopes (Before=), zelador says why it stops, and nothing is
+    logged or alerted as a crash, then or after the boot."""
+    bookworm.write("/root/rx.py", RECEIVER)
+    bookworm.write("/etc/systemd/system/rx.service", "[Service]\nExecStart=/usr/bin/python3 "
+                   "/root/rx.py\n[Install]\nWantedBy=multi-user.target\n")
+    bookworm.sh("systemctl daemon-reload && systemctl enable --now rx && rm -f /run/rx.posts")
+    bookworm.sh("mkdir -p /var/log/journal && journalctl --flush")  # the shutdown, read after
+    bookworm.write(ALERTS_DROPIN, SHUTDOWN_ALERTS)
+    try:
+        bookworm.sh("systemctl reload zelador")
+        com = one_pid(bookworm, "Comunicador")
+        scopes = bookworm.sh("systemctl show -p Before --value 'zelador-comunicador-start-*'")
+        assert "zelador.service" in scopes.split(), scopes
+        bookworm.stable(com)
+        bookworm.poweroff_and_boot()
+        wait_for(lambda: bookworm.active("zelador") == "active", 30, "zelador after the boot")
+        one_pid(bookworm, "Comunicador")
+        before = [json.loads(line) for line in bookworm.sh(
+            "journalctl -b -1 -o json _SYSTEMD_UNIT=zelador.service").splitlines()]
+        said = [e["MESSAGE"] for e in before]
+        assert "system is shutting down; leaving programs to systemd" in said, said[-10:]
+        crashes = [e["MESSAGE"] for e in before if e.get("ZELADOR_EVENT") in CRASHES]
+        assert crashes == [], crashes
+        wait_for(lambda: "watching 2 programs" in bookworm.sh("journalctl -b 0 -u zelador"), 20,
+                 "zelador's first look after the boot")
+        now = [json.loads(line) for line in bookworm.sh(
+            "journalctl -b 0 -o json _SYSTEMD_UNIT=zelador.service").splitlines()]
+        assert [e["MESSAGE"] for e in now if e.get("ZELADOR_EVENT") in
+                ("exited", "start_failed")] == []
+        # An alert, "is back" included, is an outbox row the moment its event is handled
+        # (group_wait 0s), and the events of the shutdown and the boot are handled by now.
+        listing = bookworm.sh("zelador alerts")
+        assert "open incidents: 0" in listing and "0 pending, 0 sending, 0 sent" in listing, listing
+        assert bookworm.sh("cat /run/rx.posts 2>/dev/null; true") == ""
+    finally:
+        bookworm.sh(f"rm -f {ALERTS_DROPIN}; systemctl disable --now rx; systemctl reload zelador")
 
 
 def test_purge_removes_the_unit_the_config_and_the_state(bookworm: Machine) -> None:

@@ -96,6 +96,7 @@ class Launcher:
     output_for: OutputFor = _devnull_output
     output_where: Callable[[str], str] = _no_output_place  # where a script's output goes
     use_scopes: bool = False  # run each script in its own transient systemd scope
+    stop_after: str = ""  # zelador's unit: scopes are stopped after it at shutdown (Before=)
     children: dict[int, Child] = field(default_factory=dict)  # pid -> child
     helpers: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)  # zelador's own
     # held while a thread spawns a helper and while the reaper looks, so a helper that exits at
@@ -278,6 +279,7 @@ class Launcher:
             command += [f"--uid={program.user}"] if program.user else []
             command += [f"--gid={program.group}"] if program.group else []
             command += [f"--slice={slice_}"] if slice_ else []
+            command += [f"--property=Before={self.stop_after}"] if self.stop_after else []
             command += ["--", *argv]
         out = self.output_for(program.name)
         try:

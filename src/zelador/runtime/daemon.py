@@ -50,6 +50,7 @@ from zelador.store.history import ReportRow, read_reports_after
 from zelador.store.historywriter import HistoryWriter
 from zelador.systemd.journal import Journal
 from zelador.systemd.notify import Notifier, watchdog_interval
+from zelador.systemd.shutdown import system_stopping
 
 # What a reload (SIGHUP) does with each top-level key of the config (a test holds that every
 # key of config/keys.py is in one of these): applied at once, or kept until zelador restarts
@@ -519,9 +520,15 @@ class Daemon:
         """Leave the loop; the watched programs are left running."""
         self.loop.stop()
         self.notifier.stopping()
-        if not self.once:
-            self.journal.emit(Event("shutdown", f"stopping on {why}; watched programs are left "
-                                    "running", priority=5))
+        if self.once:
+            return
+        if self.supervisor.launcher.stop_after and system_stopping():
+            # the programs' scopes stop after us (Before=): their ends are systemd's, not exits
+            self.journal.emit(Event("shutdown", "system is shutting down; leaving programs to "
+                                    "systemd", priority=5))
+            return
+        self.journal.emit(Event("shutdown", f"stopping on {why}; watched programs are left "
+                                "running", priority=5))
 
 
 def _same(states: tuple[object, ...], seen: tuple[object, ...]) -> bool:
