@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from zelador.config.durations import format_duration, parse_duration
-from zelador.errors import EX_DOWN, EX_OK, UsageError
+from zelador.errors import EX_DOWN, EX_OK, ControlError, UsageError
 from zelador.runtime.control import ask
 
 SocketPath = Callable[[argparse.Namespace], str]
@@ -98,6 +98,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise UsageError(f"--since: {exc}") from None
     path = os.path.join(state_dir(args), HISTORY_FILE)
+    if args.stats or args.backup:
+        return _history_file(args, path)
     kinds = [k for given in args.kind for k in given.split(",") if k]
     limit = args.limit if args.limit is not None else (None if since is not None else 1000)
     events = read_events(path, since=since, name=args.name, kinds=kinds, limit=limit,
@@ -122,6 +124,33 @@ def exit_status(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text[:20]!r} is out of range (an exit status is "
                                          "0 to 255)")
     return value
+
+
+def _history_file(args: argparse.Namespace, path: str) -> int:
+    """`--stats` (its size in bytes, rows, time span) and `--backup FILE` (SQLite's online
+    backup: safe while zelador runs)."""
+    from zelador.store.history import backup, stats
+
+    if not os.path.exists(path):
+        raise ControlError(f"no history at {path} yet")
+    if args.backup:
+        try:
+            size = backup(path, args.backup)
+        except FileExistsError:
+            raise UsageError(f"--backup: {args.backup} exists; give a new file") from None
+        print(f"{args.backup}: {size} bytes, a consistent copy of {path}")
+        return EX_OK
+    figures = stats(path)
+    if args.json:
+        print(json.dumps(figures))
+        return EX_OK
+    files = ", ".join(f"{name} {size}" for name, size in figures["file_bytes"].items())
+    print(f"{path}: {figures['total_bytes']} bytes on disk ({files}); rows take "
+          f"{figures['used_bytes']} bytes")
+    for table, row in figures["tables"].items():
+        span = (f", {_local(row['oldest'])} .. {_local(row['newest'])}" if row["rows"] else "")
+        print(f"  {table:<8} {row['rows']:>9} rows{span}")
+    return EX_OK
 
 
 def _local(moment: float) -> str:
@@ -161,6 +190,11 @@ def add_commands(sub: Any, common: argparse.ArgumentParser, socket_path: SocketP
     history.add_argument("--limit", type=int, default=None,
                          help="only the newest N events (default: all since --since, else 1000)")
     history.add_argument("--json", action="store_true", help="JSON instead of text")
+    history.add_argument("--stats", action="store_true",
+                         help="the history's size in bytes, rows and time span per table")
+    history.add_argument("--backup", metavar="FILE",
+                         help="copy the history to FILE (a new file, mode 0600) with SQLite's "
+                              "online backup, safe while zelador runs")
     history.add_argument("--state-dir", default=None,
                          help="where history.db is ($STATE_DIRECTORY or /var/lib/zelador)")
     history.set_defaults(func=cmd_history)

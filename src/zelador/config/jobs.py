@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import pwd
+import re
 
 import yaml
 
@@ -160,7 +161,20 @@ class JobReader(ProgramReader):
         if "max_rows" in entries:
             values["max_rows"] = self.count(entries["max_rows"], "history.max_rows", 1000,
                                             100_000_000)
+        if "keep_bytes" in entries:
+            values["keep_bytes"] = self.size(entries["keep_bytes"], "history.keep_bytes")
         return History(**values)  # type: ignore[arg-type]
+
+    def size(self, node: yaml.Node, key: str) -> int:
+        """A byte count: 52428800, 50M, 50MB, 50MiB (K, M, G are powers of 1024); at least 1M."""
+        value = self.scalar(node, key)
+        found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?\s*", str(value), re.I)
+        if isinstance(value, bool) or not found:
+            raise self.error(node, key, f"{value!r} is not a size (e.g. 50MB, 1G)")
+        size = int(float(found.group(1)) * 1024 ** " KMG".index(found.group(2).upper() or " "))
+        if size < 1024 * 1024:
+            raise self.error(node, key, f"{value!r} is too small (at least 1MB)")
+        return size
 
 
 def _loopback(host: str) -> bool:

@@ -190,6 +190,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("history", "The history store", (
         Key("keep", "90d", "rows older than this are deleted"),
         Key("max_rows", "1000000", "per table (events, runs, reports); the oldest go first"),
+        Key("keep_bytes", "none", "a size cap, e.g. 50MB (K, M, G: powers of 1024): past it the "
+            "oldest rows go first; the file stays about this size (freed pages are reused)"),
     )),
     Section("alerts", "Alerts", (
         Key("channels", "none", "named channels (below)"),

@@ -157,6 +157,7 @@ class History:
 
     keep: float = 90 * 86400.0  # rows older than this are deleted
     max_rows: int = 1_000_000  # per table; the oldest go first
+    keep_bytes: int = 0  # a cap on the bytes the rows take (0: none); the oldest go first
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,8 @@ class Daemon:
             try:
                 self.history = HistoryWriter(history_file, keep=config.history.keep,
                                              max_rows=config.history.max_rows,
-                                             on_problem=self._history_problem)
+                                             on_problem=self._history_problem,
+                                             keep_bytes=config.history.keep_bytes)
             except (OSError, sqlite3.Error) as exc:  # supervision goes on without a history
                 journal.emit(Event("degraded", f"no history: cannot open {history_file}: {exc}",
                                    priority=3))
@@ -499,6 +500,7 @@ class Daemon:
         self.alerts.reconfigure(new)
         if self.history is not None:
             self.history.keep, self.history.max_rows = new.history.keep, new.history.max_rows
+            self.history.keep_bytes = new.history.keep_bytes
         if self.intake is not None and (new.intake != self.intake.settings or not new.jobs):
             self.intake.close()
             self.intake = None

@@ -140,7 +140,67 @@ def write_rows(conn: sqlite3.Connection, batch: Iterable[Row]) -> None:
     conn.execute("COMMIT")
 
 
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """What the rows take: the pages in use (free pages are reused before the file grows)."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pages - free) * conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def trim_to_size(conn: sqlite3.Connection, cap: int, rounds: int = 30) -> None:
+    """`history.keep_bytes`: delete the oldest tenth of the largest table until the rows fit in
+    90% of `cap` (a margin, so the next batches do not trim again at once)."""
+    for _ in range(rounds):
+        if used_bytes(conn) <= cap * 0.9:
+            return
+        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                  for t in ("events", "runs", "reports")}
+        table = max(counts, key=lambda t: counts[t])
+        if not counts[table]:
+            return
+        conn.execute(f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id "
+                     "LIMIT 1 OFFSET ?)", (max(counts[table] // 10, 1) - 1,))
+
+
 # --- the read side ------------------------------------------------------------------------------
+
+
+def stats(path: str) -> dict[str, Any]:
+    """`zelador history --stats`: the files' sizes, the bytes the rows take, rows and time span
+    per table."""
+    files = {suffix or "db": os.path.getsize(path + suffix) for suffix in ("", "-wal", "-shm")
+             if os.path.exists(path + suffix)}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    try:
+        tables = {}
+        for table, column in (("events", "ts"), ("runs", "COALESCE(ended, started)"),
+                              ("reports", "ts")):
+            count, oldest, newest = conn.execute(
+                f"SELECT count(*), min({column}), max({column}) FROM {table}").fetchone()
+            tables[table] = {"rows": count, "oldest": oldest, "newest": newest}
+        used = used_bytes(conn)
+    finally:
+        conn.close()
+    return {"path": path, "file_bytes": files, "total_bytes": sum(files.values()),
+            "used_bytes": used, "tables": tables}
+
+
+def backup(path: str, target: str) -> int:
+    """A consistent copy of the history in `target` (mode 0600) with SQLite's online backup
+    API: safe while zelador writes (WAL), the copy holds every committed row. Its bytes."""
+    source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.close(fd)
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    return os.path.getsize(target)
 
 
 def read_events(path: str, *, since: float | None = None, name: str | None = None,

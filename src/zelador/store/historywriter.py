@@ -31,7 +31,14 @@ from typing import Callable, Union
 
 from zelador.events import Event
 from zelador.jobs.states import RunRow
-from zelador.store.history import ReportRow, Row, move_aside, open_db, write_rows
+from zelador.store.history import (
+    ReportRow,
+    Row,
+    move_aside,
+    open_db,
+    trim_to_size,
+    write_rows,
+)
 
 QUEUE_SIZE = 20_000  # events waiting; beyond it they are dropped (reports never are)
 BATCH = 2_000
@@ -58,10 +65,12 @@ class HistoryWriter:
     """The write side: a sink for events plus run and report rows, written by a thread."""
 
     def __init__(self, path: str, *, keep: float, max_rows: int,
-                 on_problem: Callable[[str], None], clock: Callable[[], float] = time.time) -> None:
+                 on_problem: Callable[[str], None], clock: Callable[[], float] = time.time,
+                 keep_bytes: int = 0) -> None:
         self.path = path
         self.keep = keep
         self.max_rows = max_rows
+        self.keep_bytes = keep_bytes  # 0: no size cap
         self._on_problem = on_problem
         self._clock = clock
         # a deque, not a queue.Queue: an append is a fraction of a put (no lock, no condition)
@@ -251,6 +260,8 @@ class HistoryWriter:
                 self._conn.execute(
                     f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC "
                     "LIMIT 1 OFFSET ?)", (self.max_rows,))
+            if self.keep_bytes:
+                trim_to_size(self._conn, self.keep_bytes)
         except sqlite3.Error as exc:
             self._problem(f"cannot prune history {self.path}: {exc}")
 
