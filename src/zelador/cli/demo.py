@@ -49,7 +49,8 @@ jobs:  # seed 002's nightly closing, reported over TCP; and a job zelador exec r
   fechamento: {{id: 25, schedule: "30 2 * * *", timezone: America/Fortaleza, max_runtime: 20m,
                grace: 15m}}
   backup: {{every: 1h, max_runtime: 5m}}
-web: {{listen: "127.0.0.1:9813"}}  # the status page and /metrics
+web: {{listen: "{web}"}}  # the status page and /metrics
+intake: {{listen: "{intake}"}}  # job reports over TCP
 alerts:  # to a file here; on a terminal: telegram, email, a webhook (docs/alerts.md)
   group_wait: 2s
   flapping: 3 in 5m
@@ -59,9 +60,14 @@ alerts:  # to a file here; on a terminal: telegram, email, a webhook (docs/alert
 
 ALERT_SCRIPT = """#!/usr/bin/env python3
 # The demo's alert channel: each message zelador sends is appended to alerts.log as text.
-import json, sys
+# The demo logs to its terminal, not to journald: the messages' `journalctl -u zelador ...`
+# hint becomes the demo's own history, where the same events are.
+import json, re, sys
+text = json.load(sys.stdin)["text"]
+text = re.sub(r'journalctl -u zelador ZELADOR_[A-Z]+=(\\S+) --since "[^"]*"',
+              r"zelador history \\1 --state-dir {state}", text)
 with open({log!r}, "a", encoding="utf-8") as out:
-    out.write(json.load(sys.stdin)["text"] + "\\n")
+    out.write(text + "\\n")
 """
 
 
@@ -100,17 +106,22 @@ def script_name(name: str) -> str:
     return f"runcco-{short}.sh"
 
 
-def lay_out(root: str, interval: str = "10s") -> str:
-    """The whole demo: the stand-in MFE and a zelador.yaml for it; return the config's path."""
+def lay_out(root: str, interval: str = "10s", *, web: str = "127.0.0.1:9813",
+            intake: str = "127.0.0.1:2020", state: str = "") -> str:
+    """The whole demo: the stand-in MFE and a zelador.yaml for it; return the config's path.
+    `web` and `intake`: where the status page and the report port listen; `state`: the state
+    folder, whose history the alerts point at."""
     root = os.path.abspath(root)
     folder = lay_out_mfe(root)
     path = os.path.join(root, "zelador.yaml")
     alert = os.path.join(root, "alert-to-file")
     with open(alert, "w", encoding="utf-8") as out:
-        out.write(ALERT_SCRIPT.format(log=os.path.join(root, "alerts.log")))
+        out.write(ALERT_SCRIPT.format(log=os.path.join(root, "alerts.log"),
+                                      state=state or os.path.join(root, "state")))
     os.chmod(alert, 0o755)
     with open(path, "w", encoding="utf-8") as out:
-        out.write(CONFIG.format(root=root, bin=folder, interval=interval))
+        out.write(CONFIG.format(root=root, bin=folder, interval=interval, web=web,
+                                intake=intake))
     os.chmod(path, 0o644)
     return path
 

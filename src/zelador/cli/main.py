@@ -350,11 +350,13 @@ def cmd_control(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from zelador.cli.demo import lay_out  # only the demo needs it
 
-    config_path = lay_out(args.dir)
+    args.state_dir = args.state_dir or os.path.join(args.dir, "state")  # not the real one
+    config_path = lay_out(args.dir, web=args.web_listen, intake=args.intake_listen,
+                          state=args.state_dir)
     args.config = config_path
     args.runtime_dir = os.path.join(args.dir, "run")
     args.logs_dir = os.path.join(args.dir, "log")
-    args.state_dir = args.state_dir or os.path.join(args.dir, "state")  # not the real one
+    intake_host, _, intake_port = args.intake_listen.rpartition(":")
     args.log_target = "stderr"
     print(f"""zelador demo: a stand-in SEFAZ-CE MFE is laid out in {args.dir}
   config:          {config_path}
@@ -367,12 +369,12 @@ In another terminal, try:
                                  #  2s, 4s ...: a crash loop is not restarted flat out)
   zelador status --socket {args.runtime_dir}/control.sock
   zelador restart monitor --socket {args.runtime_dir}/control.sock
-  bash -c 'exec 3<>/dev/tcp/127.0.0.1/2020; echo "#id=25;state=OK;name=fechamento" >&3;
+  bash -c 'exec 3<>/dev/tcp/{intake_host}/{intake_port}; echo "#id=25;state=OK;name=fechamento" >&3;
            head -1 <&3'                                              # a job reports: OK
   zelador exec backup --socket {args.runtime_dir}/control.sock -- sh -c 'echo saved; exit 1'
   zelador jobs --socket {args.runtime_dir}/control.sock              # fechamento OK, backup FAIL
   zelador history --state-dir {args.state_dir}
-  open http://127.0.0.1:9813/ in a browser    # the status page (and /metrics, /api/status)
+  open http://{args.web_listen}/ in a browser    # the status page (and /metrics, /api/status)
   tail -f {args.dir}/alerts.log    # alerts: the failed backup; kill Comunicador 3 times: flapping
   zelador alerts --state-dir {args.state_dir}
 Ctrl-C stops zelador; Comunicador and Monitor are left running, as they always are
@@ -479,6 +481,12 @@ def parser() -> argparse.ArgumentParser:
                           help="lay out a stand-in MFE and supervise it in the foreground")
     demo.add_argument("--dir", default="/tmp/zelador-demo",
                       help="where the stand-in MFE and its state go (/tmp/zelador-demo)")
+    demo.add_argument("--web-listen", metavar="HOST:PORT",
+                      default=os.environ.get("ZELADOR_DEMO_WEB", "127.0.0.1:9813"),
+                      help="the status page ($ZELADOR_DEMO_WEB, 127.0.0.1:9813)")
+    demo.add_argument("--intake-listen", metavar="HOST:PORT",
+                      default=os.environ.get("ZELADOR_DEMO_INTAKE", "127.0.0.1:2020"),
+                      help="the job report port ($ZELADOR_DEMO_INTAKE, 127.0.0.1:2020)")
     daemon_options(demo)
     demo.set_defaults(func=cmd_demo)
     return top
