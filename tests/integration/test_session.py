@@ -87,7 +87,7 @@ def test_monitor_waits_for_a_login_runs_in_it_and_waits_again_after_logout(mfe, 
     leader = subprocess.Popen(["sleep", "1000"], env={"XAUTHORITY": "/home/caixa/.Xauthority-test"})
     try:
         logind.login("3", "nobody", ":5", leader.pid)
-        pid = int(z.wait_event("started", "monitor", timeout=10)["pid"])
+        pid = int(z.wait_event("started", "monitor", timeout=20)["pid"])  # after session_grace
     finally:
         leader.kill()
         leader.wait()
@@ -108,7 +108,7 @@ def test_monitor_waits_for_a_login_runs_in_it_and_waits_again_after_logout(mfe, 
     assert z.program("monitor")["failures"] == 0 and not z.matching("start_failed", "monitor")
 
     logind.login("4", "nobody", ":6")  # the next login: it starts again, in that session
-    z.wait_event("started", "monitor", count=3, timeout=10)
+    z.wait_event("started", "monitor", count=3, timeout=20)
     assert "DISPLAY=:6" in record.read_text().splitlines()[-1]
 
 

@@ -4,6 +4,7 @@ environment, and the engine's WAITING transitions."""
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import pytest
@@ -25,6 +26,7 @@ from zelador.programs.states import (
     Reloaded,
     SessionChanged,
     StopInstance,
+    Tick,
 )
 
 RECORDED = pathlib.Path(__file__).parent / "logind"
@@ -94,18 +96,33 @@ def test_unknown_to_waiting_without_a_session_and_nothing_counted():
     assert step(MONITOR, state, Observed(A), 1.0)[0].instance is None  # not ours to adopt
 
 
-def test_waiting_looks_then_starts_when_a_session_appears():
+def test_waiting_gives_the_autostart_its_grace_then_looks_then_starts():
     state, actions = step(MONITOR, waiting(), SessionChanged("3"), 5.0)
+    assert state.phase == Phase.WAITING and state.deadline == 10.0 and actions == []
+    assert "giving its autostart 5s" in state.reason
+    assert step(MONITOR, state, Observed(None), 6.0) == (state, [])  # nothing launched meanwhile
+    assert step(MONITOR, state, Tick(), 9.9) == (state, [])
+    state, actions = step(MONITOR, state, Tick(), 10.0)
     assert state.phase == Phase.UNKNOWN and actions == []
-    state, actions = step(MONITOR, state, Observed(None), 5.01)
+    state, actions = step(MONITOR, state, Observed(None), 10.01)
     assert state.phase == Phase.STARTING and Launch("monitor") in actions
 
 
-def test_waiting_adopts_what_the_sessions_autostart_already_started():
+def test_waiting_adopts_what_the_sessions_autostart_started_during_the_grace():
     state, _ = step(MONITOR, waiting(), SessionChanged("3"), 5.0)
-    state, actions = step(MONITOR, state, Observed(A), 5.01)
+    state, _ = step(MONITOR, state, Tick(), 10.0)
+    state, actions = step(MONITOR, state, Observed(A), 10.01)
     assert state.phase == Phase.RUNNING and state.instance == A
     assert not any(isinstance(a, Launch) for a in actions)
+
+
+def test_without_a_grace_it_looks_at_once_and_a_logout_in_the_grace_waits_again():
+    eager = dataclasses.replace(MONITOR, session_grace=0.0)
+    state, actions = step(eager, waiting(), SessionChanged("3"), 5.0)
+    assert state.phase == Phase.UNKNOWN and actions == []
+    state, _ = step(MONITOR, waiting(), SessionChanged("3"), 5.0)
+    state, _ = step(MONITOR, state, SessionChanged("", "logged out"), 6.0)
+    assert state.phase == Phase.WAITING and state.deadline is None
 
 
 def running_in(session: str) -> ProgramState:

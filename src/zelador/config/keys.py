@@ -94,6 +94,8 @@ SECTIONS: tuple[Section, ...] = (
         Key("user", "root", "run the scripts as this user; session: in the active graphical "
             "session, as its user, with its display (a tray program such as the MFE's Monitor)"),
         Key("group", "root", "run the scripts with this group"),
+        Key("session_grace", "5s", "user: session: after a login, wait this long before looking, "
+            "so a copy the desktop's autostart starts is adopted, not doubled"),
         Key("environment", "none", "extra variables for the scripts, a mapping"),
         Key("working_directory", "/", "the scripts' working directory"),
         Key("duplicates", "report", "report: an event when a second instance runs; stop: stop "

@@ -99,6 +99,7 @@ class Program:
     after: tuple[str, ...] = ()
     user: str | None = None
     group: str | None = None
+    session_grace: float = 5.0  # `user: session`: after a login, let the desktop's autostart go
     environment: tuple[tuple[str, str], ...] = ()
     working_directory: str | None = None
     duplicates: str = "report"  # or "stop": stop extra instances, newest first

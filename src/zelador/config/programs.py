@@ -67,6 +67,15 @@ class ProgramReader(NodeReader):
             else:
                 self.known(entries["user"], f"{key}.user", str(values["user"]), pwd.getpwnam,
                            "user")
+        if "session_grace" in entries:
+            if values.get("user") != "session":
+                raise self.error(entries["session_grace"], f"{key}.session_grace", "only with "
+                                 "`user: session` (it is the wait after a login)")
+            values["session_grace"] = self.duration(entries["session_grace"],
+                                                    f"{key}.session_grace")
+            if float(values["session_grace"]) > 120:  # type: ignore[arg-type]
+                raise self.error(entries["session_grace"], f"{key}.session_grace",
+                                 "at most 2m: the cashier is waiting for Monitor")
         if "group" in entries:
             values["group"] = self.string(entries["group"], f"{key}.group")
             self.known(entries["group"], f"{key}.group", str(values["group"]), grp.getgrnam, "group")

@@ -110,6 +110,11 @@ def desktop_changed(p: Program, s: ProgramState, e: SessionChanged, now: float,
     s = dataclasses.replace(s, desktop=e.session, desktop_missing=e.reason or s.desktop_missing)
     if p.user != "session" or e.session == before:
         return s, []
+    if s.phase == Phase.WAITING and e.session and p.session_grace > 0:  # the desktop's autostart
+        # may be starting it right now: give it `session_grace`, then look (adopt, or launch)
+        return replace(s, Phase.WAITING, now, deadline=now + p.session_grace,
+                       reason=f"graphical session {e.session}: giving its autostart "
+                              f"{p.session_grace:g}s"), []
     if s.phase == Phase.WAITING and e.session:  # look first (the session's autostart may have
         # started it already): the next verdict adopts it or launches
         return replace(s, Phase.UNKNOWN, now, reason=f"graphical session {e.session}: looking"), []
@@ -339,6 +344,14 @@ def _waiting_reloaded(p: Program, s: ProgramState, e: Input, now: float,
     return replace(s, Phase.UNKNOWN, now, reason="reloaded: no longer waits for a session"), []
 
 
+def _waiting_grace_over(p: Program, s: ProgramState, e: Input, now: float,
+                        w: tuple[str, ...]) -> Result:
+    """`session_grace` after a login is over: look, and adopt what the autostart started."""
+    if not s.desktop:
+        return replace(s, Phase.WAITING, now, reason=s.reason), []
+    return replace(s, Phase.UNKNOWN, now, reason=f"graphical session {s.desktop}: looking"), []
+
+
 def _desktop_waiting_observed(p: Program, s: ProgramState, e: Input, now: float,
                               w: tuple[str, ...]) -> Result:
     return s, []  # without a session, a process of that name is not ours to adopt
@@ -402,6 +415,7 @@ TABLE: dict[tuple[Phase, type], Handler] = {
     (P.WAITING, Command): _waiting_command,
     (P.WAITING, Reloaded): _waiting_reloaded,
     (P.WAITING, Observed): _desktop_waiting_observed,
+    (P.WAITING, Tick): _waiting_grace_over,
     (P.STARTING, Tick): _starting_timeout,
     (P.STARTING, Command): _starting_command,
     (P.RUNNING, Exited): _running_exited,
