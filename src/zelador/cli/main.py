@@ -229,6 +229,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
     overlaps = overlapping_matches(config) + pidfile_only(config)
     for line in overlaps:
         print(f"zelador: warning: {config.path}: {line}", file=sys.stderr)
+    from zelador.config import starters
+
+    root = os.environ.get("ZELADOR_VENDOR_ROOT", "/")
+    for starter in starters.find(config, root):  # the vendor's own starters: what will happen
+        print(f"zelador: note: {starters.advice(config, starter, root)}", file=sys.stderr)
     return EX_CONFIG if args.strict and (problems or overlaps) else EX_OK
 
 

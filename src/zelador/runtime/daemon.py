@@ -182,6 +182,7 @@ class Daemon:
             self.fleet.open(self.config.fleet)
             self.alerts.start()
             self.threads.start()
+            self._vendor_starters()
         try:
             self.supervisor.settle()  # the first look: adopt what runs, start what does not
             if not self.once:  # logged before READY=1, so it precedes systemd's "Started"
@@ -459,6 +460,22 @@ class Daemon:
         return {"ok": True, "job": self.jobs.one(name)}
 
     # --- reload and shutdown ------------------------------------------------------------------
+
+    def _vendor_starters(self) -> None:
+        """Say once, at start, which vendor autostart entries, units and init scripts also
+        start a watched program, and what will happen (config/starters.py)."""
+        from zelador.config import starters
+
+        root = os.environ.get("ZELADOR_VENDOR_ROOT", "/")  # tests lay out a machine's files
+        try:
+            found = starters.find(self.config, root)
+        except Exception as exc:  # a look at other packages' files never stops zelador
+            self.journal.emit(Event("degraded", f"cannot look for vendor starters: {exc}", priority=4))
+            return
+        for starter in found:
+            self.journal.emit(Event("vendor_starter", starters.advice(self.config, starter, root),
+                                    starter.program, priority=5,
+                                    fields=(("starter", starter.path),)))
 
     def _hangup(self) -> None:
         self.reload()  # SIGHUP: the verdict goes to the journal (and config_identity)

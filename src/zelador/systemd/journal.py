@@ -41,6 +41,7 @@ MESSAGE_IDS: dict[str, str] = {
     "host_problem": "1ccc9bbf64684dac82d2046f365e7f1a",
     "waiting": "071eb6f03b8f498e9a49452dc34e7ca0",
     "state_ignored": "cbbb08d8ad2640dcb658f701d7020303",
+    "vendor_starter": "fa7b54512e0f484489325aee91e4e527",
     "job_started": "da154316c36a4851b44a6e80bfe74962",
     "job_ok": "cd1cd47852e44659a14cfb696747433c",
     "job_failed": "ef4f261ca4fe4a60b6b7aee3abee79f5",
