@@ -64,7 +64,7 @@ def test_monitor_waits_runs_in_the_login_and_waits_again(desktop: Machine) -> No
     session = wait_for(lambda: m.run("loginctl list-sessions --no-legend").stdout.split(), 10,
                        "logind's session")[0]
     assert m.sh(f"loginctl show-session {session} -p Type --value") == "x11"
-    (pid,) = wait_for(lambda: m.pids("Monitor"), 10, "Monitor in the session")
+    (pid,) = wait_for(lambda: m.pids("Monitor"), 20, "Monitor in the session (after the grace)")
     assert m.sh(f"ps -o user= -p {pid}") == "caixa"
     line = wait_for(lambda: records(m), 5, "Monitor's record")[-1]
     assert line == (f"caixa DISPLAY={DISPLAY} XAUTHORITY=/home/caixa/.Xauthority "
@@ -80,7 +80,37 @@ def test_monitor_waits_runs_in_the_login_and_waits_again(desktop: Machine) -> No
     wait_for(lambda: monitor_state(m) == "WAITING", 10, "WAITING after logout")
     m.sh("pkill -x Monitor || true")  # a real X session's end takes its clients along
     m.sh(LOGIN)  # the next login: it starts again
-    wait_for(lambda: m.pids("Monitor"), 10, "Monitor after the next login")
+    wait_for(lambda: m.pids("Monitor"), 20, "Monitor after the next login")
     assert monitor_state(m) == "RUNNING"
     entries = m.journal(ZELADOR_PROGRAM="monitor", ZELADOR_EVENT="start_failed")
     assert entries == [], [e["MESSAGE"] for e in entries]  # no failures counted while waiting
+
+
+AUTOSTART = LOGIN.replace("/bin/sleep infinity", "/bin/sh -c 'sleep 1; "
+                          "/opt/sefaz/cco/bin/runcco-mon.sh; exec sleep infinity'")
+
+
+def test_a_login_whose_autostart_starts_monitor_yields_exactly_one_monitor(
+        desktop: Machine) -> None:
+    """The MFE's /etc/xdg/autostart/cco-mon.desktop starts Monitor at each login (here the
+    session itself runs it a second in, as a desktop's autostart does); zelador waits its
+    session_grace, finds that Monitor and adopts it instead of starting a second."""
+    m = desktop
+    m.write("/etc/xdg/autostart/cco-mon.desktop", "[Desktop Entry]\nType=Application\n"
+            "Name=Monitor\nExec=/opt/sefaz/cco/bin/runcco-mon.sh\n")
+    m.sh("systemctl stop desktop-caixa; pkill -x Monitor; true")
+    wait_for(lambda: monitor_state(m) == "WAITING", 20, "WAITING, nobody logged in")
+    start = m.cursor()
+    m.sh("systemctl restart zelador")  # it says, at start, what the autostart entry means
+    note = m.journal(start, ZELADOR_EVENT="vendor_starter")
+    assert any("cco-mon.desktop:4: the desktop's autostart also starts it" in e["MESSAGE"]
+               and "adopts that copy" in e["MESSAGE"] for e in note), note
+    before = len(records(m))
+    after = m.cursor()
+    m.sh(AUTOSTART)
+    wait_for(lambda: monitor_state(m) == "RUNNING", 30, "Monitor RUNNING in the login")
+    assert len(m.pids("Monitor")) == 1
+    assert len(records(m)) == before + 1  # one start: the autostart's
+    started = m.journal(after, ZELADOR_PROGRAM="monitor", ZELADOR_EVENT="started")
+    assert started == [], [e["MESSAGE"] for e in started]  # zelador adopted, launched nothing
+    assert m.journal(after, ZELADOR_PROGRAM="monitor", ZELADOR_EVENT="found")  # the adoption
