@@ -45,7 +45,7 @@ def desktop(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mac
 
 
 def monitor_state(machine: Machine) -> str:
-    out = machine.sh("zelador status --json")
+    out = machine.run("zelador status --json").stdout  # exit 3 while Monitor is not up
     import json
 
     return str(next(p for p in json.loads(out)["programs"] if p["name"] == "monitor")["state"])

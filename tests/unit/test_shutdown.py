@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from zelador.systemd.shutdown import own_unit
+from zelador.systemd.shutdown import own_unit, scopes_before
 
 
 def test_own_unit_is_read_from_the_cgroup_when_systemd_started_us(
@@ -23,3 +23,10 @@ def test_own_unit_is_read_from_the_cgroup_when_systemd_started_us(
     cgroup.write_text("0::/system.slice/zelador.service\n")
     assert own_unit(str(cgroup)) == ""  # not started by systemd: no scope ordering
     assert own_unit(str(tmp_path / "missing")) == ""
+
+
+def test_what_the_check_starts_is_stopped_after_the_daemon() -> None:
+    assert scopes_before("zelador-check.service") == "zelador.service"
+    assert scopes_before("pos-check.service") == "pos.service"
+    assert scopes_before("zelador.service") == "zelador.service"
+    assert scopes_before("") == ""

@@ -138,10 +138,11 @@ def build_daemon(args: argparse.Namespace, config: Config, *, once: bool,
 
     logs = args.logs_dir or os.environ.get("LOGS_DIRECTORY", "").split(":")[0] or "/var/log/zelador"
     journal = open_journal(args.log_target, logs)
-    from zelador.systemd.shutdown import own_unit
+    from zelador.systemd.shutdown import own_unit, scopes_before
 
     launcher = Launcher(output_for=journal.output_for, output_where=journal.where_output_goes,
-                        use_scopes=use_scopes(args.scopes), stop_after=own_unit())
+                        use_scopes=use_scopes(args.scopes),
+                        stop_after=scopes_before(own_unit()))
     control = None
     if lock is not None and lock.problem:  # supervision goes on: no socket, `zelador status`
         journal.emit(Event("degraded", lock.problem, priority=3))  # cannot reach us

@@ -243,6 +243,8 @@ class Supervisor:
         for name, state in list(self.group.states.items()):
             if state.deadline is not None and state.deadline <= now:
                 self._apply(name, Tick(), now)
+                if self.group.states[name].phase == Phase.UNKNOWN:  # session_grace over: look
+                    self._scan_wanted = True
         self._sync_watches()
         self._arm(now)
 
@@ -362,6 +364,8 @@ class Supervisor:
 
     def _arm(self, now: float) -> None:
         wake = next_scan(self.group.states.values(), self._last_scan, self.backstop)
+        if self._scan_wanted:  # asked for after this turn's look: the next turn looks
+            wake = now
         deadline = self.group.deadline()
         if deadline is not None:
             wake = min(wake, deadline)

@@ -37,6 +37,15 @@ def own_unit(cgroup_file: str = "/proc/self/cgroup") -> str:
     return ""
 
 
+def scopes_before(unit: str) -> str:
+    """The unit the programs' scopes are stopped after: zelador's own, or, for the periodic
+    check (`zelador-check.service`, a oneshot that may start a program), the daemon's
+    (`zelador.service`, as `zelador units` names the pair)."""
+    if unit.endswith("-check.service"):
+        return unit[: -len("-check.service")] + ".service"
+    return unit
+
+
 def system_stopping(timeout: float = 3.0) -> bool:
     """True while systemd shuts the system down (`systemctl is-system-running`: stopping)."""
     try:
