@@ -149,7 +149,10 @@ class Machine:
         (old,) = wait_for(lambda: self.pids(name), 10, f"{name} to run")
         self.stable(old)
         after = self.cursor()
-        self.sh(f"kill -9 {old}")
+        killed = self.run(f"kill -9 {old}")
+        if killed.returncode != 0:  # it went meanwhile: show what zelador saw
+            raise AssertionError(f"{name} pid {old} went before the kill in {self.release}:\n"
+                                 + self.run("journalctl -u zelador -n 40 --no-pager").stdout)
         killed = time.monotonic()
         new = wait_for(lambda: [p for p in self.pids(name) if p != old], 5, f"a new {name}")[0]
         return old, new, time.monotonic() - killed, after
