@@ -66,6 +66,12 @@ fleet: {{zookeeper: "{zookeeper.hosts}", name: pos-{i}, timeout: 4s}}
         wait_for(lambda: states(zookeeper) == {"pos-1": "UP", "pos-2": "UP", "pos-3": "UP"}, 30,
                  "three terminals up")
         assert fleet(zookeeper)[0] == 0
+        # which config runs where: each node carries its sha256; --config-not lists the others
+        sha = daemons[0].status()["config_identity"]["sha256"]
+        nodes = {t["name"]: t.get("config_sha256") for t in fleet(zookeeper)[1]}
+        assert nodes["pos-1"] == sha and len({nodes["pos-2"], nodes["pos-3"], sha}) == 3
+        code, other = fleet(zookeeper, "--config-not", sha[:12])
+        assert code == 3 and sorted(t["name"] for t in other) == ["pos-2", "pos-3"]
         watch_log = tmp_path / "watch.log"
         with open(watch_log, "wb") as out:
             watcher = subprocess.Popen([sys.executable, "-m", "zelador", "fleet", "--watch",
