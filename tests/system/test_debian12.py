@@ -33,7 +33,11 @@ SYSTEMD_STARTED_ID = "39f53479d3a045ac8e11786248231fbf"  # systemd's "Started UN
 
 
 def one_pid(machine: Machine, name: str) -> int:
-    pids = wait_for(lambda: machine.pids(name), 10, f"{name} to run")
+    try:
+        pids = wait_for(lambda: machine.pids(name), 10, f"{name} to run")
+    except AssertionError as exc:  # say what systemd and zelador saw
+        raise AssertionError(f"{exc}:\n" + machine.run(
+            "journalctl -n 40 --no-pager | grep -v kernel").stdout) from None
     assert len(pids) == 1, f"{name}: {pids}"
     return int(pids[0])
 
