@@ -196,7 +196,8 @@ def test_sigstop_zelador_is_restarted_by_the_watchdog_and_programs_are_untouched
                  20, "zelador active again")
         assert main_pid(bookworm) != stopped
         assert "watchdog" in bookworm.sh("journalctl -u zelador --no-pager -n 30").lower()
-        assert (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor")) == (com, mon)
+        now = (one_pid(bookworm, "Comunicador"), one_pid(bookworm, "Monitor"))
+        assert now == (com, mon), bookworm.sh("journalctl --no-pager -n 60 | grep -v kernel")
     finally:
         bookworm.sh(f"rm -f {dropin} && systemctl daemon-reload && systemctl restart zelador")
 

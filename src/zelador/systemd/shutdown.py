@@ -46,7 +46,7 @@ def scopes_before(unit: str) -> str:
     return unit
 
 
-def system_stopping(timeout: float = 3.0) -> bool:
+def system_stopping(timeout: float = 10.0) -> bool:
     """True while systemd shuts the system down (`systemctl is-system-running`: stopping)."""
     try:
         done = subprocess.run(["systemctl", "is-system-running"], capture_output=True, text=True,
