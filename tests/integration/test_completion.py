@@ -83,7 +83,7 @@ def complete(setup: tuple[Path, Path, dict[str, str]], line: str, **env: str) ->
 
 
 def test_subcommands_and_top_options(setup) -> None:
-    assert complete(setup, "zelador re") == ["restart", "report"]
+    assert complete(setup, "zelador re") == ["restart", "report", "reload"]
     commands = list(subparsers(parser()).choices)
     assert complete(setup, "zelador ") == commands
     assert complete(setup, "zelador --") == ["--help", "--version"]
