@@ -89,15 +89,22 @@ def _words(line: str) -> list[str]:
         return line.split()
 
 
+SYSTEM = ("/bin/", "/sbin/", "/usr/bin/", "/usr/sbin/", "/usr/lib/", "/lib/")
+
+
 def _starts(program: Program, word: str) -> bool:
-    """`word` runs the program: its start script, its executable, or a file of its name."""
+    """`word` runs the program: its start script, its executable (`match.exe`), or a file of
+    its name. A system-wide command (/bin/true, /usr/bin/python3) as the start or the name says
+    nothing: many units run it; only `match.exe` names one of those."""
     if not word.startswith("/"):
+        return False
+    if program.match.exe and word == program.match.exe:
+        return True
+    if word.startswith(SYSTEM):
         return False
     script = program.start[2].split()[0] if program.shell and len(program.start) > 2 \
         else program.start[0]
-    if word == script and not script.endswith("/sh"):
-        return True
-    if program.match.exe and word == program.match.exe:
+    if word == script:
         return True
     return bool(program.match.name) and os.path.basename(word) == program.match.name
 
