@@ -29,8 +29,8 @@ def test_size_utf8_and_shape() -> None:
     assert refused(b'{"cmd": "status", "x": "\xff"}') == "the request is not UTF-8 (byte 24)"
     assert refused(b"") == "empty request"
     assert refused(b"[1]") == "the request is a JSON list, not an object"
-    assert refused(b'{"cmd": "reload"}') == ("unknown request 'reload' (try: status, checks, "
-                                             "jobs, start, stop, restart, report)")
+    assert refused(b'{"cmd": "shutdown"}') == ("unknown request 'shutdown' (try: status, checks, "
+                                               "jobs, start, stop, restart, report, reload)")
 
 
 def test_integers_are_bounded_in_digits_and_in_range() -> None:

@@ -94,8 +94,8 @@ def test_a_dropin_a_non_root_user_can_write_is_refused(tmp_path: Path) -> None:
         load_config(str(main))
     os.chmod(dropin, 0o644)
     os.chown(tmp_path / "zelador.d", 1000, 1000)
-    with pytest.raises(ConfigError, match=r"refusing config drop-in directory .* is owned by uid "
-                                          "1000"):
+    with pytest.raises(ConfigError, match=r"the folder .*zelador\.d' on its path is owned by "
+                                          "uid 1000"):
         load_config(str(main))
 
 
