@@ -68,7 +68,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("control", "The command socket", (
         Key("socket", "$RUNTIME_DIRECTORY/control.sock", "the CLI's socket (mode 0600)"),
         Key("group", "none", "a group whose members may use the socket too (mode 0660): "
-            "status, checks, jobs, report, exec, reload and start/stop/restart of a watched program, "
+            "status, checks, jobs, report, exec and start/stop/restart of a watched program, "
             "nothing else; each client's credentials are checked again, and who asked for a "
             "start, stop or restart is journaled"),
     )),

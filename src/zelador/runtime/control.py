@@ -35,6 +35,7 @@ MAX_CLIENTS = 256  # connections held at once (each at most MAX_REQUEST in and i
 BACKLOG = socket.SOMAXCONN  # 50 pollers and root's own `zelador status` all get in
 MAX_REPLY = 256 * 1024 * 1024  # the client's limit on a reply it reads
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+ROOT_ONLY = ("reload",)  # not for control.group: root's config is root's to apply
 
 
 class ControlServer:
@@ -123,6 +124,9 @@ class ControlServer:
             request = parse(line)
         except BadRequest as exc:
             return conn, {"error": f"bad request: {exc}", "code": "usage"}
+        if request.get("cmd") in ROOT_ONLY and peer(conn)[1] not in (0, os.geteuid()):
+            return conn, {"error": f"permission denied: {request['cmd']} is for root (systemctl "
+                                   "reload zelador)", "code": "usage"}
         request["_by"] = who(conn)
         return conn, request
 
