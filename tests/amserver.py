@@ -3,14 +3,12 @@ to a webhook receiver of the test's, grouped by alertname and program (as docs/a
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_group
 
 ALERTMANAGER = Path("/usr/bin/prometheus-alertmanager")
 
@@ -57,11 +55,5 @@ receivers:
         raise RuntimeError("alertmanager did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 10)
         self.proc = None

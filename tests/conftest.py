@@ -221,3 +221,15 @@ def zelador_factory(tmp_path: Path):
     finally:
         for z in made:
             z.stop()
+
+
+def stop_group(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    """Stop a test server started in a session of its own: TERM to its group, KILL after
+    `timeout`."""
+    if proc is not None and proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

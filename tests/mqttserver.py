@@ -4,13 +4,12 @@ its own config, password file and ACL (each terminal writes only its own topics)
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_group
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 PASSWD = Path("/usr/bin/mosquitto_passwd")
@@ -69,11 +68,5 @@ class Mosquitto:
         raise RuntimeError("mosquitto did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 10)
         self.proc = None

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from tests.conftest import free_port
+from tests.conftest import free_port, stop_group
 
 ZK = Path("/usr/share/zookeeper/bin/zkServer.sh")
 
@@ -48,11 +47,5 @@ class ZooKeeper:
         raise RuntimeError("zookeeper did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        stop_group(self.proc, 15)
         self.proc = None

@@ -7,7 +7,6 @@ config, and a token file others can read is the same leak.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import stat
@@ -33,6 +32,7 @@ from zelador.config.model import (
 )
 from zelador.config.yamlnodes import close_matches
 from zelador.errors import UnsafeFileError
+from zelador.fleet.topics import is_loopback
 
 CHANNEL_KINDS = ("webhook", "telegram", "email", "command", "alertmanager")
 RESERVED_LABELS = ("alertname", "instance", "program", "job", "check")
@@ -225,7 +225,7 @@ class AlertReader(JobReader):
         if "user" in entries:
             values["user"] = self.string(entries["user"], f"{key}.user")
         if "password_file" in entries:
-            if tls == "none" and not _is_loopback(str(values["host"])):
+            if tls == "none" and not is_loopback(str(values["host"])):
                 raise self.error(entries["tls"], f"{key}.tls", "a password would cross the "
                                  "network in clear; use starttls or ssl (or a loopback relay)")
             values["password_file"] = self.secret_file(entries["password_file"],
@@ -367,12 +367,3 @@ class AlertReader(JobReader):
                 raise self.error(node, key, f"{path!r}: cannot check {exc.filename!r}: "
                                  f"{exc.strerror}") from None
         return path
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
