@@ -43,9 +43,20 @@ def test_a_scope_is_looked_for_in_the_slice_it_was_created_in(monkeypatch):
     from zelador.programs import proctree
 
     asked: list[str] = []
-    monkeypatch.setattr(proctree, "_procs", lambda path: asked.append(path) or set())
+    monkeypatch.setattr(proctree, "_procs_any", lambda path: asked.append(path) or set())
     proctree.cgroup_pids("zelador-monitor-start-1.scope", "user-1000.slice")
     proctree.cgroup_pids("zelador-web-start-2.scope")
-    assert asked == ["/sys/fs/cgroup/user.slice/user-1000.slice/zelador-monitor-start-1.scope/"
-                     "cgroup.procs",
-                     "/sys/fs/cgroup/system.slice/zelador-web-start-2.scope/cgroup.procs"]
+    assert asked == ["/user.slice/user-1000.slice/zelador-monitor-start-1.scope/cgroup.procs",
+                     "/system.slice/zelador-web-start-2.scope/cgroup.procs"]
+
+
+def test_a_scope_is_read_where_the_unified_hierarchy_is_mounted(monkeypatch, tmp_path):
+    """/sys/fs/cgroup on a unified system, /sys/fs/cgroup/unified on a hybrid one (a container
+    on a hybrid host): the first root that has the scope is read."""
+    from zelador.programs import proctree
+
+    unified = tmp_path / "unified" / "system.slice" / "zelador-a-start-1.scope"
+    unified.mkdir(parents=True)
+    (unified / "cgroup.procs").write_text("7\n9\n")
+    monkeypatch.setattr(proctree, "CGROUP_ROOTS", (str(tmp_path / "v1"), str(tmp_path / "unified")))
+    assert proctree.cgroup_pids("zelador-a-start-1.scope") == {7, 9}

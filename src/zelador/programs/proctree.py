@@ -50,7 +50,21 @@ def cgroup_pids(unit: str, slice_: str = "") -> set[int]:
         parent = f"user.slice/{slice_}"
     elif slice_:
         parent = slice_
-    return _procs(f"/sys/fs/cgroup/{parent}/{unit}/cgroup.procs")
+    return _procs_any(f"/{parent}/{unit}/cgroup.procs")
+
+
+# Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup on a unified system (Debian 11 and
+# later by default); /sys/fs/cgroup/unified on a hybrid one, where systemd's own v1 hierarchy
+# (/sys/fs/cgroup/systemd) holds the same paths (a container on a hybrid host is one).
+CGROUP_ROOTS = ("/sys/fs/cgroup", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd")
+
+
+def _procs_any(relative: str) -> set[int]:
+    """cgroup.procs of the cgroup at `relative`, read under the first root that has it."""
+    for root in CGROUP_ROOTS:
+        if os.path.exists(root + relative):
+            return _procs(root + relative)
+    return set()
 
 
 def _procs(path: str) -> set[int]:
@@ -85,7 +99,7 @@ def parent_pid(pid: int) -> int:
 def scope_members(path: str) -> set[Instance]:
     """The live processes in the cgroup at `path` (as `scope_of` gives it)."""
     found = set()
-    for pid in _procs(f"/sys/fs/cgroup{path}/cgroup.procs"):
+    for pid in _procs_any(f"{path}/cgroup.procs"):
         try:
             found.add(Instance(pid, psutil.Process(pid).create_time()))
         except psutil.Error:
